@@ -1,0 +1,1 @@
+"""Client-facing surfaces: thin adapters over the TaskManager."""

@@ -1,0 +1,189 @@
+"""gRPC servicers: thin adapters from ``taskward.v1`` to the TaskManager."""
+
+from __future__ import annotations
+
+import functools
+import hmac
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from node import convert
+from node.errors import InvalidArgument, TaskwardError, Unauthenticated
+from node.events import SubscriberLagged
+from node.manager import TaskManager
+from node.model import NodeInfo
+from node.pb.taskward.v1 import tasks_pb2 as pb
+from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from node.test_module import TestModule
+
+logger = logging.getLogger(__name__)
+
+R = TypeVar("R")
+Handler = Callable[[Any, Any, grpc.aio.ServicerContext], Awaitable[R]]
+
+
+def maps_errors(fn: Handler[R]) -> Handler[R]:
+    """The single gRPC mapping of the error tree; anything else is INTERNAL, logged once."""
+
+    @functools.wraps(fn)
+    async def wrapper(self: Any, request: Any, context: grpc.aio.ServicerContext) -> R:
+        try:
+            return await fn(self, request, context)
+        except TaskwardError as exc:
+            await context.abort(exc.grpc_code, exc.message)
+        except (grpc.aio.AbortError, grpc.aio.UsageError):
+            raise
+        except Exception:
+            logger.exception("unexpected error in %s", fn.__name__)
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+        raise AssertionError("unreachable")
+
+    return wrapper
+
+
+class TaskManagerServicer(pb_grpc.TaskManagerServicer):
+    def __init__(
+        self, manager: TaskManager, addresses: Callable[[], dict[str, str]], nodes: Callable[[], list[NodeInfo]]
+    ) -> None:
+        self._m = manager
+        self._addresses = addresses
+        self._nodes = nodes
+
+    def _status(self, view: Any) -> pb.TaskStatus:
+        return convert.status_to_pb(view, self._addresses())
+
+    @maps_errors
+    async def ListModules(self, request: pb.ListModulesRequest, context: Any) -> pb.ListModulesResponse:
+        return pb.ListModulesResponse(modules=self._m.list_modules())
+
+    @maps_errors
+    async def ListTasks(self, request: pb.ListTasksRequest, context: Any) -> pb.ListTasksResponse:
+        recs, token = self._m.list_tasks(
+            request.module, internal=request.internal, keyspace=request.keyspace, table=request.table,
+            page_size=request.page_size, page_token=request.page_token,
+        )
+        return pb.ListTasksResponse(tasks=[convert.stats_to_pb(r) for r in recs], next_page_token=token)
+
+    @maps_errors
+    async def GetTaskStatus(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatus:
+        return self._status(await self._m.status(request.task_id))
+
+    @maps_errors
+    async def GetTaskStatusRecursive(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatusList:
+        views = await self._m.status_recursive(request.task_id)
+        return pb.TaskStatusList(statuses=[self._status(v) for v in views])
+
+    @maps_errors
+    async def AbortTask(self, request: pb.TaskIdRequest, context: Any) -> pb.AbortTaskResponse:
+        await self._m.abort(request.task_id)
+        return pb.AbortTaskResponse()
+
+    @maps_errors
+    async def WaitTask(self, request: pb.WaitTaskRequest, context: Any) -> pb.TaskStatus:
+        timeout = request.timeout if request.HasField("timeout") else None
+        return self._status(await self._m.wait(request.task_id, timeout))
+
+    @maps_errors
+    async def GetTtl(self, request: pb.GetTtlRequest, context: Any) -> pb.TtlResponse:
+        ttl = self._m.ttl.user_task_ttl if request.kind == pb.TTL_KIND_USER else self._m.ttl.task_ttl
+        return pb.TtlResponse(ttl=ttl, previous=ttl)
+
+    @maps_errors
+    async def SetTtl(self, request: pb.SetTtlRequest, context: Any) -> pb.TtlResponse:
+        previous = await self._m.set_ttl(user=request.kind == pb.TTL_KIND_USER, value=request.ttl)
+        return pb.TtlResponse(ttl=request.ttl, previous=previous)
+
+    @maps_errors
+    async def Drain(self, request: pb.DrainRequest, context: Any) -> pb.DrainResponse:
+        return pb.DrainResponse(unregistered=await self._m.drain(request.module))
+
+    @maps_errors
+    async def StartTask(self, request: pb.StartTaskRequest, context: Any) -> pb.StartTaskResponse:
+        if request.cluster or request.nodes:
+            raise InvalidArgument("cluster tasks need a node started with --etcd")
+        task_id = await self._m.start_task(
+            request.module, request.type, request.args_json, idempotency_key=request.idempotency_key,
+            keyspace=request.keyspace, table=request.table, entity=request.entity,
+        )
+        return pb.StartTaskResponse(task_id=task_id)
+
+    @maps_errors
+    async def ListTaskTypes(self, request: pb.ListTaskTypesRequest, context: Any) -> pb.ListTaskTypesResponse:
+        return pb.ListTaskTypesResponse(types=[convert.type_stats_to_pb(t) for t in self._m.list_task_types()])
+
+    @maps_errors
+    async def ListNodes(self, request: pb.ListNodesRequest, context: Any) -> pb.ListNodesResponse:
+        return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._nodes()])
+
+    async def WatchEvents(self, request: pb.WatchEventsRequest, context: Any) -> AsyncIterator[pb.Event]:
+        try:
+            async for ev in self._m.events.watch(request.after_sequence, live_only=request.live_only):
+                yield convert.event_to_pb(ev)
+        except SubscriberLagged as exc:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+
+
+class TestApiServicer(pb_grpc.TestApiServicer):
+    __test__ = False
+
+    def __init__(self, test_module: TestModule) -> None:
+        self._t = test_module
+
+    @maps_errors
+    async def RegisterTestModule(self, request: pb.Empty, context: Any) -> pb.Empty:
+        await self._t.register()
+        return pb.Empty()
+
+    @maps_errors
+    async def UnregisterTestModule(self, request: pb.Empty, context: Any) -> pb.Empty:
+        await self._t.unregister()
+        return pb.Empty()
+
+    @maps_errors
+    async def CreateTestTask(self, request: pb.CreateTestTaskRequest, context: Any) -> pb.StartTaskResponse:
+        task_id = await self._t.create_task(
+            task_id=request.task_id, shard=request.shard, parent_id=request.parent_id,
+            keyspace=request.keyspace, table=request.table, entity=request.entity, user_task=request.user_task,
+        )
+        return pb.StartTaskResponse(task_id=task_id)
+
+    @maps_errors
+    async def UnregisterTestTask(self, request: pb.TaskIdRequest, context: Any) -> pb.Empty:
+        await self._t.unregister_task(request.task_id)
+        return pb.Empty()
+
+    @maps_errors
+    async def FinishTestTask(self, request: pb.FinishTestTaskRequest, context: Any) -> pb.Empty:
+        await self._t.finish_task(request.task_id, request.error)
+        return pb.Empty()
+
+
+class BearerAuthInterceptor(grpc.aio.ServerInterceptor):
+    """Requires ``authorization: Bearer T`` on every call except health checks and reflection."""
+
+    OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method = handler_call_details.method
+        if not method.startswith(self.OPEN_PREFIXES):
+            metadata = dict(handler_call_details.invocation_metadata or ())
+            given = str(metadata.get("authorization", "")).encode()
+            if not hmac.compare_digest(given, self._expected):
+                return _deny(Unauthenticated().message)
+        return await continuation(handler_call_details)
+
+
+def _deny(message: str) -> grpc.RpcMethodHandler:
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
+
+    return grpc.unary_unary_rpc_method_handler(abort)

@@ -1,0 +1,64 @@
+"""The ``taskward`` console script: ``node``, ``tasks`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+
+from node.config import add_node_arguments, node_config_from
+from node.errors import ConfigError
+
+USAGE = """usage: taskward {node,tasks,demo} ...
+
+  node    run one node (gRPC task service, durable store)
+  tasks   nodetool-style client: taskward tasks --help
+  demo    start a local node with a sample operation and show where to look
+"""
+
+
+def run_node(argv: Sequence[str]) -> int:
+    from node.app import NodeApp, setup_logging
+
+    p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
+    add_node_arguments(p)
+    args = p.parse_args(argv)
+    listener = setup_logging()
+    try:
+        config = node_config_from(args)
+        asyncio.run(NodeApp(config).run())
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        listener.stop()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if argv else 2
+    command, rest = argv[0], argv[1:]
+    if command == "node":
+        return run_node(rest)
+    if command == "tasks":
+        from node.cli_tasks import main as tasks_main
+
+        return tasks_main(rest, dict(os.environ))
+    if command == "demo":
+        from node.demo import main as demo_main
+
+        return demo_main(rest)
+    print(f"taskward: unknown command {command!r}\n{USAGE}", file=sys.stderr, end="")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""``taskward tasks …``: the nodetool-style client, speaking gRPC to one node.
+
+Output and exit codes are fixed by DESIGN §4: errors go to stderr as ``error: …`` with exit 1;
+``wait`` exits 0 done, 123 failed, 124 timed out, 125 any other error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, NoReturn
+
+import grpc
+
+from node.convert import node_pb_to_dict, stats_pb_to_dict, status_pb_to_dict
+from node.pb.taskward.v1 import tasks_pb2 as pb
+from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+
+LIST_COLUMNS = ("task_id", "type", "kind", "scope", "state", "sequence_number", "keyspace", "table",
+                "entity", "shard", "start_time", "end_time")
+TREE_COLUMNS = (*LIST_COLUMNS, "parent_id", "error", "progress_completed", "progress_total")
+NODE_COLUMNS = ("id", "address", "alive", "leader", "version", "started_at")
+EXIT_FAILED, EXIT_TIMEOUT, EXIT_OTHER = 123, 124, 125
+
+
+class CliError(Exception):
+    def __init__(self, message: str, code: int = 1) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taskward tasks", add_help=False,
+                                description="Inspect and steer the tasks of a taskward node.")
+    p.add_argument("--help", action="help", help="show this help and exit")
+    p.add_argument("-h", "--host", default="127.0.0.1", help="node host (default 127.0.0.1)")
+    p.add_argument("-p", "--port", type=int, default=7100, help="node gRPC port (default 7100)")
+    p.add_argument("--token-file", help="bearer token file (default: env TASKWARD_TOKEN)")
+    sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
+
+    sub.add_parser("modules", help="list modules")
+    ls = sub.add_parser("list", help="list tasks of a module")
+    ls.add_argument("module")
+    ls.add_argument("--internal", action="store_true", help="include internal tasks")
+    ls.add_argument("--keyspace", "-ks", default="")
+    ls.add_argument("--table", "-t", default="")
+    ls.add_argument("--interval", type=float, help="seconds between listings")
+    ls.add_argument("--iterations", type=int, help="number of listings (with --interval)")
+    ls.add_argument("--json", action="store_true")
+    st = sub.add_parser("status", help="status of a task (unregisters a finished root)")
+    st.add_argument("id")
+    st.add_argument("--json", action="store_true")
+    tr = sub.add_parser("tree", help="statuses of a task tree in BFS order (no ID: every root)")
+    tr.add_argument("id", nargs="?")
+    tr.add_argument("--json", action="store_true")
+    ab = sub.add_parser("abort", help="abort a task and its descendants")
+    ab.add_argument("id")
+    wt = sub.add_parser("wait", help="wait for a task to finish")
+    wt.add_argument("id")
+    wt.add_argument("--quiet", "-q", action="store_true")
+    wt.add_argument("--timeout", type=float)
+    for name, label in (("ttl", "task_ttl"), ("user-ttl", "user_task_ttl")):
+        t = sub.add_parser(name, help=f"get or set {label}")
+        t.add_argument("--set", type=int, dest="set_value", metavar="N")
+    dr = sub.add_parser("drain", help="unregister finished tasks")
+    dr.add_argument("--module")
+    sa = sub.add_parser("start", help="start a task; prints its id")
+    sa.add_argument("module")
+    sa.add_argument("type")
+    sa.add_argument("--arg", action="append", default=[], metavar="K=V", help="V parsed as JSON when it parses")
+    sa.add_argument("--cluster", action="store_true")
+    sa.add_argument("--nodes", default="")
+    sa.add_argument("--idempotency-key", default="")
+    sa.add_argument("--keyspace", "-ks", default="")
+    sa.add_argument("--table", "-t", default="")
+    sa.add_argument("--entity", default="")
+    sa.add_argument("--wait", action="store_true")
+    sub.add_parser("nodes", help="list the cluster's members")
+    return p
+
+
+def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [list(columns)] + [[_cell(r.get(c, "")) for c in columns] for r in rows]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def _print_status(d: dict[str, Any]) -> None:
+    for key, value in d.items():
+        if key == "task_id":
+            continue
+        if key == "children_ids":
+            value = json.dumps(value)
+        print(f"{key}: {_cell(value)}")
+
+
+def parse_arg(item: str) -> tuple[str, Any]:
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise CliError(f"--arg expects K=V, got {item!r}")
+    try:
+        return key, json.loads(raw)
+    except ValueError:
+        return key, raw
+
+
+class Client:
+    def __init__(self, host: str, port: int, token: str | None) -> None:
+        self.address = f"{host}:{port}"
+        self._channel = grpc.insecure_channel(self.address)
+        self.stub = pb_grpc.TaskManagerStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+
+    def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
+        return getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)
+
+    def close(self) -> None:
+        self._channel.close()
+
+
+def _rpc_error(exc: grpc.RpcError, address: str) -> CliError:
+    code = exc.code()  # type: ignore[attr-defined]
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return CliError(f"cannot reach node at {address}: {exc.details()}")  # type: ignore[attr-defined]
+    return CliError(str(exc.details()))  # type: ignore[attr-defined]
+
+
+def cmd_list(c: Client, a: argparse.Namespace) -> int:
+    iterations = a.iterations if a.interval else 1
+    for i in range(iterations or 1):
+        resp = c.call("ListTasks", pb.ListTasksRequest(module=a.module, internal=a.internal,
+                                                       keyspace=a.keyspace, table=a.table))
+        rows = [stats_pb_to_dict(t) for t in resp.tasks]
+        print(json.dumps(rows) if a.json else _table(rows, LIST_COLUMNS), flush=True)
+        if i + 1 < (iterations or 1):
+            time.sleep(a.interval)
+    return 0
+
+
+def cmd_status(c: Client, a: argparse.Namespace) -> int:
+    d = status_pb_to_dict(c.call("GetTaskStatus", pb.TaskIdRequest(task_id=a.id)))
+    print(json.dumps(d)) if a.json else _print_status(d)
+    return 0
+
+
+def cmd_tree(c: Client, a: argparse.Namespace) -> int:
+    roots = [a.id] if a.id else [
+        t.task_id for m in c.call("ListModules", pb.ListModulesRequest()).modules
+        for t in c.call("ListTasks", pb.ListTasksRequest(module=m)).tasks
+    ]
+    rows: list[dict[str, Any]] = []
+    for rid in roots:
+        resp = c.call("GetTaskStatusRecursive", pb.TaskIdRequest(task_id=rid))
+        rows.extend(status_pb_to_dict(s) for s in resp.statuses)
+    print(json.dumps(rows) if a.json else _table(rows, TREE_COLUMNS))
+    return 0
+
+
+def cmd_wait(c: Client, a: argparse.Namespace) -> int:
+    req = pb.WaitTaskRequest(task_id=a.id)
+    if a.timeout is not None:
+        req.timeout = a.timeout
+    bar = ProgressBar(c, a.id) if sys.stderr.isatty() and not a.quiet else None
+    try:
+        status = c.call("WaitTask", req, timeout=None if a.timeout is None else a.timeout + 10)
+    except grpc.RpcError as exc:
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+            raise CliError("Operation timed out", EXIT_TIMEOUT) from None
+        raise CliError(_rpc_error(exc, c.address).args[0], EXIT_OTHER) from None
+    finally:
+        if bar is not None:
+            bar.stop()
+    d = status_pb_to_dict(status)
+    if not a.quiet:
+        _print_status(d)
+    return 0 if d["state"] == "done" else EXIT_FAILED
+
+
+class ProgressBar:
+    """Draws a task's progress on stderr from its live events while ``wait`` blocks."""
+
+    def __init__(self, client: Client, task_id: str) -> None:
+        self._stream = client.call("WatchEvents", pb.WatchEventsRequest(live_only=True), timeout=None)
+        self._task_id = task_id
+        self._thread = threading.Thread(target=self._run, name="progress-bar", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            for ev in self._stream:
+                if ev.task_id == self._task_id and ev.progress_total > 0:
+                    frac = min(1.0, ev.progress_completed / ev.progress_total)
+                    filled = int(frac * 30)
+                    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} {ev.message[:40]:40}")
+                    sys.stderr.flush()
+        except grpc.RpcError:
+            return
+
+    def stop(self) -> None:
+        self._stream.cancel()
+        self._thread.join(timeout=1.0)
+        sys.stderr.write("\n")
+
+
+def cmd_ttl(c: Client, a: argparse.Namespace) -> int:
+    kind = pb.TTL_KIND_USER if a.command == "user-ttl" else pb.TTL_KIND_TASK
+    if a.set_value is not None:
+        c.call("SetTtl", pb.SetTtlRequest(kind=kind, ttl=a.set_value))
+    ttl = c.call("GetTtl", pb.GetTtlRequest(kind=kind)).ttl
+    print(f"Current {'user ' if kind == pb.TTL_KIND_USER else ''}ttl: {ttl}")
+    return 0
+
+
+def cmd_drain(c: Client, a: argparse.Namespace) -> int:
+    modules = [a.module] if a.module else list(c.call("ListModules", pb.ListModulesRequest()).modules)
+    total = sum(c.call("Drain", pb.DrainRequest(module=m)).unregistered for m in modules)
+    print(f"unregistered {total} task(s)")
+    return 0
+
+
+def cmd_start(c: Client, a: argparse.Namespace) -> int:
+    args = dict(parse_arg(item) for item in a.arg)
+    req = pb.StartTaskRequest(
+        module=a.module, type=a.type, args_json=json.dumps(args), idempotency_key=a.idempotency_key,
+        keyspace=a.keyspace, table=a.table, entity=a.entity, cluster=a.cluster,
+        nodes=[n for n in a.nodes.split(",") if n],
+    )
+    task_id = c.call("StartTask", req).task_id
+    print(task_id, flush=True)
+    if a.wait:
+        return cmd_wait(c, argparse.Namespace(id=task_id, quiet=True, timeout=None))
+    return 0
+
+
+def cmd_nodes(c: Client, a: argparse.Namespace) -> int:
+    rows = [node_pb_to_dict(n) for n in c.call("ListNodes", pb.ListNodesRequest()).nodes]
+    print(_table(rows, NODE_COLUMNS))
+    return 0
+
+
+def cmd_modules(c: Client, a: argparse.Namespace) -> int:
+    for m in c.call("ListModules", pb.ListModulesRequest()).modules:
+        print(m)
+    return 0
+
+
+def cmd_abort(c: Client, a: argparse.Namespace) -> int:
+    c.call("AbortTask", pb.TaskIdRequest(task_id=a.id))
+    return 0
+
+
+COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
+    "modules": cmd_modules, "list": cmd_list, "status": cmd_status, "tree": cmd_tree,
+    "abort": cmd_abort, "wait": cmd_wait, "ttl": cmd_ttl, "user-ttl": cmd_ttl, "drain": cmd_drain,
+    "start": cmd_start, "nodes": cmd_nodes,
+}
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    print(f"error: {message}" if not message.startswith(("Operation timed out", "Task with id")) else message,
+          file=sys.stderr)
+    sys.exit(code)
+
+
+def main(argv: Sequence[str], env: dict[str, str]) -> int:
+    a = build_parser().parse_args(argv)
+    token = env.get("TASKWARD_TOKEN")
+    if a.token_file:
+        with open(a.token_file) as f:
+            token = f.read().strip()
+    client = Client(a.host, a.port, token)
+    error_code = EXIT_OTHER if a.command == "wait" else 1
+    try:
+        return COMMANDS[a.command](client, a)
+    except CliError as exc:
+        _fail(exc.args[0], exc.code)
+    except grpc.RpcError as exc:
+        _fail(_rpc_error(exc, client.address).args[0], error_code)
+    finally:
+        client.close()

@@ -1,0 +1,133 @@
+"""Node configuration: frozen sections, validated once, built from CLI > ``TASKWARD_*`` env > defaults.
+
+Nothing else in the code base reads the environment; each component receives only its own section.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from node.errors import ConfigError
+from node.model import NODE_ID_RE
+
+DEFAULT_LISTEN = "127.0.0.1:7100"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ManagerConfig:
+    node_id: str
+    initial_task_ttl: int = 0
+    initial_user_task_ttl: int = 3600
+    retention_max_age_s: float = 24 * 3600
+    retention_max_per_module: int = 100
+    event_retention: int = 100_000
+    concurrency: int = 16
+    sync_threads: int = 16
+    shutdown_grace_s: float = 5.0
+    enable_test_api: bool = False
+
+    def __post_init__(self) -> None:
+        if self.initial_task_ttl < 0 or self.initial_user_task_ttl < 0:
+            raise ConfigError("task ttl values must be >= 0")
+        if self.retention_max_per_module < 1 or self.retention_max_age_s <= 0:
+            raise ConfigError("retention must keep at least one task for a positive time")
+        if self.concurrency < 1 or self.sync_threads < 1:
+            raise ConfigError("concurrency and sync threads must be >= 1")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeConfig:
+    node_id: str
+    listen: str = DEFAULT_LISTEN
+    advertise: str = ""
+    data_dir: Path
+    token: str | None = None
+    task_modules: tuple[str, ...] = ()
+    sqlite_synchronous: str = "FULL"
+    manager: ManagerConfig = field(default_factory=lambda: ManagerConfig(node_id="invalid"))
+
+    def __post_init__(self) -> None:
+        if not NODE_ID_RE.match(self.node_id):
+            raise ConfigError(f"invalid node id {self.node_id!r}: must match {NODE_ID_RE.pattern}")
+        host, _, port = self.listen.rpartition(":")
+        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ConfigError(f"invalid listen address {self.listen!r}: expected HOST:PORT")
+        if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
+            raise ConfigError("sqlite synchronous must be OFF, NORMAL, FULL or EXTRA")
+
+    @property
+    def advertise_address(self) -> str:
+        return self.advertise or self.listen
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "taskward.sqlite3"
+
+
+def add_node_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--id", dest="node_id", help="node id (env TASKWARD_NODE_ID)")
+    p.add_argument("--listen", help=f"gRPC HOST:PORT (default {DEFAULT_LISTEN})")
+    p.add_argument("--advertise", help="gRPC HOST:PORT other nodes use (default: --listen)")
+    p.add_argument("--data-dir", help="data directory (default ./taskward-data/ID)")
+    p.add_argument("--enable-test-api", action="store_true", default=None)
+    p.add_argument("--task-ttl", type=int, help="task_ttl on first start of a data dir (default 0)")
+    p.add_argument("--user-task-ttl", type=int, help="user_task_ttl on first start (default 3600)")
+    p.add_argument("--token-file", help="file holding the bearer token (env TASKWARD_TOKEN)")
+    p.add_argument("--tasks", action="append", default=[], metavar="MODULE", help="import task types")
+    p.add_argument("--concurrency", type=int, help="root operations run at once (default 16)")
+    p.add_argument("--retention-max-age", type=float, help="seconds finished tasks are kept (86400)")
+    p.add_argument("--retention-max-per-module", type=int, help="finished tasks kept per module (100)")
+    p.add_argument("--sqlite-synchronous", help="SQLite synchronous setting (default FULL)")
+
+
+def _pick(cli: object, env: Mapping[str, str], name: str, default: object, conv: type = str) -> object:
+    if cli is not None:
+        return cli
+    raw = env.get(f"TASKWARD_{name.upper()}")
+    if raw is None:
+        return default
+    try:
+        return conv(raw)
+    except ValueError:
+        raise ConfigError(f"TASKWARD_{name.upper()}={raw!r} is not a valid {conv.__name__}") from None
+
+
+def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
+    """The only place that reads the environment."""
+    env = os.environ if env is None else env
+    node_id = str(_pick(args.node_id, env, "node_id", ""))
+    if not node_id:
+        raise ConfigError("--id is required")
+    token: str | None = env.get("TASKWARD_TOKEN") or None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file: {exc}") from None
+        if not token:
+            raise ConfigError("--token-file is empty")
+    manager = ManagerConfig(
+        node_id=node_id,
+        initial_task_ttl=int(_pick(args.task_ttl, env, "task_ttl", 0, int)),  # type: ignore[call-overload]
+        initial_user_task_ttl=int(_pick(args.user_task_ttl, env, "user_task_ttl", 3600, int)),  # type: ignore[call-overload]
+        retention_max_age_s=float(_pick(args.retention_max_age, env, "retention_max_age", 86400.0, float)),  # type: ignore[arg-type]
+        retention_max_per_module=int(
+            _pick(args.retention_max_per_module, env, "retention_max_per_module", 100, int)  # type: ignore[call-overload]
+        ),
+        concurrency=int(_pick(args.concurrency, env, "concurrency", 16, int)),  # type: ignore[call-overload]
+        enable_test_api=bool(args.enable_test_api or env.get("TASKWARD_ENABLE_TEST_API") == "1"),
+    )
+    return NodeConfig(
+        node_id=node_id,
+        listen=str(_pick(args.listen, env, "listen", DEFAULT_LISTEN)),
+        advertise=str(_pick(args.advertise, env, "advertise", "")),
+        data_dir=Path(str(_pick(args.data_dir, env, "data_dir", f"./taskward-data/{node_id}"))),
+        token=token,
+        task_modules=tuple(args.tasks),
+        sqlite_synchronous=str(_pick(args.sqlite_synchronous, env, "sqlite_synchronous", "FULL")).upper(),
+        manager=manager,
+    )

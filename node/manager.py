@@ -1,0 +1,534 @@
+"""TaskManager: the node's service layer. Every surface (gRPC, REST, RESP, CLI) calls this.
+
+It owns the in-memory task table and keeps it in step with SQLite: each transition builds one
+transaction, commits it, and only then publishes the matching event. Reads are answered from memory.
+Test-API operations live in ``node.test_module``; TTL and retention sweeps in ``node.retention``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+from typing import Any
+
+from node.config import ManagerConfig
+from node.context import TaskContext
+from node.errors import (
+    IdempotencyConflict,
+    InvalidArgument,
+    NotAbortable,
+    TaskNotFound,
+    UnknownModule,
+    WaitTimeout,
+)
+from node.events import Event, EventLog, EventType
+from node.executor import Executor, Run
+from node.model import (
+    BatchClock,
+    ChildRef,
+    TaskRecord,
+    TaskState,
+    TaskView,
+    TtlSettings,
+    TypeStats,
+    check_task_id,
+    descendants,
+    expiry,
+    fold_drops,
+    matches,
+    new_task_id,
+    rolled_up_progress,
+)
+from node.registry import Registry, TaskType
+from node.retention import Retention
+from node.store import Store, Tx
+from node.task_table import TaskTable
+
+logger = logging.getLogger(__name__)
+
+TEST_MODULE = "test"
+BUILTIN_MODULE = "builtin"
+MAX_LABEL_LEN = 1024
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class TaskManager:
+    """Modules, trees, states, TTL, folding and abort for the tasks of one node.
+
+    ``start()`` loads the store and recovers interrupted work; ``stop()`` drains the executor. All
+    public coroutines raise only ``TaskwardError`` subclasses for client mistakes.
+    """
+
+    def __init__(
+        self,
+        config: ManagerConfig,
+        store: Store,
+        registry: Registry,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.config = config
+        self.node_id = config.node_id
+        self.registry = registry
+        self._store = store
+        self._now = clock
+        self.table = TaskTable()
+        self.events: EventLog = EventLog(store, 0)
+        self.executor = Executor(self, concurrency=config.concurrency, sync_threads=config.sync_threads)
+        self.retention = Retention(self, config)
+        self.ttl = TtlSettings(config.initial_task_ttl, config.initial_user_task_ttl)
+        self.test_module_registered = False
+        self._seq: dict[tuple[str, int], int] = {}
+        self._waiters: dict[str, list[asyncio.Future[TaskView]]] = {}
+        self._clocks: dict[str, BatchClock] = {}
+        self._type_stats: dict[str, TypeStats] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        self._events_pruned_to = 0
+
+    # ---------------------------------------------------------------- lifecycle
+
+    async def start(self) -> None:
+        loaded = await self._store.open()
+        self.events = EventLog(self._store, loaded.last_event_seq)
+        s = loaded.settings
+        self.ttl = TtlSettings(
+            int(s.get("task_ttl", self.config.initial_task_ttl)),
+            int(s.get("user_task_ttl", self.config.initial_user_task_ttl)),
+        )
+        for key, value in s.items():
+            if key.startswith("seq:"):
+                module, _, shard = key[4:].rpartition(":")
+                if module != TEST_MODULE:
+                    self._seq[(module, int(shard))] = int(value)
+            elif key.startswith("type:"):
+                self._type_stats[key[5:]] = TypeStats(key[5:], **json.loads(value))
+        for rec in loaded.tasks:
+            self.table.put(rec)
+        await self._recover()
+        self.executor.start()
+        self.retention.start()
+        logger.info("task manager ready: %d tasks loaded", len(self.table))
+
+    async def _recover(self) -> None:
+        """Re-queue or fail work that a crash or shutdown interrupted (DESIGN §3)."""
+        tx = Tx().setting("task_ttl", str(self.ttl.task_ttl)).setting("user_task_ttl", str(self.ttl.user_task_ttl))
+        now = self._now()
+        requeue: list[tuple[TaskRecord, TaskType]] = []
+        stale_test = [r.id for r in self.table.records.values() if r.module == TEST_MODULE]
+        for tid in stale_test:  # the test module does not outlive the process that registered it
+            self.table.remove(tid)
+        tx.delete(stale_test)
+        for rec in list(self.table.records.values()):
+            if rec.state.finished:
+                if rec.is_root and rec.expires_at is not None:
+                    self.retention.track_finished(rec)
+                continue
+            spec = self.registry.find(rec.module, rec.type)
+            retry = spec is not None and rec.is_root and (rec.state is TaskState.CREATED or spec.retryable)
+            if retry and spec is not None:
+                rec = replace(rec, state=TaskState.CREATED, start_time=None, progress_completed=0.0, children=())
+                requeue.append((rec, spec))
+            else:
+                rec = rec.finished(now, error="node restarted")
+                if not rec.is_root:
+                    rec = replace(rec, folded=True)
+                else:
+                    rec = replace(rec, expires_at=expiry(rec, self.ttl))
+                    self.retention.track_finished(rec)
+            self.table.put(rec)
+            tx.put(rec)
+        await self._store.commit(tx)
+        for rec, spec in requeue:
+            self.executor.enqueue(Run(rec.id, spec, spec.parse_args(rec.args)))
+        if requeue:
+            logger.info("re-queued %d interrupted task(s)", len(requeue))
+
+    async def stop(self) -> None:
+        await self.retention.stop()
+        await self.executor.stop(self.config.shutdown_grace_s)
+        if self._background:
+            await asyncio.wait(self._background, timeout=self.config.shutdown_grace_s)
+        self.events.close()
+        await self._store.close()
+
+    # ---------------------------------------------------------------- helpers
+
+    def now(self) -> datetime:
+        return self._now()
+
+    async def prune_events(self, keep: int) -> None:
+        """Drop persisted events older than the newest ``keep``."""
+        cutoff = self.events.last_sequence - keep
+        if cutoff > self._events_pruned_to:
+            self._events_pruned_to = cutoff
+            await self._store.commit(Tx().prune_events(cutoff))
+
+    def _spawn(self, coro: Any, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background_done)
+
+    def _background_done(self, task: asyncio.Task[Any]) -> None:
+        self._background.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
+
+    def _event(self, tx: Tx, etype: EventType, rec: TaskRecord, **extra: Any) -> Event:
+        ev = Event(
+            sequence=self.events.next_sequence(), type=etype, task_id=rec.id, module=rec.module,
+            task_type=rec.type, time=time.time(), **extra,
+        )
+        tx.event(ev.sequence, ev.at, ev.to_dict())
+        return ev
+
+    async def _commit(self, tx: Tx, *events: Event) -> None:
+        await self._store.commit(tx)
+        for ev in events:
+            self.events.publish(ev)
+
+    def _addressable(self, task_id: str) -> TaskRecord:
+        rec = self.table.get(check_task_id(task_id))
+        if rec is None or rec.folded:
+            raise TaskNotFound(task_id)
+        return rec
+
+    def view(self, task_id: str) -> TaskView:
+        rec = self.table.records[task_id]
+        progress = rolled_up_progress(task_id, self.table.records, self._eta)
+        return TaskView(rec, progress)
+
+    def _eta(self, task_id: str) -> int | None:
+        rec = self.table.records[task_id]
+        clock = self._clocks.get(task_id)
+        if clock is None or rec.state.finished:
+            return 0 if rec.state is TaskState.DONE and rec.own_progress else None
+        return clock.eta_ms(rec.progress_completed, rec.progress_total)
+
+    def new_id(self) -> str:
+        return new_task_id()
+
+    async def commit_tx(self, tx: Tx) -> None:
+        await self._store.commit(tx)
+
+    def forget_sequences(self, module: str) -> None:
+        for key in [k for k in self._seq if k[0] == module]:
+            del self._seq[key]
+
+    def next_sequence(self, tx: Tx, module: str, shard: int) -> int:
+        n = self._seq.get((module, shard), 0) + 1
+        self._seq[(module, shard)] = n
+        tx.setting(f"seq:{module}:{shard}", str(n))
+        return n
+
+    # ---------------------------------------------------------------- queries
+
+    def list_modules(self) -> list[str]:
+        mods = self.registry.modules() | {BUILTIN_MODULE}
+        if self.test_module_registered:
+            mods.add(TEST_MODULE)
+        return sorted(mods)
+
+    def check_module(self, module: str) -> None:
+        if module not in self.list_modules():
+            raise UnknownModule(module)
+
+    def list_tasks(
+        self, module: str, *, internal: bool = False, keyspace: str = "", table: str = "",
+        page_size: int = 0, page_token: str = "",
+    ) -> tuple[list[TaskRecord], str]:
+        """Tasks of ``module`` in registration order; ``page_size`` 0 returns them all."""
+        self.check_module(module)
+        try:
+            after = int(page_token) if page_token else 0
+        except ValueError:
+            raise InvalidArgument(f"malformed page token {page_token!r}") from None
+        out: list[TaskRecord] = []
+        for order, rec in self.table.module_records(module, after):
+            if matches(rec, internal=internal, keyspace=keyspace, table=table):
+                out.append(rec)
+                if page_size and len(out) >= page_size:
+                    return out, str(order)
+        return out, ""
+
+    async def status(self, task_id: str) -> TaskView:
+        """A task's status; a finished root node task is unregistered by being read (ScyllaDB)."""
+        rec = self._addressable(task_id)
+        view = self.view(rec.id)
+        if rec.is_root and rec.state.finished:
+            await self.unregister_tree(rec.id)
+        return view
+
+    async def status_recursive(self, task_id: str) -> list[TaskView]:
+        rec = self._addressable(task_id)
+        views = [self.view(tid) for tid in descendants(rec.id, self.table.records, include_self=True)]
+        if rec.is_root and rec.state.finished:
+            await self.unregister_tree(rec.id)
+        return views
+
+    async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskView:
+        """The final status once the task finishes; never unregisters it."""
+        if timeout_s is not None and timeout_s < 0:
+            raise InvalidArgument("timeout must be >= 0")
+        rec = self._addressable(task_id)
+        if rec.state.finished:
+            return self.view(rec.id)
+        fut: asyncio.Future[TaskView] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(rec.id, []).append(fut)
+        try:
+            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+        except TimeoutError:
+            raise WaitTimeout(task_id, timeout_s or 0) from None
+        finally:
+            waiters = self._waiters.get(rec.id)
+            if waiters and fut in waiters:
+                waiters.remove(fut)
+                if not waiters:
+                    del self._waiters[rec.id]
+
+    async def wait_child(self, task_id: str) -> TaskView:
+        rec = self.table.get(task_id)
+        if rec is None:
+            raise TaskNotFound(task_id)
+        if rec.state.finished:
+            return self.view(task_id)
+        fut: asyncio.Future[TaskView] = asyncio.get_running_loop().create_future()
+        self._waiters.setdefault(task_id, []).append(fut)
+        return await fut
+
+    def list_task_types(self) -> list[TypeStats]:
+        running = {f"{r.module}:{r.type}" for r in self.table.records.values() if r.state is TaskState.RUNNING}
+        out = []
+        for spec in self.registry.all():
+            name = spec.qualified_name
+            st = self._type_stats.get(name, TypeStats(name))
+            out.append(replace(st, running=name in running))
+        return out
+
+    # ---------------------------------------------------------------- settings
+
+    async def set_ttl(self, *, user: bool, value: int) -> int:
+        """Set task_ttl or user_task_ttl (persisted); returns the previous value."""
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise InvalidArgument(f"ttl must be a non-negative integer, got {value!r}")
+        if value > 10 * 365 * 24 * 3600:
+            raise InvalidArgument("ttl must be at most ten years")
+        previous = self.ttl.user_task_ttl if user else self.ttl.task_ttl
+        new = replace(self.ttl, **{"user_task_ttl" if user else "task_ttl": value})
+        await self._store.commit(Tx().setting("user_task_ttl" if user else "task_ttl", str(value)))
+        self.ttl = new
+        return previous
+
+    # ---------------------------------------------------------------- starting
+
+    def _check_labels(self, **labels: str) -> None:
+        for name, value in labels.items():
+            if len(value) > MAX_LABEL_LEN:
+                raise InvalidArgument(f"{name} longer than {MAX_LABEL_LEN} characters")
+
+    async def start_task(
+        self, module: str, type_name: str, args_json: str = "", *, idempotency_key: str = "",
+        keyspace: str = "", table: str = "", entity: str = "", user_task: bool = True,
+        internal: bool = False,
+    ) -> str:
+        """Validate, durably record and queue a root task; returns its id.
+
+        Idempotent per key: the same key with the same request returns the first id; with a
+        different request it raises ``IdempotencyConflict`` and changes nothing.
+        """
+        spec = self.registry.get(module, type_name)
+        self._check_labels(keyspace=keyspace, table=table, entity=entity, idempotency_key=idempotency_key)
+        args = spec.parse_args(args_json)
+        canon = json.dumps(args, sort_keys=True, separators=(",", ":"))
+        if idempotency_key:
+            existing_id = self.table.by_idempotency_key.get(idempotency_key)
+            if existing_id is not None:
+                old = self.table.records[existing_id]
+                if (old.module, old.type, old.args, old.keyspace, old.table, old.entity) != (
+                    module, type_name, canon, keyspace, table, entity,
+                ):
+                    raise IdempotencyConflict(idempotency_key)
+                return existing_id
+        tx = Tx()
+        rec = TaskRecord(
+            id=new_task_id(), module=module, type=type_name, created_at=self._now(),
+            sequence_number=self.next_sequence(tx, module, 0), keyspace=keyspace, table=table,
+            entity=entity, is_abortable=spec.abortable, progress_units=spec.progress_units,
+            user_task=user_task, internal=internal, args=canon, idempotency_key=idempotency_key,
+        )
+        self.table.put(rec)
+        try:
+            await self._commit(tx.put(rec))
+        except BaseException:
+            self.table.remove(rec.id)
+            raise
+        self.executor.enqueue(Run(rec.id, spec, args))
+        return rec.id
+
+    async def spawn_child(self, parent_id: str, module: str, type_name: str, args: dict[str, Any]) -> str:
+        parent = self.table.records[parent_id]
+        spec = self.registry.get(module, type_name)
+        parsed = spec.parse_args(json.dumps(args))
+        child = TaskRecord(
+            id=new_task_id(), module=module, type=type_name, created_at=self._now(),
+            sequence_number=parent.sequence_number, keyspace=parent.keyspace, table=parent.table,
+            shard=parent.shard, is_abortable=spec.abortable, progress_units=spec.progress_units,
+            parent_id=parent_id, internal=True, args=json.dumps(parsed, sort_keys=True),
+            abort_requested=parent.abort_requested,
+        )
+        parent = parent.with_child(ChildRef(child.id, self.node_id))
+        self.table.put(child)
+        self.table.put(parent)
+        await self._commit(Tx().put(child).put(parent))
+        self.executor.start_child(Run(child.id, spec, parsed))
+        return child.id
+
+    # ---------------------------------------------------------------- running (executor host)
+
+    def make_context(self, task_id: str, spec: TaskType) -> TaskContext:
+        adapter = logging.LoggerAdapter(
+            logging.getLogger("taskward.task"), {"task_id": task_id, "node_id": self.node_id}
+        )
+        return TaskContext(
+            task_id=task_id, module=spec.module, type_name=spec.name, host=self,
+            loop=asyncio.get_running_loop(), logger=adapter,
+        )
+
+    async def begin(self, task_id: str) -> bool:
+        rec = self.table.get(task_id)
+        if rec is None or rec.state is not TaskState.CREATED:
+            return False
+        if rec.abort_requested:
+            await self.complete(task_id, aborted=True)
+            return False
+        rec = rec.started(self._now())
+        self.table.put(rec)
+        tx = Tx().put(rec)
+        ev = self._event(tx, EventType.STARTED, rec)
+        name = f"{rec.module}:{rec.type}"
+        st = replace(self._type_stats.get(name, TypeStats(name)), started_at=int(time.time()))
+        self._type_stats[name] = st
+        tx.setting(f"type:{name}", json.dumps({"completed": st.completed, "started_at": st.started_at,
+                                               "last_run": st.last_run}))
+        self._clocks[task_id] = BatchClock()
+        await self._commit(tx, ev)
+        return True
+
+    def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
+        rec = self.table.get(task_id)
+        if rec is None or rec.state.finished:
+            return
+        rec = rec.with_progress(done, total, message[:MAX_LABEL_LEN])
+        self.table.put(rec)
+        clock = self._clocks.setdefault(task_id, BatchClock())
+        clock.record(time.monotonic(), done)
+        tx = Tx().put(rec)
+        ev = self._event(tx, EventType.PROGRESS, rec, progress_completed=done, progress_total=total,
+                         message=rec.progress_message)
+        self._spawn(self._commit(tx, ev), f"progress[{task_id}]")
+
+    def abort_requested(self, task_id: str) -> bool:
+        rec = self.table.get(task_id)
+        return rec is not None and rec.abort_requested
+
+    async def complete(self, task_id: str, *, error: str = "", aborted: bool = False) -> None:
+        """Finish a task: fold it, apply TTL, notify waiters, emit the event, prune retention."""
+        rec = self.table.get(task_id)
+        if rec is None or rec.state.finished:
+            return
+        rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
+        if rec.is_root:
+            rec = replace(rec, expires_at=None if rec.internal else expiry(rec, self.ttl))
+        else:
+            rec = replace(rec, folded=True)
+        self.table.put(rec)
+        self._clocks.pop(task_id, None)
+        tx = Tx().put(rec)
+        self._drop_folded(rec.id, tx)
+        etype = EventType.ABORTED if aborted else EventType.FAILED if rec.error else EventType.COMPLETED
+        ev = self._event(tx, etype, rec, error=rec.error, progress_completed=rec.progress_completed,
+                         progress_total=rec.progress_total)
+        name = f"{rec.module}:{rec.type}"
+        if self.registry.find(rec.module, rec.type) is not None:
+            st = self._type_stats.get(name, TypeStats(name))
+            if rec.state is TaskState.DONE:
+                st = replace(st, completed=True, last_run=int(time.time()))
+            self._type_stats[name] = st
+            tx.setting(f"type:{name}", json.dumps({"completed": st.completed, "started_at": st.started_at,
+                                                   "last_run": st.last_run}))
+        view = self.view(rec.id)
+        await self._commit(tx, ev)
+        for fut in self._waiters.pop(rec.id, []):
+            if not fut.done():
+                fut.set_result(view)
+        if rec.is_root:
+            if rec.internal or (rec.expires_at is not None and rec.expires_at <= self._now()):
+                await self.unregister_tree(rec.id)
+            else:
+                self.retention.track_finished(rec)
+                await self.retention.prune_module(rec.module)
+
+    def _drop_folded(self, task_id: str, tx: Tx) -> None:
+        drops = fold_drops(task_id, self.table.records)
+        if not drops:
+            return
+        parents = {self.table.records[d].parent_id for d in drops} - drops - {None}
+        for pid in parents:
+            assert pid is not None
+            parent = self.table.records[pid].without_children(drops)
+            self.table.put(parent)
+            tx.put(parent)
+        for d in drops:
+            self.table.remove(d)
+        tx.delete(sorted(drops))
+
+    async def unregister_tree(self, root_id: str) -> int:
+        """Forget a root and its finished descendants (running ones stay until they finish)."""
+        ids = [t for t in descendants(root_id, self.table.records, include_self=True)
+               if self.table.records[t].state.finished or t == root_id]
+        for tid in ids:
+            rec = self.table.remove(tid)
+            if rec is not None:
+                self.retention.forget(rec.module, tid)
+        await self._commit(Tx().delete(ids))
+        return len(ids)
+
+    # ---------------------------------------------------------------- steering
+
+    async def abort(self, task_id: str) -> None:
+        """Request a cooperative abort of the task and all its descendants."""
+        rec = self._addressable(task_id)
+        if not rec.is_abortable:
+            raise NotAbortable(task_id)
+        if rec.state.finished:
+            return
+        tx = Tx()
+        queued: list[str] = []
+        for tid in descendants(rec.id, self.table.records, include_self=True):
+            r = self.table.records[tid]
+            if r.state.finished or r.abort_requested:
+                continue
+            r = replace(r, abort_requested=True)
+            self.table.put(r)
+            tx.put(r)
+            if r.state is TaskState.CREATED:
+                queued.append(tid)
+        await self._commit(tx)
+        for tid in reversed(queued):  # never started: nothing will check the flag, so end them now
+            await self.complete(tid, aborted=True)
+
+    async def drain(self, module: str) -> int:
+        """Unregister every finished task of ``module``; running ones stay."""
+        self.check_module(module)
+        roots = [r.id for _, r in self.table.module_records(module) if r.is_root and r.state.finished]
+        n = 0
+        for rid in roots:
+            n += await self.unregister_tree(rid)
+        return n

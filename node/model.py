@@ -1,0 +1,295 @@
+"""Task values and the pure rules that change them.
+
+Records are immutable; every transition returns a new record. Nothing here does I/O or reads a
+clock: callers pass ``now``. That keeps the ScyllaDB rules (folding, TTL, progress roll-up) testable
+as plain functions.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+
+from node.errors import MalformedTaskId
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
+ETA_WINDOW = 10
+
+
+class TaskState(StrEnum):
+    CREATED = "created"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+
+    @property
+    def finished(self) -> bool:
+        return self in (TaskState.DONE, TaskState.FAILED)
+
+
+class TaskKind(StrEnum):
+    NODE = "node"
+    CLUSTER = "cluster"
+
+
+def new_task_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_task_id(task_id: str) -> str:
+    """Return the id if it is a canonical lowercase UUID, else raise ``MalformedTaskId``."""
+    if not _UUID_RE.match(task_id):
+        raise MalformedTaskId(task_id)
+    return task_id
+
+
+@dataclass(frozen=True, slots=True)
+class ChildRef:
+    task_id: str
+    node: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskRecord:
+    """One task as stored. ``folded`` marks a finished non-root task that is reachable only through
+    its parent's tree (ScyllaDB's folding); ``expires_at`` is set on a finished root with a TTL."""
+
+    id: str
+    module: str
+    type: str
+    kind: TaskKind = TaskKind.NODE
+    scope: str = "node"
+    state: TaskState = TaskState.CREATED
+    sequence_number: int = 0
+    keyspace: str = ""
+    table: str = ""
+    entity: str = ""
+    shard: int = 0
+    created_at: datetime
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    is_abortable: bool = False
+    error: str = ""
+    aborted: bool = False
+    abort_requested: bool = False
+    parent_id: str | None = None
+    children: tuple[ChildRef, ...] = ()
+    progress_units: str = ""
+    progress_total: float = 0.0
+    progress_completed: float = 0.0
+    progress_message: str = ""
+    own_progress: bool = False
+    internal: bool = False
+    user_task: bool = False
+    folded: bool = False
+    args: str = "{}"
+    idempotency_key: str = ""
+    expires_at: datetime | None = None
+
+    @property
+    def is_root(self) -> bool:
+        return self.parent_id is None
+
+    def started(self, now: datetime) -> TaskRecord:
+        return replace(self, state=TaskState.RUNNING, start_time=now)
+
+    def finished(self, now: datetime, *, error: str = "", aborted: bool = False) -> TaskRecord:
+        state = TaskState.FAILED if (error or aborted) else TaskState.DONE
+        if aborted and not error:
+            error = "aborted"
+        return replace(self, state=state, end_time=now, error=error, aborted=aborted)
+
+    def with_progress(self, completed: float, total: float, message: str) -> TaskRecord:
+        return replace(
+            self,
+            progress_completed=completed,
+            progress_total=total,
+            progress_message=message,
+            own_progress=True,
+        )
+
+    def with_child(self, child: ChildRef) -> TaskRecord:
+        return replace(self, children=(*self.children, child))
+
+    def without_children(self, dropped: set[str]) -> TaskRecord:
+        return replace(self, children=tuple(c for c in self.children if c.task_id not in dropped))
+
+
+@dataclass(frozen=True, slots=True)
+class TtlSettings:
+    task_ttl: int = 0
+    user_task_ttl: int = 3600
+
+    def for_record(self, rec: TaskRecord) -> int:
+        return self.user_task_ttl if rec.user_task else self.task_ttl
+
+
+def expiry(rec: TaskRecord, ttl: TtlSettings) -> datetime | None:
+    """When a finished root leaves the registry: the TTL in force at completion applies.
+
+    Internal roots and non-roots never get an expiry: the former are unregistered at once, the
+    latter fold into their parent.
+    """
+    if not rec.is_root or rec.internal or rec.end_time is None:
+        return None
+    return rec.end_time + timedelta(seconds=ttl.for_record(rec))
+
+
+def subtree_failed(task_id: str, records: Mapping[str, TaskRecord]) -> bool:
+    """True when the task or any of its descendants failed."""
+    stack = [task_id]
+    while stack:
+        rec = records.get(stack.pop())
+        if rec is None:
+            continue
+        if rec.state is TaskState.FAILED:
+            return True
+        stack.extend(c.task_id for c in rec.children)
+    return False
+
+
+def fold_drops(task_id: str, records: Mapping[str, TaskRecord]) -> set[str]:
+    """Ids to forget when ``task_id`` finishes.
+
+    ScyllaDB keeps the statuses of a finished task's direct children; indirect descendants are kept
+    only when they, or one of their descendants, failed. Unfinished descendants stay: they fold
+    again when they finish.
+    """
+    drops: set[str] = set()
+    rec = records.get(task_id)
+    if rec is None:
+        return drops
+    frontier = [g.task_id for c in rec.children if (cr := records.get(c.task_id)) for g in cr.children]
+    while frontier:
+        gid = frontier.pop()
+        grec = records.get(gid)
+        if grec is None:
+            continue
+        if grec.state.finished and not subtree_failed(gid, records):
+            drops.update(descendants(gid, records, include_self=True))
+        else:
+            frontier.extend(c.task_id for c in grec.children)
+    return drops
+
+
+def descendants(task_id: str, records: Mapping[str, TaskRecord], *, include_self: bool = False) -> list[str]:
+    """Ids of the task's descendants in BFS order (the task itself first when asked)."""
+    order = [task_id] if include_self else []
+    queue = [c.task_id for c in records[task_id].children] if task_id in records else []
+    i = 0
+    while i < len(queue):
+        tid = queue[i]
+        i += 1
+        rec = records.get(tid)
+        if rec is None:
+            continue
+        order.append(tid)
+        queue.extend(c.task_id for c in rec.children)
+    return order
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    completed: float
+    total: float
+    eta_ms: int | None = None
+
+    @property
+    def fraction(self) -> float:
+        if self.total <= 0:
+            return 1.0 if self.completed > 0 else 0.0
+        return max(0.0, min(1.0, self.completed / self.total))
+
+
+def rolled_up_progress(
+    task_id: str, records: Mapping[str, TaskRecord], eta_of: Callable[[str], int | None]
+) -> Progress:
+    """A task's own progress, or the sum of its children's when it reports none of its own."""
+    rec = records[task_id]
+    if rec.own_progress or not rec.children:
+        return Progress(rec.progress_completed, rec.progress_total, eta_of(task_id))
+    done = total = 0.0
+    etas: list[int] = []
+    for child in rec.children:
+        if child.task_id not in records:
+            continue
+        p = rolled_up_progress(child.task_id, records, eta_of)
+        done += p.completed
+        total += p.total
+        if p.eta_ms is not None:
+            etas.append(p.eta_ms)
+    return Progress(done, total, max(etas) if etas else None)
+
+
+@dataclass(slots=True)
+class BatchClock:
+    """Rolling window of the last ``ETA_WINDOW`` batches (AeorDB): time and units per batch."""
+
+    last_at: float | None = None
+    last_done: float = 0.0
+    samples: list[tuple[float, float]] = field(default_factory=list)
+
+    def record(self, at: float, done: float) -> None:
+        if self.last_at is not None and done > self.last_done:
+            self.samples.append((at - self.last_at, done - self.last_done))
+            del self.samples[:-ETA_WINDOW]
+        self.last_at, self.last_done = at, done
+
+    def eta_ms(self, done: float, total: float) -> int | None:
+        if not self.samples or total <= 0:
+            return None
+        secs = sum(s for s, _ in self.samples) / len(self.samples)
+        units = sum(u for _, u in self.samples) / len(self.samples)
+        remaining_batches = max(0.0, total - done) / units
+        return round(secs * remaining_batches * 1000)
+
+
+def matches(rec: TaskRecord, *, internal: bool, keyspace: str, table: str) -> bool:
+    """The list filter of ``list_module_tasks``."""
+    if rec.folded or (rec.internal and not internal):
+        return False
+    if keyspace and rec.keyspace != keyspace:
+        return False
+    return not (table and rec.table != table)
+
+
+def bfs(root: str, records: Mapping[str, TaskRecord]) -> Iterable[TaskRecord]:
+    for tid in descendants(root, records, include_self=True):
+        yield records[tid]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskView:
+    """A record as a client sees it: with rolled-up progress and ETA."""
+
+    record: TaskRecord
+    progress: Progress
+
+
+@dataclass(frozen=True, slots=True)
+class TypeStats:
+    """Run history of one task type on this node (Kronotop's ``TASK.ADMIN LIST``)."""
+
+    name: str
+    running: bool = False
+    completed: bool = False
+    started_at: int = 0
+    last_run: int = 0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class NodeInfo:
+    """A cluster member as listed by ``taskward tasks nodes``."""
+
+    id: str
+    address: str
+    alive: bool
+    leader: bool
+    version: str
+    started_at: datetime

@@ -1,0 +1,172 @@
+"""Task types: how they are declared, found and given validated arguments.
+
+A task type is a callable marked with :func:`task_type`. Marking does not register anything (no
+global registry): a :class:`Registry` collects marked callables from the modules it is asked to load
+— the ``taskward.tasks`` entry-point group and every ``--tasks MODULE``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
+from importlib.metadata import entry_points
+from types import ModuleType
+from typing import Any, get_type_hints
+
+from node.errors import InvalidArgument, UnknownModule, UnknownTaskType
+
+logger = logging.getLogger(__name__)
+
+MAX_ARGS_BYTES = 64 * 1024
+ENTRY_POINT_GROUP = "taskward.tasks"
+_MARK = "__taskward_task_type__"
+
+TaskBody = Callable[..., Awaitable[Any] | Any]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TaskType:
+    module: str
+    name: str
+    body: TaskBody
+    abortable: bool = True
+    retryable: bool = False
+    time_limit_s: float | None = None
+    progress_units: str = ""
+    check: Callable[[dict[str, Any]], None] | None = None
+
+    @property
+    def qualified_name(self) -> str:
+        return f"{self.module}:{self.name}"
+
+    @property
+    def is_async(self) -> bool:
+        return inspect.iscoroutinefunction(self.body)
+
+    def parse_args(self, args_json: str) -> dict[str, Any]:
+        """Decode and check arguments against the body's keyword parameters.
+
+        Raises ``InvalidArgument`` for oversized or malformed JSON, unknown or missing arguments
+        and values of the wrong type, so a bad submission never reaches the store.
+        """
+        size = len(args_json.encode())
+        if size > MAX_ARGS_BYTES:
+            raise InvalidArgument(f"args too large: {size} bytes > {MAX_ARGS_BYTES}")
+        try:
+            args = json.loads(args_json) if args_json.strip() else {}
+        except ValueError as exc:
+            raise InvalidArgument(f"args are not valid JSON: {exc}") from None
+        if not isinstance(args, dict):
+            raise InvalidArgument("args must be a JSON object")
+        params = list(inspect.signature(self.body).parameters.values())[1:]  # skip ctx
+        hints = get_type_hints(self.body)
+        known = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
+        unknown = sorted(set(args) - known)
+        if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
+            raise InvalidArgument(f"unknown argument(s) for {self.qualified_name}: {', '.join(unknown)}")
+        for p in params:
+            if p.name in args:
+                args[p.name] = _coerce(self.qualified_name, p.name, args[p.name], hints.get(p.name))
+            elif p.default is p.empty and p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD):
+                raise InvalidArgument(f"missing required argument {p.name!r} for {self.qualified_name}")
+        if self.check is not None:
+            self.check(args)
+        return args
+
+
+def _coerce(type_name: str, name: str, value: Any, hint: Any) -> Any:
+    """Accept a JSON value for a parameter annotated with a plain scalar type."""
+    ok: bool
+    if hint is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif hint is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif hint is bool:
+        ok = isinstance(value, bool)
+    elif hint is str:
+        ok = isinstance(value, str)
+    else:
+        return value
+    if not ok:
+        raise InvalidArgument(
+            f"argument {name!r} of {type_name} must be {hint.__name__}, got {type(value).__name__}"
+        )
+    return value
+
+
+def task_type(
+    module: str,
+    name: str | None = None,
+    *,
+    abortable: bool = True,
+    retryable: bool = False,
+    time_limit_s: float | None = None,
+    progress_units: str = "",
+    check: Callable[[dict[str, Any]], None] | None = None,
+) -> Callable[[TaskBody], TaskBody]:
+    """Mark ``fn(ctx, **args)`` as task type ``module:name``.
+
+    ``retryable`` types are re-queued after a crash instead of failing with ``node restarted``;
+    ``time_limit_s`` fails a run that takes longer (its thread or coroutine is abandoned/cancelled);
+    ``check(args)`` validates argument values at submission and raises ``InvalidArgument``.
+    """
+
+    def mark(fn: TaskBody) -> TaskBody:
+        spec = TaskType(
+            module=module, name=name or fn.__name__.replace("_", "-"), body=fn, abortable=abortable,
+            retryable=retryable, time_limit_s=time_limit_s, progress_units=progress_units,
+            check=check,
+        )
+        setattr(fn, _MARK, spec)
+        return fn
+
+    return mark
+
+
+class Registry:
+    """Task types by module, as loaded at start-up."""
+
+    def __init__(self) -> None:
+        self._types: dict[tuple[str, str], TaskType] = {}
+
+    def add(self, spec: TaskType) -> None:
+        self._types[(spec.module, spec.name)] = spec
+
+    def load_module(self, mod: ModuleType | str) -> int:
+        """Register every marked callable of a Python module; returns how many were found."""
+        if isinstance(mod, str):
+            mod = importlib.import_module(mod)
+        found = [getattr(v, _MARK) for v in vars(mod).values() if hasattr(v, _MARK)]
+        for spec in found:
+            self.add(spec)
+        return len(found)
+
+    def load_entry_points(self) -> None:
+        for ep in entry_points(group=ENTRY_POINT_GROUP):
+            try:
+                self.load_module(ep.load())
+            except Exception:
+                logger.exception("cannot load task entry point %s", ep.name)
+
+    def get(self, module: str, name: str) -> TaskType:
+        spec = self._types.get((module, name))
+        if spec is None:
+            if module not in self.modules():
+                raise UnknownModule(module)
+            raise UnknownTaskType(module, name)
+        return spec
+
+    def find(self, module: str, name: str) -> TaskType | None:
+        return self._types.get((module, name))
+
+    def modules(self) -> set[str]:
+        return {m for m, _ in self._types}
+
+    def all(self) -> Iterable[TaskType]:
+        return sorted(self._types.values(), key=lambda t: t.qualified_name)
+

@@ -1,0 +1,253 @@
+"""Durable node state in SQLite (WAL).
+
+One writer thread owns the write connection. Callers hand it small transactions and await them; the
+writer commits whatever has queued up while the previous commit was in flight as one SQLite
+transaction (group commit), so a burst of state transitions costs one fsync, not one each. Each
+caller's statements are still applied together or not at all: if a group fails, its members are
+retried one transaction each, so a bad statement fails only its own caller.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from node.model import ChildRef, TaskKind, TaskRecord, TaskState
+
+logger = logging.getLogger(__name__)
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS tasks (
+    id TEXT PRIMARY KEY,
+    module TEXT NOT NULL,
+    state TEXT NOT NULL,
+    idempotency_key TEXT,
+    body TEXT NOT NULL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS tasks_idem ON tasks(idempotency_key) WHERE idempotency_key IS NOT NULL;
+CREATE TABLE IF NOT EXISTS events (
+    seq INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    body TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS settings (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
+"""
+
+Statement = tuple[str, tuple[Any, ...]]
+
+
+def _ts(value: datetime | None) -> float | None:
+    return None if value is None else value.timestamp()
+
+
+def _dt(value: float | None) -> datetime | None:
+    return None if value is None else datetime.fromtimestamp(value, UTC)
+
+
+def record_to_json(rec: TaskRecord) -> str:
+    body = {
+        "id": rec.id, "module": rec.module, "type": rec.type, "kind": rec.kind.value,
+        "scope": rec.scope, "state": rec.state.value, "seq": rec.sequence_number,
+        "keyspace": rec.keyspace, "table": rec.table, "entity": rec.entity, "shard": rec.shard,
+        "created_at": _ts(rec.created_at), "start_time": _ts(rec.start_time),
+        "end_time": _ts(rec.end_time), "abortable": rec.is_abortable, "error": rec.error,
+        "aborted": rec.aborted, "abort_requested": rec.abort_requested, "parent_id": rec.parent_id,
+        "children": [[c.task_id, c.node] for c in rec.children], "units": rec.progress_units,
+        "total": rec.progress_total, "done": rec.progress_completed, "message": rec.progress_message,
+        "own_progress": rec.own_progress, "internal": rec.internal, "user_task": rec.user_task,
+        "folded": rec.folded, "args": rec.args, "idem": rec.idempotency_key,
+        "expires_at": _ts(rec.expires_at),
+    }
+    return json.dumps(body, separators=(",", ":"))
+
+
+def record_from_json(text: str) -> TaskRecord:
+    b = json.loads(text)
+    return TaskRecord(
+        id=b["id"], module=b["module"], type=b["type"], kind=TaskKind(b["kind"]), scope=b["scope"],
+        state=TaskState(b["state"]), sequence_number=b["seq"], keyspace=b["keyspace"],
+        table=b["table"], entity=b["entity"], shard=b["shard"],
+        created_at=_dt(b["created_at"]) or datetime.now(UTC), start_time=_dt(b["start_time"]),
+        end_time=_dt(b["end_time"]), is_abortable=b["abortable"], error=b["error"],
+        aborted=b["aborted"], abort_requested=b["abort_requested"], parent_id=b["parent_id"],
+        children=tuple(ChildRef(t, n) for t, n in b["children"]), progress_units=b["units"],
+        progress_total=b["total"], progress_completed=b["done"], progress_message=b["message"],
+        own_progress=b["own_progress"], internal=b["internal"], user_task=b["user_task"],
+        folded=b["folded"], args=b["args"], idempotency_key=b["idem"],
+        expires_at=_dt(b["expires_at"]),
+    )
+
+
+@dataclass(slots=True)
+class Tx:
+    """The statements of one state transition, applied atomically."""
+
+    statements: list[Statement] = field(default_factory=list)
+
+    def put(self, rec: TaskRecord) -> Tx:
+        self.statements.append((
+            "INSERT OR REPLACE INTO tasks(id, module, state, idempotency_key, body) VALUES (?,?,?,?,?)",
+            (rec.id, rec.module, rec.state.value, rec.idempotency_key or None, record_to_json(rec)),
+        ))
+        return self
+
+    def delete(self, task_ids: list[str]) -> Tx:
+        self.statements.extend(("DELETE FROM tasks WHERE id = ?", (tid,)) for tid in task_ids)
+        return self
+
+    def event(self, seq: int, at: datetime, body: dict[str, Any]) -> Tx:
+        self.statements.append((
+            "INSERT INTO events(seq, at, body) VALUES (?,?,?)",
+            (seq, at.timestamp(), json.dumps(body, separators=(",", ":"))),
+        ))
+        return self
+
+    def setting(self, key: str, value: str) -> Tx:
+        self.statements.append(("INSERT OR REPLACE INTO settings(key, value) VALUES (?,?)", (key, value)))
+        return self
+
+    def prune_events(self, keep_after_seq: int) -> Tx:
+        self.statements.append(("DELETE FROM events WHERE seq <= ?", (keep_after_seq,)))
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Loaded:
+    tasks: list[TaskRecord]
+    settings: dict[str, str]
+    last_event_seq: int
+    first_event_seq: int
+    corrupt: list[str]
+
+
+class Store:
+    """SQLite under the node's data dir. Async API; all writes go through one thread."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self._path = path
+        self._synchronous = synchronous
+        self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
+        self._wconn: sqlite3.Connection | None = None
+        self._rconn: sqlite3.Connection | None = None
+        self._pending: list[tuple[Tx, asyncio.Future[None]]] = []
+        self._flushing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        conn.execute("PRAGMA busy_timeout=5000")
+        return conn
+
+    async def open(self) -> Loaded:
+        self._path.parent.mkdir(parents=True, exist_ok=True)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._writer, self._open_sync)
+
+    def _open_sync(self) -> Loaded:
+        self._wconn = self._connect()
+        self._wconn.executescript(SCHEMA)
+        self._rconn = self._connect()
+        tasks, corrupt = [], []
+        for tid, body in self._wconn.execute("SELECT id, body FROM tasks ORDER BY rowid"):
+            try:
+                tasks.append(record_from_json(body))
+            except (ValueError, KeyError, TypeError):
+                logger.error("skipping corrupt task record %s", tid)
+                corrupt.append(tid)
+        settings = dict(self._wconn.execute("SELECT key, value FROM settings").fetchall())
+        lo, hi = self._wconn.execute("SELECT min(seq), max(seq) FROM events").fetchone()
+        return Loaded(tasks, settings, hi or 0, lo or 0, corrupt)
+
+    async def commit(self, tx: Tx) -> None:
+        """Apply ``tx`` atomically and durably (per the synchronous setting); group-committed."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((tx, fut))
+        if not self._flushing:
+            self._flushing = True
+            self._idle.clear()
+            asyncio.get_running_loop().create_task(self._flush_loop(), name="sqlite-group-commit")
+        await fut
+
+    async def _flush_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while self._pending:
+                batch, self._pending = self._pending, []
+                results = await loop.run_in_executor(self._writer, self._write_batch, [t for t, _ in batch])
+                for (_, fut), err in zip(batch, results, strict=True):
+                    if fut.done():
+                        continue
+                    if err is None:
+                        fut.set_result(None)
+                    else:
+                        fut.set_exception(err)
+        finally:
+            self._flushing = False
+            self._idle.set()
+
+    def _write_batch(self, txs: list[Tx]) -> list[Exception | None]:
+        conn = self._wconn
+        assert conn is not None
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for tx in txs:
+                for sql, params in tx.statements:
+                    conn.execute(sql, params)
+            conn.execute("COMMIT")
+            return [None] * len(txs)
+        except sqlite3.Error:
+            conn.execute("ROLLBACK")
+            if len(txs) == 1:
+                raise
+        results: list[Exception | None] = []
+        for tx in txs:  # isolate the failing transition
+            try:
+                self._write_batch([tx])
+                results.append(None)
+            except sqlite3.Error as exc:
+                logger.error("store write failed: %s", exc)
+                results.append(exc)
+        return results
+
+    async def read_events(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._reader, self._read_events_sync, after_seq, limit)
+
+    def _read_events_sync(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        assert self._rconn is not None
+        cur = self._rconn.execute(
+            "SELECT seq, body FROM events WHERE seq > ? ORDER BY seq LIMIT ?", (after_seq, limit)
+        )
+        return cur.fetchall()
+
+    async def close(self) -> None:
+        """Wait for queued writes, checkpoint the WAL, close both connections. Idempotent."""
+        await self._idle.wait()
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            await loop.run_in_executor(self._writer, self._close_sync)
+        self._writer.shutdown(wait=True)
+        self._reader.shutdown(wait=True)
+
+    def _close_sync(self) -> None:
+        assert self._wconn is not None
+        self._wconn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self._wconn.close()
+        self._wconn = None
+        if self._rconn is not None:
+            self._rconn.close()
+            self._rconn = None
