@@ -8,6 +8,7 @@ Test-API operations live in ``node.test_module``; TTL and retention sweeps in ``
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -90,7 +91,6 @@ class TaskManager:
         self._waiters: dict[str, list[asyncio.Future[TaskView]]] = {}
         self._clocks: dict[str, BatchClock] = {}
         self._type_stats: dict[str, TypeStats] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self._events_pruned_to = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -154,8 +154,6 @@ class TaskManager:
     async def stop(self) -> None:
         await self.retention.stop()
         await self.executor.stop(self.config.shutdown_grace_s)
-        if self._background:
-            await asyncio.wait(self._background, timeout=self.config.shutdown_grace_s)
         self.events.close()
         await self._store.close()
 
@@ -171,16 +169,6 @@ class TaskManager:
             self._events_pruned_to = cutoff
             await self._store.commit(Tx().prune_events(cutoff))
 
-    def _spawn(self, coro: Any, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(coro, name=name)
-        self._background.add(task)
-        task.add_done_callback(self._background_done)
-
-    def _background_done(self, task: asyncio.Task[Any]) -> None:
-        self._background.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
-
     def _event(self, tx: Tx, etype: EventType, rec: TaskRecord, **extra: Any) -> Event:
         ev = Event(
             sequence=self.events.next_sequence(), type=etype, task_id=rec.id, module=rec.module,
@@ -189,10 +177,14 @@ class TaskManager:
         tx.event(ev.sequence, ev.at, ev.to_dict())
         return ev
 
-    async def _commit(self, tx: Tx, *events: Event) -> None:
-        await self._store.commit(tx)
+    def _submit(self, tx: Tx, *events: Event) -> asyncio.Future[None]:
+        """Queue ``tx``; its events are published right after it commits, in sequence order."""
         for ev in events:
-            self.events.publish(ev)
+            tx.on_commit.append(functools.partial(self.events.publish, ev))
+        return self._store.submit(tx)
+
+    async def _commit(self, tx: Tx, *events: Event) -> None:
+        await self._submit(tx, *events)
 
     def _addressable(self, task_id: str) -> TaskRecord:
         rec = self.table.get(check_task_id(task_id))
@@ -432,7 +424,11 @@ class TaskManager:
         tx = Tx().put(rec)
         ev = self._event(tx, EventType.PROGRESS, rec, progress_completed=done, progress_total=total,
                          message=rec.progress_message)
-        self._spawn(self._commit(tx, ev), f"progress[{task_id}]")
+        self._submit(tx, ev).add_done_callback(self._progress_written)
+
+    def _progress_written(self, fut: asyncio.Future[None]) -> None:
+        if not fut.cancelled() and fut.exception() is not None:
+            logger.error("cannot persist progress", exc_info=fut.exception())
 
     def abort_requested(self, task_id: str) -> bool:
         rec = self.table.get(task_id)

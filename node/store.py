@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -90,9 +91,14 @@ def record_from_json(text: str) -> TaskRecord:
 
 @dataclass(slots=True)
 class Tx:
-    """The statements of one state transition, applied atomically."""
+    """The statements of one state transition, applied atomically.
+
+    ``on_commit`` callbacks run on the event loop after the commit, in commit order across
+    transactions; the event log publishes through them so subscribers see events in sequence order.
+    """
 
     statements: list[Statement] = field(default_factory=list)
+    on_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def put(self, rec: TaskRecord) -> Tx:
         self.statements.append((
@@ -142,6 +148,7 @@ class Store:
         self._rconn: sqlite3.Connection | None = None
         self._pending: list[tuple[Tx, asyncio.Future[None]]] = []
         self._flushing = False
+        self._flusher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -172,15 +179,20 @@ class Store:
         lo, hi = self._wconn.execute("SELECT min(seq), max(seq) FROM events").fetchone()
         return Loaded(tasks, settings, hi or 0, lo or 0, corrupt)
 
-    async def commit(self, tx: Tx) -> None:
-        """Apply ``tx`` atomically and durably (per the synchronous setting); group-committed."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def submit(self, tx: Tx) -> asyncio.Future[None]:
+        """Queue ``tx`` now (so commit order is submission order); the future resolves once durable."""
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
         self._pending.append((tx, fut))
         if not self._flushing:
             self._flushing = True
             self._idle.clear()
-            asyncio.get_running_loop().create_task(self._flush_loop(), name="sqlite-group-commit")
-        await fut
+            self._flusher = loop.create_task(self._flush_loop(), name="sqlite-group-commit")
+        return fut
+
+    async def commit(self, tx: Tx) -> None:
+        """Apply ``tx`` atomically and durably (per the synchronous setting); group-committed."""
+        await self.submit(tx)
 
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
@@ -188,7 +200,10 @@ class Store:
             while self._pending:
                 batch, self._pending = self._pending, []
                 results = await loop.run_in_executor(self._writer, self._write_batch, [t for t, _ in batch])
-                for (_, fut), err in zip(batch, results, strict=True):
+                for (tx, fut), err in zip(batch, results, strict=True):
+                    if err is None:
+                        for callback in tx.on_commit:
+                            callback()
                     if fut.done():
                         continue
                     if err is None:
