@@ -35,6 +35,8 @@ class ManagerConfig:
             raise ConfigError("task ttl values must be >= 0")
         if self.retention_max_per_module < 1 or self.retention_max_age_s <= 0:
             raise ConfigError("retention must keep at least one task for a positive time")
+        if self.shutdown_grace_s < 0:
+            raise ConfigError("shutdown grace must be >= 0")
         if self.concurrency < 1 or self.sync_threads < 1:
             raise ConfigError("concurrency and sync threads must be >= 1")
 
@@ -82,6 +84,7 @@ def add_node_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention-max-age", type=float, help="seconds finished tasks are kept (86400)")
     p.add_argument("--retention-max-per-module", type=int, help="finished tasks kept per module (100)")
     p.add_argument("--sqlite-synchronous", help="SQLite synchronous setting (default FULL)")
+    p.add_argument("--shutdown-grace", type=float, help="seconds running tasks get to finish on shutdown (5)")
 
 
 def _pick(cli: object, env: Mapping[str, str], name: str, default: object, conv: type = str) -> object:
@@ -119,6 +122,7 @@ def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = N
             _pick(args.retention_max_per_module, env, "retention_max_per_module", 100, int)  # type: ignore[call-overload]
         ),
         concurrency=int(_pick(args.concurrency, env, "concurrency", 16, int)),  # type: ignore[call-overload]
+        shutdown_grace_s=float(_pick(args.shutdown_grace, env, "shutdown_grace", 5.0, float)),  # type: ignore[arg-type]
         enable_test_api=bool(args.enable_test_api or env.get("TASKWARD_ENABLE_TEST_API") == "1"),
     )
     return NodeConfig(

@@ -439,6 +439,8 @@ class TaskManager:
         rec = self.table.get(task_id)
         if rec is None or rec.state.finished:
             return
+        if error and rec.abort_requested:  # a body that fails once aborted (e.g. its children were) was aborted
+            error, aborted = "", True
         rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
         if rec.is_root:
             rec = replace(rec, expires_at=None if rec.internal else expiry(rec, self.ttl))

@@ -50,7 +50,7 @@ class NodeProc:
 
     def start(self, timeout: float = 15.0) -> NodeProc:
         cmd = [*taskward_cmd(), "node", "--id", self.node_id, "--listen", self.address,
-               "--data-dir", str(self.data_dir), *self.extra]
+               "--data-dir", str(self.data_dir), "--shutdown-grace", "0.5", *self.extra]
         env = {**os.environ, "PYTHONUNBUFFERED": "1", **self.env}
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env=env)
@@ -100,6 +100,7 @@ class NodeProc:
         """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
         if self.proc is None:
             return None
+        self._close_channel()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
