@@ -53,7 +53,7 @@ class NodeConfig:
     manager: ManagerConfig = field(default_factory=lambda: ManagerConfig(node_id="invalid"))
 
     def __post_init__(self) -> None:
-        if not NODE_ID_RE.match(self.node_id):
+        if not NODE_ID_RE.fullmatch(self.node_id):
             raise ConfigError(f"invalid node id {self.node_id!r}: must match {NODE_ID_RE.pattern}")
         host, _, port = self.listen.rpartition(":")
         if not host or not port.isdigit() or not 0 <= int(port) < 65536:

@@ -44,7 +44,7 @@ def new_task_id() -> str:
 
 def check_task_id(task_id: str) -> str:
     """Return the id if it is a canonical lowercase UUID, else raise ``MalformedTaskId``."""
-    if not _UUID_RE.match(task_id):
+    if not _UUID_RE.fullmatch(task_id):
         raise MalformedTaskId(task_id)
     return task_id
 
