@@ -9,7 +9,7 @@ import logging.handlers
 import queue
 import signal
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -53,6 +53,12 @@ def build_registry(config: NodeConfig) -> Registry:
     return registry
 
 
+class Surface(Protocol):
+    """A client-facing server besides gRPC (REST, RESP3) that the node starts and stops."""
+
+    async def stop(self) -> None: ...
+
+
 class NodeApp:
     """One node process. ``run()`` serves until ``stop()`` (or SIGTERM/SIGINT)."""
 
@@ -64,6 +70,7 @@ class NodeApp:
         self._stop = asyncio.Event()
         self._started_at = datetime.now(UTC)
         self._server: grpc.aio.Server | None = None
+        self._surfaces: list[Surface] = []
         self._health = health.aio.HealthServicer()
 
     def addresses(self) -> dict[str, str]:
@@ -113,9 +120,29 @@ class NodeApp:
         await self.manager.start()
         try:
             await self._start_grpc()
+            await self._start_surfaces()
+            self._log_auth()
             await self._stop.wait()
         finally:
             await self.shutdown()
+
+    async def _start_surfaces(self) -> None:
+        if self.config.rest:
+            from node.api.rest import start_rest_server
+
+            self._surfaces.append(await start_rest_server(self.config))
+        if self.config.admin:
+            from node.api.resp import start_resp_server
+
+            self._surfaces.append(await start_resp_server(self.config, self.manager))
+
+    def _log_auth(self) -> None:
+        if self.config.token:
+            logger.info("auth on: every surface requires the bearer token")
+        elif self.config.insecure_bind:
+            logger.warning("auth off and --insecure-bind given: surfaces may be reachable from other hosts")
+        else:
+            logger.warning("auth off: no token configured, so surfaces bind to loopback addresses only")
 
     def stop(self) -> None:
         self._stop.set()
@@ -123,6 +150,9 @@ class NodeApp:
     async def shutdown(self) -> None:
         """(1) stop accepting with a grace period, (2) drain the executor, (3) close SQLite."""
         logger.info("node %s shutting down", self.config.node_id)
+        for surface in reversed(self._surfaces):
+            await surface.stop()
+        self._surfaces.clear()
         if self._server is not None:
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             await self._server.stop(grace=2.0)

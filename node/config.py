@@ -6,6 +6,7 @@ Nothing else in the code base reads the environment; each component receives onl
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +48,9 @@ class NodeConfig:
     listen: str = DEFAULT_LISTEN
     advertise: str = ""
     data_dir: Path
+    rest: str = ""
+    admin: str = ""
+    insecure_bind: bool = False
     token: str | None = None
     task_modules: tuple[str, ...] = ()
     sqlite_synchronous: str = "FULL"
@@ -55,9 +59,14 @@ class NodeConfig:
     def __post_init__(self) -> None:
         if not NODE_ID_RE.fullmatch(self.node_id):
             raise ConfigError(f"invalid node id {self.node_id!r}: must match {NODE_ID_RE.pattern}")
-        host, _, port = self.listen.rpartition(":")
-        if not host or not port.isdigit() or not 0 <= int(port) < 65536:
-            raise ConfigError(f"invalid listen address {self.listen!r}: expected HOST:PORT")
+        for flag, address in (("--listen", self.listen), ("--rest", self.rest), ("--admin", self.admin)):
+            if not address:
+                continue
+            host = check_address(flag, address)
+            if self.token is None and not self.insecure_bind and not is_loopback(host):
+                raise ConfigError(
+                    f"refusing to bind {flag} {address} without a token: use --token-file or --insecure-bind"
+                )
         if self.sqlite_synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ConfigError("sqlite synchronous must be OFF, NORMAL, FULL or EXTRA")
 
@@ -70,11 +79,30 @@ class NodeConfig:
         return self.data_dir / "taskward.sqlite3"
 
 
+def check_address(flag: str, address: str) -> str:
+    """Validate HOST:PORT and return the host."""
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"invalid {flag} address {address!r}: expected HOST:PORT")
+    return host.strip("[]")
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 def add_node_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--id", dest="node_id", help="node id (env TASKWARD_NODE_ID)")
     p.add_argument("--listen", help=f"gRPC HOST:PORT (default {DEFAULT_LISTEN})")
     p.add_argument("--advertise", help="gRPC HOST:PORT other nodes use (default: --listen)")
     p.add_argument("--data-dir", help="data directory (default ./taskward-data/ID)")
+    p.add_argument("--rest", help="serve the ScyllaDB-compatible REST API on HOST:PORT")
+    p.add_argument("--admin", help="serve the RESP3 admin protocol (redis-cli -3) on HOST:PORT")
+    p.add_argument("--insecure-bind", action="store_true", default=None,
+                   help="allow non-loopback addresses without a token")
     p.add_argument("--enable-test-api", action="store_true", default=None)
     p.add_argument("--task-ttl", type=int, help="task_ttl on first start of a data dir (default 0)")
     p.add_argument("--user-task-ttl", type=int, help="user_task_ttl on first start (default 3600)")
@@ -130,6 +158,9 @@ def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = N
         listen=str(_pick(args.listen, env, "listen", DEFAULT_LISTEN)),
         advertise=str(_pick(args.advertise, env, "advertise", "")),
         data_dir=Path(str(_pick(args.data_dir, env, "data_dir", f"./taskward-data/{node_id}"))),
+        rest=str(_pick(args.rest, env, "rest", "")),
+        admin=str(_pick(args.admin, env, "admin", "")),
+        insecure_bind=bool(args.insecure_bind or env.get("TASKWARD_INSECURE_BIND") == "1"),
         token=token,
         task_modules=tuple(args.tasks),
         sqlite_synchronous=str(_pick(args.sqlite_synchronous, env, "sqlite_synchronous", "FULL")).upper(),
