@@ -4,22 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import logging.handlers
 import queue
 import signal
-from datetime import UTC, datetime
+import uuid
+from pathlib import Path
 from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from coordinator.cluster import Coordinator
+from coordinator.store.base import ClusterStore
+from coordinator.store.embedded import EmbeddedStore
+from coordinator.store.etcd import EtcdOptions, EtcdStore
 from node import __version__
 from node.api.grpc import BearerAuthInterceptor, TaskManagerServicer, TestApiServicer
 from node.config import NodeConfig
 from node.manager import TaskManager
-from node.model import NodeInfo
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from node.registry import Registry
 from node.store import Store
@@ -53,6 +58,35 @@ def build_registry(config: NodeConfig) -> Registry:
     return registry
 
 
+def instance_token(data_dir: Path) -> str:
+    """A random token kept in the data dir: a restart from it reclaims the node id at once."""
+    path = data_dir / "instance"
+    if not path.exists():
+        data_dir.mkdir(parents=True, exist_ok=True)
+        path.write_text(uuid.uuid4().hex)
+    return path.read_text().strip()
+
+
+def build_coordinator(config: NodeConfig, manager: TaskManager) -> Coordinator:
+    """etcd when ``--etcd`` is given, else the embedded single-node store in the data dir."""
+    cc = config.coordinator
+    store: ClusterStore
+    if cc.etcd_endpoints:
+        store = EtcdStore(EtcdOptions(endpoints=cc.etcd_endpoints, prefix=cc.prefix, timeout_s=cc.etcd_timeout_s,
+                                      cacert=cc.etcd_cacert, cert=cc.etcd_cert, key=cc.etcd_key,
+                                      user=cc.etcd_user, password=cc.etcd_password))
+    else:
+        store = EmbeddedStore(config.data_dir / "cluster.sqlite3")
+
+    def validate(module: str, type_name: str, args_json: str) -> tuple[str, bool, str]:
+        spec = manager.registry.get(module, type_name)
+        canon = json.dumps(spec.parse_args(args_json), sort_keys=True, separators=(",", ":"))
+        return canon, spec.abortable, spec.progress_units
+
+    return Coordinator(cc, store, node_id=config.node_id, address=config.advertise_address, version=__version__,
+                       instance=instance_token(config.data_dir), token=config.token, validate=validate)
+
+
 class Surface(Protocol):
     """A client-facing server besides gRPC (REST, RESP3) that the node starts and stops."""
 
@@ -67,19 +101,13 @@ class NodeApp:
         self.store = Store(config.db_path, synchronous=config.sqlite_synchronous)
         self.manager = TaskManager(config.manager, self.store, build_registry(config))
         self.test_module = TestModule(self.manager)
+        self.coordinator = build_coordinator(config, self.manager)
         self._stop = asyncio.Event()
-        self._started_at = datetime.now(UTC)
         self._server: grpc.aio.Server | None = None
         self._surfaces: list[Surface] = []
+        self._coordinator_started = False
         self._health = health.aio.HealthServicer()
 
-    def addresses(self) -> dict[str, str]:
-        return {self.config.node_id: self.config.advertise_address}
-
-    def nodes(self) -> list[NodeInfo]:
-        """Running alone, the node is the whole cluster and its own leader."""
-        return [NodeInfo(id=self.config.node_id, address=self.config.advertise_address, alive=True,
-                         leader=True, version=__version__, started_at=self._started_at)]
 
     async def _start_grpc(self) -> None:
         interceptors: list[Any] = []
@@ -93,7 +121,7 @@ class NodeApp:
                 ("grpc.so_reuseport", 0),
             ],
         )
-        pb_grpc.add_TaskManagerServicer_to_server(TaskManagerServicer(self.manager, self.addresses, self.nodes), server)
+        pb_grpc.add_TaskManagerServicer_to_server(TaskManagerServicer(self.manager, self.coordinator), server)
         if self.config.manager.enable_test_api:
             pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_module), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
@@ -120,6 +148,8 @@ class NodeApp:
         await self.manager.start()
         try:
             await self._start_grpc()
+            await self.coordinator.start()
+            self._coordinator_started = True
             await self._start_surfaces()
             self._log_auth()
             await self._stop.wait()
@@ -157,5 +187,8 @@ class NodeApp:
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
             await self._server.stop(grace=2.0)
             self._server = None
+        if self._coordinator_started:
+            await self.coordinator.stop()
+            self._coordinator_started = False
         await self.manager.stop()
         logger.info("node %s stopped", self.config.node_id)

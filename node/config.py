@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coordinator.config import CoordinatorConfig
 from node.errors import ConfigError
 from node.model import NODE_ID_RE
 
@@ -55,6 +56,7 @@ class NodeConfig:
     task_modules: tuple[str, ...] = ()
     sqlite_synchronous: str = "FULL"
     manager: ManagerConfig = field(default_factory=lambda: ManagerConfig(node_id="invalid"))
+    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
 
     def __post_init__(self) -> None:
         if not NODE_ID_RE.fullmatch(self.node_id):
@@ -112,6 +114,14 @@ def add_node_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--retention-max-age", type=float, help="seconds finished tasks are kept (86400)")
     p.add_argument("--retention-max-per-module", type=int, help="finished tasks kept per module (100)")
     p.add_argument("--sqlite-synchronous", help="SQLite synchronous setting (default FULL)")
+    p.add_argument("--etcd", help="etcd endpoints URL[,URL...]: join the cluster kept there (default: run alone)")
+    p.add_argument("--cluster", help="cluster name inside etcd (default 'default')")
+    p.add_argument("--dead-node-grace", type=float, help="seconds before children on a dead node fail (60)")
+    p.add_argument("--lease-ttl", type=int, help="membership/leader lease TTL in seconds (6)")
+    p.add_argument("--etcd-cacert", help="CA bundle for etcd TLS")
+    p.add_argument("--etcd-cert", help="client certificate for etcd TLS")
+    p.add_argument("--etcd-key", help="client key for etcd TLS")
+    p.add_argument("--etcd-user", help="etcd user (password from TASKWARD_ETCD_PASSWORD)")
     p.add_argument("--shutdown-grace", type=float, help="seconds running tasks get to finish on shutdown (5)")
 
 
@@ -153,7 +163,19 @@ def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = N
         shutdown_grace_s=float(_pick(args.shutdown_grace, env, "shutdown_grace", 5.0, float)),  # type: ignore[arg-type]
         enable_test_api=bool(args.enable_test_api or env.get("TASKWARD_ENABLE_TEST_API") == "1"),
     )
+    lease_ttl = int(_pick(args.lease_ttl, env, "lease_ttl", 6, int))  # type: ignore[call-overload]
+    coordinator = CoordinatorConfig(
+        etcd_endpoints=tuple(e for e in str(_pick(args.etcd, env, "etcd", "")).split(",") if e),
+        cluster=str(_pick(args.cluster, env, "cluster", "default")),
+        lease_ttl_s=lease_ttl,
+        etcd_timeout_s=min(2.0, max(0.5, (lease_ttl - 0.5) / 2.5)),
+        loop_interval_s=min(0.5, lease_ttl / 6),
+        dead_node_grace_s=float(_pick(args.dead_node_grace, env, "dead_node_grace", 60.0, float)),  # type: ignore[arg-type]
+        etcd_cacert=args.etcd_cacert or "", etcd_cert=args.etcd_cert or "", etcd_key=args.etcd_key or "",
+        etcd_user=args.etcd_user or "", etcd_password=env.get("TASKWARD_ETCD_PASSWORD", ""),
+    )
     return NodeConfig(
+        coordinator=coordinator,
         node_id=node_id,
         listen=str(_pick(args.listen, env, "listen", DEFAULT_LISTEN)),
         advertise=str(_pick(args.advertise, env, "advertise", "")),

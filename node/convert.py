@@ -32,7 +32,7 @@ def status_to_pb(view: TaskView, addresses: dict[str, str]) -> pb.TaskStatus:
     rec, progress = view.record, view.progress
     msg = pb.TaskStatus(
         stats=stats_to_pb(rec), is_abortable=rec.is_abortable, error=rec.error, aborted=rec.aborted,
-        parent_id=rec.parent_id or "none", progress_units=rec.progress_units,
+        parent_id=rec.parent_id or rec.cluster_parent or "none", progress_units=rec.progress_units,
         progress_total=progress.total, progress_completed=progress.completed,
         progress_fraction=progress.fraction, module=rec.module, progress_message=rec.progress_message,
         children_ids=[

@@ -116,3 +116,23 @@ class ConfigError(TaskwardError):
 
 class TaskAborted(Exception):
     """Raised inside a task body by ``ctx.check_aborted()``; not a client-facing error."""
+
+
+class CoordinatorUnavailable(TaskwardError):
+    """The cluster store cannot be reached or has no quorum: cluster writes are refused."""
+
+    grpc_code = grpc.StatusCode.UNAVAILABLE
+    http_status = 503
+    retryable = True
+
+    def __init__(self, detail: str = "") -> None:
+        super().__init__("cluster store unavailable" + (f": {detail}" if detail else ""))
+
+
+class UnknownNode(TaskwardError):
+    grpc_code = grpc.StatusCode.NOT_FOUND
+    http_status = 400
+
+    def __init__(self, node_id: str) -> None:
+        super().__init__(f"node {node_id} is not a live member of the cluster")
+        self.node_id = node_id

@@ -91,6 +91,7 @@ class TaskManager:
         self._waiters: dict[str, list[asyncio.Future[TaskView]]] = {}
         self._clocks: dict[str, BatchClock] = {}
         self._type_stats: dict[str, TypeStats] = {}
+        self.type_stats_version = 0  # bumped whenever list_task_types() may change (RESP caches on it)
         self._events_pruned_to = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -250,18 +251,19 @@ class TaskManager:
                     return out, str(order)
         return out, ""
 
-    async def status(self, task_id: str) -> TaskView:
-        """A task's status; a finished root node task is unregistered by being read (ScyllaDB)."""
+    async def status(self, task_id: str, *, keep: bool = False) -> TaskView:
+        """A task's status; a finished root node task is unregistered by being read (ScyllaDB),
+        unless ``keep`` (the cluster leader following a child)."""
         rec = self._addressable(task_id)
         view = self.view(rec.id)
-        if rec.is_root and rec.state.finished:
+        if rec.is_root and rec.state.finished and not keep:
             await self.unregister_tree(rec.id)
         return view
 
-    async def status_recursive(self, task_id: str) -> list[TaskView]:
+    async def status_recursive(self, task_id: str, *, keep: bool = False) -> list[TaskView]:
         rec = self._addressable(task_id)
         views = [self.view(tid) for tid in descendants(rec.id, self.table.records, include_self=True)]
-        if rec.is_root and rec.state.finished:
+        if rec.is_root and rec.state.finished and not keep:
             await self.unregister_tree(rec.id)
         return views
 
@@ -328,7 +330,7 @@ class TaskManager:
     async def start_task(
         self, module: str, type_name: str, args_json: str = "", *, idempotency_key: str = "",
         keyspace: str = "", table: str = "", entity: str = "", user_task: bool = True,
-        internal: bool = False,
+        internal: bool = False, cluster_parent: str = "",
     ) -> str:
         """Validate, durably record and queue a root task; returns its id.
 
@@ -353,7 +355,8 @@ class TaskManager:
             id=new_task_id(), module=module, type=type_name, created_at=self._now(),
             sequence_number=self.next_sequence(tx, module, 0), keyspace=keyspace, table=table,
             entity=entity, is_abortable=spec.abortable, progress_units=spec.progress_units,
-            user_task=user_task, internal=internal, args=canon, idempotency_key=idempotency_key,
+            user_task=user_task, internal=internal or bool(cluster_parent), args=canon,
+            idempotency_key=idempotency_key, cluster_parent=cluster_parent,
         )
         self.table.put(rec)
         try:
@@ -407,6 +410,7 @@ class TaskManager:
         name = f"{rec.module}:{rec.type}"
         st = replace(self._type_stats.get(name, TypeStats(name)), started_at=int(time.time()))
         self._type_stats[name] = st
+        self.type_stats_version += 1
         tx.setting(f"type:{name}", json.dumps({"completed": st.completed, "started_at": st.started_at,
                                                "last_run": st.last_run}))
         self._clocks[task_id] = BatchClock()
@@ -442,11 +446,9 @@ class TaskManager:
         if error and rec.abort_requested:  # a body that fails once aborted (e.g. its children were) was aborted
             error, aborted = "", True
         rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
-        if rec.is_root:
-            rec = replace(rec, expires_at=None if rec.internal else expiry(rec, self.ttl))
-        else:
-            rec = replace(rec, folded=True)
+        rec = replace(rec, expires_at=expiry(rec, self.ttl)) if rec.is_root else replace(rec, folded=True)
         self.table.put(rec)
+        self.type_stats_version += 1
         self._clocks.pop(task_id, None)
         tx = Tx().put(rec)
         self._drop_folded(rec.id, tx)
@@ -467,7 +469,7 @@ class TaskManager:
             if not fut.done():
                 fut.set_result(view)
         if rec.is_root:
-            if rec.internal or (rec.expires_at is not None and rec.expires_at <= self._now()):
+            if rec.expires_at is None or rec.expires_at <= self._now():
                 await self.unregister_tree(rec.id)
             else:
                 self.retention.track_finished(rec)

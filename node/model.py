@@ -79,6 +79,7 @@ class TaskRecord:
     aborted: bool = False
     abort_requested: bool = False
     parent_id: str | None = None
+    cluster_parent: str = ""  # the cluster task this node task is a child of (it is a local root)
     children: tuple[ChildRef, ...] = ()
     progress_units: str = ""
     progress_total: float = 0.0
@@ -134,9 +135,10 @@ def expiry(rec: TaskRecord, ttl: TtlSettings) -> datetime | None:
     """When a finished root leaves the registry: the TTL in force at completion applies.
 
     Internal roots and non-roots never get an expiry: the former are unregistered at once, the
-    latter fold into their parent.
+    latter fold into their parent. Children of cluster tasks are local roots kept like user tasks, so
+    the cluster leader and recursive status can still read them after they finish.
     """
-    if not rec.is_root or rec.internal or rec.end_time is None:
+    if not rec.is_root or (rec.internal and not rec.cluster_parent) or rec.end_time is None:
         return None
     return rec.end_time + timedelta(seconds=ttl.for_record(rec))
 

@@ -11,10 +11,11 @@ from typing import Any, TypeVar
 import grpc
 
 from node import convert
+from node.cluster_view import ClusterView
 from node.errors import InvalidArgument, TaskwardError, Unauthenticated
 from node.events import SubscriberLagged
 from node.manager import TaskManager
-from node.model import NodeInfo
+from node.model import Progress, TaskRecord, TaskView, check_task_id, matches
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from node.test_module import TestModule
@@ -45,15 +46,24 @@ def maps_errors(fn: Handler[R]) -> Handler[R]:
 
 
 class TaskManagerServicer(pb_grpc.TaskManagerServicer):
-    def __init__(
-        self, manager: TaskManager, addresses: Callable[[], dict[str, str]], nodes: Callable[[], list[NodeInfo]]
-    ) -> None:
+    """Node tasks come from the TaskManager; cluster tasks (kind ``cluster``) from the ClusterView,
+    which answers from this node's replica and forwards writes to the leader."""
+
+    def __init__(self, manager: TaskManager, cluster: ClusterView) -> None:
         self._m = manager
-        self._addresses = addresses
-        self._nodes = nodes
+        self._cluster = cluster
 
     def _status(self, view: Any) -> pb.TaskStatus:
-        return convert.status_to_pb(view, self._addresses())
+        return convert.status_to_pb(view, self._cluster.addresses())
+
+    def _cluster_status(self, rec: TaskRecord) -> pb.TaskStatus:
+        msg = convert.status_to_pb(TaskView(rec, Progress(rec.progress_completed, rec.progress_total)),
+                                   self._cluster.addresses())
+        msg.stale = self._cluster.stale
+        return msg
+
+    def _cluster_task(self, task_id: str) -> TaskRecord | None:
+        return self._cluster.get(check_task_id(task_id))
 
     @maps_errors
     async def ListModules(self, request: pb.ListModulesRequest, context: Any) -> pb.ListModulesResponse:
@@ -65,25 +75,40 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
             request.module, internal=request.internal, keyspace=request.keyspace, table=request.table,
             page_size=request.page_size, page_token=request.page_token,
         )
+        if not request.page_token:  # cluster tasks lead the first page
+            recs = [r for r in self._cluster.list_module(request.module)
+                    if matches(r, internal=request.internal, keyspace=request.keyspace, table=request.table)] + recs
         return pb.ListTasksResponse(tasks=[convert.stats_to_pb(r) for r in recs], next_page_token=token)
 
     @maps_errors
     async def GetTaskStatus(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatus:
-        return self._status(await self._m.status(request.task_id))
+        if (rec := self._cluster_task(request.task_id)) is not None:
+            return self._cluster_status(rec)
+        return self._status(await self._m.status(request.task_id, keep=request.keep))
 
     @maps_errors
     async def GetTaskStatusRecursive(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatusList:
-        views = await self._m.status_recursive(request.task_id)
+        if (rec := self._cluster_task(request.task_id)) is not None:
+            children = await self._cluster.child_statuses(rec.id)
+            return pb.TaskStatusList(statuses=[self._cluster_status(rec), *children])
+        views = await self._m.status_recursive(request.task_id, keep=request.keep)
         return pb.TaskStatusList(statuses=[self._status(v) for v in views])
 
     @maps_errors
     async def AbortTask(self, request: pb.TaskIdRequest, context: Any) -> pb.AbortTaskResponse:
+        if self._cluster_task(request.task_id) is not None:
+            await self._cluster.abort(request.task_id)
+            return pb.AbortTaskResponse()
         await self._m.abort(request.task_id)
         return pb.AbortTaskResponse()
 
     @maps_errors
     async def WaitTask(self, request: pb.WaitTaskRequest, context: Any) -> pb.TaskStatus:
         timeout = request.timeout if request.HasField("timeout") else None
+        if timeout is not None and timeout < 0:
+            raise InvalidArgument("timeout must be >= 0")
+        if self._cluster_task(request.task_id) is not None:
+            return self._cluster_status(await self._cluster.wait(request.task_id, timeout))
         return self._status(await self._m.wait(request.task_id, timeout))
 
     @maps_errors
@@ -102,11 +127,19 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
 
     @maps_errors
     async def StartTask(self, request: pb.StartTaskRequest, context: Any) -> pb.StartTaskResponse:
+        if request.cluster_parent_id:
+            check_task_id(request.cluster_parent_id)
         if request.cluster or request.nodes:
-            raise InvalidArgument("cluster tasks need a node started with --etcd")
+            task_id = await self._cluster.start_task(
+                request.module, request.type, request.args_json, nodes=list(request.nodes),
+                idempotency_key=request.idempotency_key, keyspace=request.keyspace, table=request.table,
+                entity=request.entity,
+            )
+            return pb.StartTaskResponse(task_id=task_id)
         task_id = await self._m.start_task(
             request.module, request.type, request.args_json, idempotency_key=request.idempotency_key,
             keyspace=request.keyspace, table=request.table, entity=request.entity,
+            cluster_parent=request.cluster_parent_id,
         )
         return pb.StartTaskResponse(task_id=task_id)
 
@@ -116,7 +149,7 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
 
     @maps_errors
     async def ListNodes(self, request: pb.ListNodesRequest, context: Any) -> pb.ListNodesResponse:
-        return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._nodes()])
+        return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._cluster.nodes()])
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Any) -> AsyncIterator[pb.Event]:
         try:

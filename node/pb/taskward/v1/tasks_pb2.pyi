@@ -56,10 +56,12 @@ class ListTasksResponse(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[TaskStats, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
 
 class TaskIdRequest(_message.Message):
-    __slots__ = ("task_id",)
+    __slots__ = ("task_id", "keep")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    KEEP_FIELD_NUMBER: _ClassVar[int]
     task_id: str
-    def __init__(self, task_id: _Optional[str] = ...) -> None: ...
+    keep: bool
+    def __init__(self, task_id: _Optional[str] = ..., keep: _Optional[bool] = ...) -> None: ...
 
 class WaitTaskRequest(_message.Message):
     __slots__ = ("task_id", "timeout")
@@ -108,7 +110,7 @@ class DrainResponse(_message.Message):
     def __init__(self, unregistered: _Optional[int] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
-    __slots__ = ("module", "type", "args_json", "idempotency_key", "keyspace", "table", "entity", "cluster", "nodes")
+    __slots__ = ("module", "type", "args_json", "idempotency_key", "keyspace", "table", "entity", "cluster", "nodes", "cluster_parent_id")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -118,6 +120,7 @@ class StartTaskRequest(_message.Message):
     ENTITY_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     module: str
     type: str
     args_json: str
@@ -127,7 +130,8 @@ class StartTaskRequest(_message.Message):
     entity: str
     cluster: bool
     nodes: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., cluster: _Optional[bool] = ..., nodes: _Optional[_Iterable[str]] = ...) -> None: ...
+    cluster_parent_id: str
+    def __init__(self, module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., cluster: _Optional[bool] = ..., nodes: _Optional[_Iterable[str]] = ..., cluster_parent_id: _Optional[str] = ...) -> None: ...
 
 class StartTaskResponse(_message.Message):
     __slots__ = ("task_id",)
@@ -200,7 +204,7 @@ class TaskStats(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., kind: _Optional[str] = ..., scope: _Optional[str] = ..., state: _Optional[str] = ..., sequence_number: _Optional[int] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., shard: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("stats", "is_abortable", "error", "aborted", "parent_id", "progress_units", "progress_total", "progress_completed", "children_ids", "progress_fraction", "eta_ms", "module", "progress_message")
+    __slots__ = ("stats", "is_abortable", "error", "aborted", "parent_id", "progress_units", "progress_total", "progress_completed", "children_ids", "progress_fraction", "eta_ms", "module", "progress_message", "stale")
     STATS_FIELD_NUMBER: _ClassVar[int]
     IS_ABORTABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -214,6 +218,7 @@ class TaskStatus(_message.Message):
     ETA_MS_FIELD_NUMBER: _ClassVar[int]
     MODULE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    STALE_FIELD_NUMBER: _ClassVar[int]
     stats: TaskStats
     is_abortable: bool
     error: str
@@ -227,7 +232,8 @@ class TaskStatus(_message.Message):
     eta_ms: int
     module: str
     progress_message: str
-    def __init__(self, stats: _Optional[_Union[TaskStats, _Mapping]] = ..., is_abortable: _Optional[bool] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., parent_id: _Optional[str] = ..., progress_units: _Optional[str] = ..., progress_total: _Optional[float] = ..., progress_completed: _Optional[float] = ..., children_ids: _Optional[_Iterable[_Union[ChildRef, _Mapping]]] = ..., progress_fraction: _Optional[float] = ..., eta_ms: _Optional[int] = ..., module: _Optional[str] = ..., progress_message: _Optional[str] = ...) -> None: ...
+    stale: bool
+    def __init__(self, stats: _Optional[_Union[TaskStats, _Mapping]] = ..., is_abortable: _Optional[bool] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., parent_id: _Optional[str] = ..., progress_units: _Optional[str] = ..., progress_total: _Optional[float] = ..., progress_completed: _Optional[float] = ..., children_ids: _Optional[_Iterable[_Union[ChildRef, _Mapping]]] = ..., progress_fraction: _Optional[float] = ..., eta_ms: _Optional[int] = ..., module: _Optional[str] = ..., progress_message: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
 
 class TaskStatusList(_message.Message):
     __slots__ = ("statuses",)

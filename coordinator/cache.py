@@ -1,0 +1,135 @@
+"""A node's watch-fed replica of the cluster state (Patroni's KVCache idea).
+
+List the prefix, then watch from the listing's revision; after a gap, list again. Readers get an
+immutable ``ClusterSnapshot`` at once, from memory. When the store is unreachable the replica keeps
+serving its last state, marked ``stale``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from coordinator.records import (
+    LEADER,
+    MEMBERS,
+    TASKS,
+    ClusterTask,
+    Member,
+    decode_leader,
+    decode_member,
+    decode_task,
+)
+from coordinator.store.base import ClusterStore, KeyValue, WatchEventType, WatchGap
+from node.errors import CoordinatorUnavailable
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class ClusterSnapshot:
+    revision: int = 0
+    leader: str | None = None
+    members: Mapping[str, Member] = field(default_factory=dict)
+    tasks: Mapping[str, ClusterTask] = field(default_factory=dict)
+    stale: bool = True
+
+
+class ClusterCache:
+    def __init__(self, store: ClusterStore) -> None:
+        self._store = store
+        self._members: dict[str, Member] = {}
+        self._tasks: dict[str, ClusterTask] = {}
+        self._leader: str | None = None
+        self._revision = 0
+        self._stale = True
+        self._snapshot = ClusterSnapshot()
+        self._change = asyncio.Event()
+        self._synced = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def snapshot(self) -> ClusterSnapshot:
+        return self._snapshot
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="cluster-cache")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    async def wait_synced(self, timeout_s: float) -> None:
+        await asyncio.wait_for(self._synced.wait(), timeout_s)
+
+    async def wait_change(self, timeout_s: float) -> None:
+        """Return after the next change (or after ``timeout_s``)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._change.wait(), timeout_s)
+
+    def mark_stale(self, stale: bool) -> None:
+        if stale != self._stale:
+            self._stale = stale
+            logger.warning("cluster replica is %s", "STALE (cluster store unreachable)" if stale else "live again")
+            self._publish()
+
+    def _publish(self) -> None:
+        self._snapshot = ClusterSnapshot(
+            revision=self._revision, leader=self._leader, members=MappingProxyType(dict(self._members)),
+            tasks=MappingProxyType(dict(self._tasks)), stale=self._stale,
+        )
+        fired, self._change = self._change, asyncio.Event()
+        fired.set()
+
+    def _apply(self, key: str, value: bytes | None) -> None:
+        if key.startswith(MEMBERS):
+            node_id = key[len(MEMBERS):]
+            m = decode_member(value) if value else None
+            if m is None:
+                self._members.pop(node_id, None)
+            else:
+                self._members[node_id] = m
+        elif key.startswith(TASKS):
+            tid = key[len(TASKS):]
+            t = decode_task(value) if value else None
+            if t is None:
+                self._tasks.pop(tid, None)
+            else:
+                self._tasks[tid] = t
+        elif key == LEADER:
+            self._leader = decode_leader(value) if value else None
+
+    def _load(self, kvs: list[KeyValue], revision: int) -> None:
+        self._members.clear()
+        self._tasks.clear()
+        self._leader = None
+        for kv in kvs:
+            self._apply(kv.key, kv.value)
+        self._revision = revision
+
+    async def _run(self) -> None:
+        while True:
+            try:
+                kvs, revision = await self._store.get_prefix("")
+                self._load(kvs, revision)
+                self._stale = False
+                self._publish()
+                self._synced.set()
+                async for ev in self._store.watch("", from_revision=revision + 1):
+                    self._apply(ev.key, ev.value if ev.type is WatchEventType.PUT else None)
+                    self._revision = ev.revision
+                    self._publish()
+            except WatchGap as gap:
+                logger.info("cluster watch gap (%s); listing again", gap)
+            except CoordinatorUnavailable as exc:
+                logger.debug("cluster store unreachable: %s", exc)
+                self.mark_stale(True)
+                await asyncio.sleep(RETRY_S)

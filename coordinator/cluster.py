@@ -1,0 +1,311 @@
+"""The coordinator of one node: membership, election, the leader loop and cluster-task requests.
+
+It implements ``node.cluster_view.ClusterView``. Reads come from the watched replica at once; writes
+go to the leader (forwarded over gRPC when this node is not it), which commits them with fenced
+transactions before anything runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+from datetime import UTC, datetime
+
+import grpc
+
+from coordinator.cache import ClusterCache, ClusterSnapshot
+from coordinator.config import CoordinatorConfig
+from coordinator.election import Election, NotLeader
+from coordinator.leader import Leader
+from coordinator.membership import Membership
+from coordinator.node_client import NodeClients
+from coordinator.records import IDEMPOTENCY, TASKS, ClusterTask, Member, decode_task, encode_task
+from coordinator.store.base import ClusterStore, Compare, Put
+from node.errors import (
+    CoordinatorUnavailable,
+    IdempotencyConflict,
+    InvalidArgument,
+    NotAbortable,
+    TaskNotFound,
+    TaskwardError,
+    UnknownNode,
+    WaitTimeout,
+)
+from node.model import NodeInfo, TaskRecord
+from node.pb.taskward.v1 import tasks_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+ArgsValidator = Callable[[str, str, str], tuple[str, bool, str]]
+"""(module, type, args_json) -> (canonical args json, abortable, progress units); raises InvalidArgument."""
+
+
+class Coordinator:
+    def __init__(self, config: CoordinatorConfig, store: ClusterStore, *, node_id: str, address: str,
+                 version: str, instance: str, token: str | None, validate: ArgsValidator) -> None:
+        self.config = config
+        self.node_id = node_id
+        self._store = store
+        self._validate = validate
+        self.cache = ClusterCache(store)
+        self.membership = Membership(store, Member(id=node_id, address=address, version=version,
+                                                   started_at=time.time(), instance=instance), config.lease_ttl_s)
+        self._election = Election(store, node_id, instance)
+        self._clients = NodeClients(token)
+        self._leader = Leader(self._election, self._clients, dead_node_grace_s=config.dead_node_grace_s,
+                              rpc_timeout_s=config.child_rpc_timeout_s)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._status = ""
+        self._wake = asyncio.Event()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Connect, register (refusing a duplicate live id), sync the replica, start the loops."""
+        await self._store.start()
+        await self.membership.register()
+        self.cache.start()
+        await self.cache.wait_synced(self.config.lease_ttl_s * 2)
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._keep_alive_loop(), name=f"membership[{self.node_id}]"),
+            loop.create_task(self._cycle_loop(), name=f"leader-loop[{self.node_id}]"),
+        ]
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        with contextlib.suppress(TaskwardError):
+            if self.is_leader:
+                await self._election.resign()
+        await self.cache.stop()
+        with contextlib.suppress(TaskwardError):
+            await self.membership.leave()
+        await self._clients.close()
+        await self._store.close()
+
+    @property
+    def is_leader(self) -> bool:
+        snap = self.cache.snapshot
+        return not snap.stale and snap.leader == self.node_id
+
+    async def _keep_alive_loop(self) -> None:
+        interval = self.config.lease_ttl_s / 3
+        while True:
+            try:
+                await self.membership.keep_alive()
+                self.cache.mark_stale(False) if self.cache.snapshot.stale else None
+            except CoordinatorUnavailable as exc:
+                logger.warning("cannot renew membership lease: %s", exc)
+                self.cache.mark_stale(True)
+            await asyncio.sleep(interval)
+
+    async def _cycle_loop(self) -> None:
+        while True:
+            try:
+                status = await self.run_cycle()
+            except CoordinatorUnavailable as exc:
+                status = f"cluster store unavailable: {exc}"
+            except Exception:
+                logger.exception("leader cycle failed; please report it as a bug")
+                status = "cycle error"
+            if status != self._status:
+                logger.info("%s", status)
+                self._status = status
+            self._wake.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self.config.loop_interval_s)
+
+    async def run_cycle(self) -> str:
+        snap = self.cache.snapshot
+        if snap.stale:
+            return "cluster replica stale: not leading"
+        if snap.leader is None:
+            await self._election.campaign(self.membership.lease)
+            return "leader election in progress"
+        if snap.leader != self.node_id:
+            return f"following leader {snap.leader}"
+        try:
+            n = await self._leader.drive_all(snap.tasks, snap.members)
+        except NotLeader:
+            return "deposed: no longer the leader"
+        return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
+
+    # ------------------------------------------------------------------ reads (ClusterView)
+
+    @property
+    def snapshot(self) -> ClusterSnapshot:
+        return self.cache.snapshot
+
+    def get(self, task_id: str) -> TaskRecord | None:
+        t = self.cache.snapshot.tasks.get(task_id)
+        return t.as_task_record() if t else None
+
+    def list_module(self, module: str) -> list[TaskRecord]:
+        tasks = sorted(self.cache.snapshot.tasks.values(), key=lambda t: (t.created_at, t.id))
+        return [t.as_task_record() for t in tasks if t.module == module]
+
+    @property
+    def stale(self) -> bool:
+        return self.cache.snapshot.stale
+
+    def nodes(self) -> list[NodeInfo]:
+        snap = self.cache.snapshot
+        return [
+            NodeInfo(id=m.id, address=m.address, alive=True, leader=m.id == snap.leader, version=m.version,
+                     started_at=datetime.fromtimestamp(m.started_at, UTC))
+            for m in sorted(snap.members.values(), key=lambda m: m.id)
+        ]
+
+    def addresses(self) -> dict[str, str]:
+        return {m.id: m.address for m in self.cache.snapshot.members.values()}
+
+    async def wait(self, task_id: str, timeout_s: float | None) -> TaskRecord:
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        while True:
+            t = self.cache.snapshot.tasks.get(task_id)
+            if t is None:
+                raise TaskNotFound(task_id)
+            if t.state.finished:
+                return t.as_task_record()
+            remaining = 3600.0 if deadline is None else deadline - time.monotonic()
+            if remaining <= 0:
+                raise WaitTimeout(task_id, timeout_s or 0)
+            await self.cache.wait_change(min(remaining, 1.0))
+
+    async def child_statuses(self, task_id: str) -> list[pb.TaskStatus]:
+        """Each child's subtree from the node that runs it; a node that cannot answer within the
+        timeout yields one entry with an error naming it, never a failure of the whole call."""
+        t = self.cache.snapshot.tasks.get(task_id)
+        if t is None:
+            return []
+        addresses = self.addresses()
+
+        async def one(c: object) -> list[pb.TaskStatus]:
+            from coordinator.records import ClusterChild
+
+            assert isinstance(c, ClusterChild)
+            address = addresses.get(c.node)
+            err = f"node {c.node} is down"
+            if address is not None and c.task_id:
+                try:
+                    resp = await self._clients.stub(address).GetTaskStatusRecursive(
+                        pb.TaskIdRequest(task_id=c.task_id, keep=True), timeout=self.config.child_rpc_timeout_s,
+                        metadata=self._clients.metadata)
+                    return list(resp.statuses)
+                except grpc.aio.AioRpcError as exc:
+                    err = f"node {c.node} unreachable: {exc.code().name}"
+            stats = pb.TaskStats(task_id=c.task_id, type=t.type, kind="node", scope="node",
+                                 state=c.state.value if c.state.finished else "unknown", keyspace=t.keyspace,
+                                 table=t.table, entity=t.entity)
+            stats.start_time.seconds = int(c.start_time)
+            stats.end_time.seconds = int(c.end_time)
+            return [pb.TaskStatus(stats=stats, error=c.error or err, parent_id=t.id, module=t.module,
+                                  progress_completed=c.progress_completed, progress_total=c.progress_total,
+                                  children_ids=[], is_abortable=t.is_abortable)]
+
+        results = await asyncio.gather(*(one(c) for c in t.children if c.task_id or c.state.finished))
+        return [s for r in results for s in r]
+
+    # ------------------------------------------------------------------ writes
+
+    def _leader_stub(self) -> tuple[str, object]:
+        snap = self.cache.snapshot
+        if snap.stale:
+            raise CoordinatorUnavailable("this node has lost the cluster store")
+        if snap.leader is None or snap.leader not in snap.members:
+            raise CoordinatorUnavailable("no cluster leader at the moment; retry shortly")
+        return snap.leader, self._clients.stub(snap.members[snap.leader].address)
+
+    async def start_task(self, module: str, type_name: str, args_json: str, *, nodes: list[str],
+                         idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "") -> str:
+        leader, stub = self._leader_stub()
+        if leader != self.node_id:
+            req = pb.StartTaskRequest(module=module, type=type_name, args_json=args_json, cluster=True, nodes=nodes,
+                                      idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity)
+            return str((await self._forward(stub.StartTask, req)).task_id)  # type: ignore[attr-defined]
+        canon, abortable, units = self._validate(module, type_name, args_json)
+        snap = self.cache.snapshot
+        targets = sorted(snap.members) if not nodes else list(dict.fromkeys(nodes))
+        for n in targets:
+            if n not in snap.members:
+                raise UnknownNode(n)
+        if not targets:
+            raise InvalidArgument("no target nodes")
+        t = ClusterTask(id=str(uuid.uuid4()), module=module, type=type_name, args_json=canon,
+                        created_at=time.time(), target_nodes=tuple(targets), idempotency_key=idempotency_key,
+                        keyspace=keyspace, table=table, entity=entity, is_abortable=abortable, progress_units=units)
+        ops = [Put(TASKS + t.id, encode_task(t))]
+        extra = []
+        if idempotency_key:
+            ops.append(Put(IDEMPOTENCY + idempotency_key, t.id.encode()))
+            extra.append(Compare(IDEMPOTENCY + idempotency_key, None))
+        try:
+            await self._election.leader_txn(ops, extra)
+        except NotLeader:
+            if idempotency_key:
+                existing = await self._store.get(IDEMPOTENCY + idempotency_key)
+                if existing is not None:
+                    return self._same_request(existing.value.decode(), t, idempotency_key)
+            raise CoordinatorUnavailable("leadership changed; retry") from None
+        logger.info("cluster task %s (%s:%s) committed for nodes %s", t.id, module, type_name, ",".join(targets))
+        self._wake.set()
+        return t.id
+
+    def _same_request(self, existing_id: str, t: ClusterTask, key: str) -> str:
+        old = self.cache.snapshot.tasks.get(existing_id)
+        if old is not None and (old.module, old.type, json.loads(old.args_json)) != (
+                t.module, t.type, json.loads(t.args_json)):
+            raise IdempotencyConflict(key)
+        return existing_id
+
+    async def abort(self, task_id: str) -> None:
+        t = self.cache.snapshot.tasks.get(task_id)
+        if t is None:
+            raise TaskNotFound(task_id)
+        if not t.is_abortable:
+            raise NotAbortable(task_id)
+        leader, stub = self._leader_stub()
+        if leader != self.node_id:
+            await self._forward(stub.AbortTask, pb.TaskIdRequest(task_id=task_id))  # type: ignore[attr-defined]
+            return
+        for _ in range(20):
+            kv = await self._store.get(TASKS + task_id)
+            cur = decode_task(kv.value) if kv else None
+            if cur is None:
+                raise TaskNotFound(task_id)
+            if cur.state.finished or cur.abort_requested:
+                return
+            if await self._leader.write(replace(cur, abort_requested=True), previous=cur):
+                self._wake.set()
+                return
+        raise CoordinatorUnavailable("could not record the abort; retry")
+
+    async def _forward(self, method: object, request: object) -> object:
+        try:
+            return await method(request, timeout=self.config.etcd_timeout_s * 3,  # type: ignore[operator]
+                                metadata=self._clients.metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise ForwardedError(exc.code(), exc.details() or "") from None
+
+
+_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 400,
+         grpc.StatusCode.FAILED_PRECONDITION: 403, grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+         grpc.StatusCode.UNAUTHENTICATED: 401}
+
+
+class ForwardedError(TaskwardError):
+    """An error answered by the leader, passed on with the leader's own code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.grpc_code = code  # type: ignore[misc]
+        self.http_status = _HTTP.get(code, 503)  # type: ignore[misc]

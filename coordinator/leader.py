@@ -1,0 +1,167 @@
+"""The leader's cycle: drive every unfinished cluster task from a snapshot, with fenced writes.
+
+Each cycle reads the watched snapshot, brings each unfinished task one step forward (start missing
+children, poll running ones, fail children of nodes dead past the grace period, roll up the state)
+and writes a changed record in a transaction guarded by the leader key *and* the record's previous
+value, so a deposed leader cannot write and a concurrent abort is never overwritten. Children are
+started with an idempotency key derived from the task id and attempt, so a new leader that repeats
+a start gets the child the old leader already started instead of running it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+
+import grpc
+
+from coordinator.election import Election, NotLeader
+from coordinator.node_client import NodeClients
+from coordinator.records import TASKS, ClusterChild, ClusterTask, Member, encode_task
+from coordinator.store.base import Compare, Delete, Put
+from node.model import TaskState
+from node.pb.taskward.v1 import tasks_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+PARALLEL_DRIVES = 32
+RETAIN_FINISHED = 1000
+RETAIN_S = 7 * 24 * 3600
+
+
+def child_key(task_id: str, attempt: int) -> str:
+    return f"cluster:{task_id}:{attempt}"
+
+
+def roll_up(t: ClusterTask, now: float) -> ClusterTask:
+    """The task's state from its children's (pure): running until every child has finished."""
+    if t.state is TaskState.CREATED:
+        t = replace(t, state=TaskState.RUNNING, start_time=now)
+    if len(t.children) < len(t.target_nodes) or not all(c.state.finished for c in t.children):
+        return t
+    if t.abort_requested:
+        return replace(t, state=TaskState.FAILED, error="aborted", aborted=True, end_time=now)
+    failed = [c for c in t.children if c.state is TaskState.FAILED]
+    if failed:
+        detail = "; ".join(f"{c.node}: {c.error}" for c in failed)
+        names = ", ".join(c.node for c in failed)
+        return replace(t, state=TaskState.FAILED, error=f"failed on node(s) {names} ({detail})", end_time=now)
+    return replace(t, state=TaskState.DONE, end_time=now)
+
+
+def mark_down(c: ClusterChild, node: str, now: float, grace_s: float) -> ClusterChild:
+    """A child whose node is not a live member: failed once the node stays down past the grace."""
+    if not c.down_since:
+        return replace(c, down_since=now)
+    if now - c.down_since > grace_s:
+        return replace(c, state=TaskState.FAILED, error=f"node {node} unavailable", end_time=now)
+    return c
+
+
+class Leader:
+    def __init__(self, election: Election, clients: NodeClients, *, dead_node_grace_s: float,
+                 rpc_timeout_s: float) -> None:
+        self._election = election
+        self._clients = clients
+        self._grace = dead_node_grace_s
+        self._timeout = rpc_timeout_s
+        self._sem = asyncio.Semaphore(PARALLEL_DRIVES)
+
+    async def drive_all(self, tasks: Mapping[str, ClusterTask], members: Mapping[str, Member]) -> int:
+        unfinished = [t for t in tasks.values() if not t.state.finished]
+        await asyncio.gather(*(self._drive_guarded(t, members) for t in unfinished))
+        await self._retain(tasks)
+        return len(unfinished)
+
+    async def _drive_guarded(self, t: ClusterTask, members: Mapping[str, Member]) -> None:
+        async with self._sem:
+            try:
+                new = await self._drive(t, members)
+            except NotLeader:
+                raise
+            except Exception:
+                logger.exception("driving cluster task %s failed; retrying next cycle", t.id)
+                return
+            if new != t:
+                await self.write(new, previous=t)
+
+    async def write(self, new: ClusterTask, *, previous: ClusterTask | None) -> bool:
+        """Fenced compare-and-swap of one record; False when someone changed it meanwhile."""
+        extra = (Compare(TASKS + new.id, encode_task(previous) if previous else None),)
+        try:
+            await self._election.leader_txn((Put(TASKS + new.id, encode_task(new)),), extra)
+        except NotLeader:
+            return False
+        return True
+
+    async def _drive(self, t: ClusterTask, members: Mapping[str, Member]) -> ClusterTask:
+        now = time.time()
+        for node in t.target_nodes:
+            c = t.child(node) or ClusterChild(node=node)
+            if c.state.finished:
+                continue
+            member = members.get(node)
+            if member is None:
+                t = t.with_child(mark_down(c, node, now, self._grace))
+                continue
+            c = replace(c, down_since=0.0)
+            if not c.task_id:
+                c = await self._start_child(t, c, member) if not t.abort_requested else replace(
+                    c, state=TaskState.FAILED, error="aborted", end_time=now)
+            else:
+                c = await self._poll_child(t, c, member)
+            t = t.with_child(c)
+        return roll_up(t, now)
+
+    async def _start_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
+        req = pb.StartTaskRequest(
+            module=t.module, type=t.type, args_json=t.args_json, idempotency_key=child_key(t.id, c.attempt),
+            keyspace=t.keyspace, table=t.table, entity=t.entity, cluster_parent_id=t.id,
+        )
+        try:
+            resp = await self._clients.stub(member.address).StartTask(
+                req, timeout=self._timeout, metadata=self._clients.metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
+                return replace(c, state=TaskState.FAILED, error=f"cannot start on {c.node}: {exc.details()}",
+                               end_time=time.time())
+            logger.info("cannot reach %s to start a child of %s: %s", c.node, t.id, exc.code().name)
+            return c
+        logger.info("started child %s of cluster task %s on %s", resp.task_id, t.id, c.node)
+        return replace(c, task_id=resp.task_id, state=TaskState.RUNNING, start_time=time.time())
+
+    async def _poll_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
+        stub = self._clients.stub(member.address)
+        md = self._clients.metadata
+        try:
+            if t.abort_requested:
+                await stub.AbortTask(pb.TaskIdRequest(task_id=c.task_id), timeout=self._timeout, metadata=md)
+            st = await stub.GetTaskStatus(pb.TaskIdRequest(task_id=c.task_id, keep=True), timeout=self._timeout,
+                                          metadata=md)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.NOT_FOUND:
+                logger.warning("node %s lost child %s of %s; starting it again", c.node, c.task_id, t.id)
+                return ClusterChild(node=c.node, attempt=c.attempt + 1)
+            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # not abortable: let it finish
+                return c
+            return c
+        state = TaskState(st.stats.state)
+        return replace(
+            c, state=state, error=st.error, progress_completed=st.progress_completed,
+            progress_total=st.progress_total,
+            end_time=float(st.stats.end_time.seconds) if state.finished else 0.0,
+        )
+
+    async def _retain(self, tasks: Mapping[str, ClusterTask]) -> None:
+        """Cluster tasks are never unregistered by API calls: keep 7 days or 1,000, whichever first."""
+        finished = sorted((t for t in tasks.values() if t.state.finished), key=lambda t: t.end_time)
+        cutoff = time.time() - RETAIN_S
+        drop = [t for t in finished if t.end_time < cutoff]
+        excess = len(finished) - len(drop) - RETAIN_FINISHED
+        if excess > 0:
+            drop.extend([t for t in finished if t.end_time >= cutoff][:excess])
+        for t in drop:
+            await self._election.leader_txn((Delete(TASKS + t.id),))

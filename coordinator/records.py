@@ -1,0 +1,161 @@
+"""Cluster records as frozen values, and their protobuf encoding for the cluster store.
+
+Decoding is tolerant: a value that does not parse is logged and skipped by the caller, never
+allowed to crash a node.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+
+from google.protobuf.message import DecodeError
+
+from node.model import ChildRef, TaskKind, TaskRecord, TaskState
+from node.pb.taskward.v1 import cluster_pb2 as cpb
+
+logger = logging.getLogger(__name__)
+
+MEMBERS = "members/"
+TASKS = "tasks/"
+IDEMPOTENCY = "idempotency/"
+LEADER = "leader"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Member:
+    id: str
+    address: str
+    version: str
+    started_at: float
+    instance: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterChild:
+    node: str
+    task_id: str = ""
+    state: TaskState = TaskState.CREATED
+    error: str = ""
+    progress_completed: float = 0.0
+    progress_total: float = 0.0
+    attempt: int = 0
+    down_since: float = 0.0
+    start_time: float = 0.0
+    end_time: float = 0.0
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterTask:
+    id: str
+    module: str
+    type: str
+    args_json: str = "{}"
+    state: TaskState = TaskState.CREATED
+    error: str = ""
+    aborted: bool = False
+    abort_requested: bool = False
+    created_at: float = 0.0
+    start_time: float = 0.0
+    end_time: float = 0.0
+    target_nodes: tuple[str, ...] = ()
+    children: tuple[ClusterChild, ...] = field(default_factory=tuple)
+    idempotency_key: str = ""
+    keyspace: str = ""
+    table: str = ""
+    entity: str = ""
+    is_abortable: bool = True
+    progress_units: str = ""
+
+    def child(self, node: str) -> ClusterChild | None:
+        return next((c for c in self.children if c.node == node), None)
+
+    def with_child(self, child: ClusterChild) -> ClusterTask:
+        kids = [c for c in self.children if c.node != child.node]
+        kids.append(child)
+        kids.sort(key=lambda c: self.target_nodes.index(c.node) if c.node in self.target_nodes else 0)
+        return replace(self, children=tuple(kids))
+
+    def as_task_record(self) -> TaskRecord:
+        """The node-side view: a root ``cluster`` task with its children on their nodes."""
+
+        def dt(ts: float) -> datetime | None:
+            return datetime.fromtimestamp(ts, UTC) if ts else None
+
+        done = sum(c.progress_completed for c in self.children)
+        total = sum(c.progress_total for c in self.children)
+        return TaskRecord(
+            id=self.id, module=self.module, type=self.type, kind=TaskKind.CLUSTER, scope="cluster",
+            state=self.state, sequence_number=0, keyspace=self.keyspace, table=self.table,
+            entity=self.entity, created_at=dt(self.created_at) or datetime.now(UTC),
+            start_time=dt(self.start_time), end_time=dt(self.end_time), is_abortable=self.is_abortable,
+            error=self.error, aborted=self.aborted, abort_requested=self.abort_requested,
+            children=tuple(ChildRef(c.task_id, c.node) for c in self.children if c.task_id),
+            progress_units=self.progress_units, progress_total=total, progress_completed=done,
+            own_progress=True, args=self.args_json, idempotency_key=self.idempotency_key,
+        )
+
+
+def encode_member(m: Member) -> bytes:
+    return cpb.MemberRecord(id=m.id, address=m.address, version=m.version, started_at=m.started_at,
+                            instance=m.instance).SerializeToString()
+
+
+def decode_member(raw: bytes) -> Member | None:
+    try:
+        p = cpb.MemberRecord.FromString(raw)
+    except DecodeError:
+        logger.error("skipping corrupt member record")
+        return None
+    return Member(id=p.id, address=p.address, version=p.version, started_at=p.started_at, instance=p.instance)
+
+
+def encode_task(t: ClusterTask) -> bytes:
+    return cpb.ClusterTaskRecord(
+        id=t.id, module=t.module, type=t.type, args_json=t.args_json, state=t.state.value, error=t.error,
+        aborted=t.aborted, abort_requested=t.abort_requested, created_at=t.created_at,
+        start_time=t.start_time, end_time=t.end_time, target_nodes=list(t.target_nodes),
+        children=[
+            cpb.ClusterChild(node=c.node, task_id=c.task_id, state=c.state.value, error=c.error,
+                             progress_completed=c.progress_completed, progress_total=c.progress_total,
+                             attempt=c.attempt, down_since=c.down_since, start_time=c.start_time,
+                             end_time=c.end_time)
+            for c in t.children
+        ],
+        idempotency_key=t.idempotency_key, keyspace=t.keyspace, table=t.table, entity=t.entity,
+        is_abortable=t.is_abortable, progress_units=t.progress_units,
+    ).SerializeToString()
+
+
+def decode_task(raw: bytes) -> ClusterTask | None:
+    try:
+        p = cpb.ClusterTaskRecord.FromString(raw)
+        return ClusterTask(
+            id=p.id, module=p.module, type=p.type, args_json=p.args_json, state=TaskState(p.state),
+            error=p.error, aborted=p.aborted, abort_requested=p.abort_requested, created_at=p.created_at,
+            start_time=p.start_time, end_time=p.end_time, target_nodes=tuple(p.target_nodes),
+            children=tuple(
+                ClusterChild(node=c.node, task_id=c.task_id, state=TaskState(c.state), error=c.error,
+                             progress_completed=c.progress_completed, progress_total=c.progress_total,
+                             attempt=c.attempt, down_since=c.down_since, start_time=c.start_time,
+                             end_time=c.end_time)
+                for c in p.children
+            ),
+            idempotency_key=p.idempotency_key, keyspace=p.keyspace, table=p.table, entity=p.entity,
+            is_abortable=p.is_abortable, progress_units=p.progress_units,
+        )
+    except (DecodeError, ValueError):
+        logger.error("skipping corrupt cluster task record")
+        return None
+
+
+def encode_leader(node_id: str, instance: str) -> bytes:
+    return cpb.LeaderRecord(node_id=node_id, instance=instance).SerializeToString()
+
+
+def decode_leader(raw: bytes) -> str | None:
+    try:
+        return cpb.LeaderRecord.FromString(raw).node_id or None
+    except DecodeError:
+        return None

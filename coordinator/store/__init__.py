@@ -1,0 +1,5 @@
+"""Cluster-state backends behind one interface."""
+
+from coordinator.store.base import ClusterStore, Compare, Delete, KeyValue, Put, WatchEvent, WatchEventType, WatchGap
+
+__all__ = ["ClusterStore", "Compare", "Delete", "KeyValue", "Put", "WatchEvent", "WatchEventType", "WatchGap"]

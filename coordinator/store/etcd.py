@@ -1,0 +1,201 @@
+"""etcd v3 backend, over the etcd API stubs shipped by the maintained ``aetcd`` package.
+
+We drive the stubs on our own ``grpc.aio`` channel rather than through aetcd's client, because the
+client connects to one endpoint only: the channel here lists every endpoint and fails over between
+them. Every call carries a deadline; any gRPC failure becomes ``CoordinatorUnavailable`` here, so
+nothing above this module ever sees an etcd exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from aetcd import rpc
+
+from coordinator.store.base import (
+    ClusterStore,
+    Compare,
+    Delete,
+    KeyValue,
+    Op,
+    Put,
+    WatchEvent,
+    WatchEventType,
+    WatchGap,
+)
+from node.errors import CoordinatorUnavailable
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EtcdOptions:
+    endpoints: tuple[str, ...]
+    prefix: str
+    timeout_s: float = 2.0
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+    user: str = ""
+    password: str = ""
+
+
+def channel_target(endpoints: Sequence[str]) -> str:
+    """One gRPC target for all endpoints: ``ipv4:a:p,b:p`` lets pick_first fail over between them."""
+    hosts = [e.split("://", 1)[-1].rstrip("/") for e in endpoints]
+    try:
+        for h in hosts:
+            ipaddress.IPv4Address(h.rpartition(":")[0])
+    except ValueError:
+        if len(hosts) > 1:
+            logger.warning("etcd endpoints are not all IPv4 addresses; using %s only", hosts[0])
+        return hosts[0]
+    return "ipv4:" + ",".join(hosts)
+
+
+def _read_tls(cacert: str, key: str, cert: str) -> tuple[bytes, bytes | None, bytes | None]:
+    """Read once at start-up (before the loop serves anything)."""
+    return (Path(cacert).read_bytes(), Path(key).read_bytes() if key else None,
+            Path(cert).read_bytes() if cert else None)
+
+
+def _prefix_end(prefix: bytes) -> bytes:
+    return prefix[:-1] + bytes([prefix[-1] + 1])
+
+
+class EtcdStore(ClusterStore):
+    def __init__(self, options: EtcdOptions) -> None:
+        self._o = options
+        self._prefix = options.prefix.encode()
+        self._channel: grpc.aio.Channel | None = None
+        self._metadata: tuple[tuple[str, str], ...] = ()
+
+    def _k(self, key: str) -> bytes:
+        return self._prefix + key.encode()
+
+    def _unk(self, raw: bytes) -> str:
+        return raw[len(self._prefix):].decode()
+
+    async def start(self) -> None:
+        target = channel_target(self._o.endpoints)
+        options = [("grpc.lb_policy_name", "pick_first"), ("grpc.enable_retries", 1),
+                   ("grpc.keepalive_time_ms", 5000), ("grpc.keepalive_timeout_ms", 2000)]
+        if self._o.cacert:
+            creds = grpc.ssl_channel_credentials(*_read_tls(self._o.cacert, self._o.key, self._o.cert))
+            self._channel = grpc.aio.secure_channel(target, creds, options=options)
+        else:
+            self._channel = grpc.aio.insecure_channel(target, options=options)
+        self._kv = rpc.KVStub(self._channel)
+        self._lease = rpc.LeaseStub(self._channel)
+        self._watch = rpc.WatchStub(self._channel)
+        if self._o.user:
+            try:
+                resp = await rpc.AuthStub(self._channel).Authenticate(
+                    rpc.AuthenticateRequest(name=self._o.user, password=self._o.password), timeout=self._o.timeout_s
+                )
+            except grpc.aio.AioRpcError as exc:
+                raise CoordinatorUnavailable(f"etcd authentication failed: {exc.details()}") from None
+            self._metadata = (("token", resp.token),)
+        await self.get("members/")  # fail fast when unreachable
+
+    async def close(self) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+            self._channel = None
+
+    async def _call(self, method: object, request: object) -> object:
+        try:
+            return await method(request, timeout=self._o.timeout_s, metadata=self._metadata)  # type: ignore[operator]
+        except grpc.aio.AioRpcError as exc:
+            raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
+        except asyncio.CancelledError:
+            raise
+
+    async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
+        key = self._k(prefix)
+        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=key, range_end=_prefix_end(key)))
+        kvs = [KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.lease) for kv in resp.kvs]  # type: ignore[attr-defined]
+        return kvs, resp.header.revision  # type: ignore[attr-defined]
+
+    async def get(self, key: str) -> KeyValue | None:
+        resp = await self._call(self._kv.Range, rpc.RangeRequest(key=self._k(key)))
+        for kv in resp.kvs:  # type: ignore[attr-defined]
+            return KeyValue(key, kv.value, kv.mod_revision, kv.lease)
+        return None
+
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> bool:
+        cmp = []
+        for c in compares:
+            if c.value is None:
+                cmp.append(rpc.Compare(key=self._k(c.key), target=rpc.Compare.CREATE,
+                                       result=rpc.Compare.EQUAL, create_revision=0))
+            else:
+                cmp.append(rpc.Compare(key=self._k(c.key), target=rpc.Compare.VALUE,
+                                       result=rpc.Compare.EQUAL, value=c.value))
+        success = []
+        for op in ops:
+            if isinstance(op, Put):
+                success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=self._k(op.key), value=op.value,
+                                                                         lease=op.lease)))
+            elif isinstance(op, Delete):
+                success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key))))
+        resp = await self._call(self._kv.Txn, rpc.TxnRequest(compare=cmp, success=success))
+        return bool(resp.succeeded)  # type: ignore[attr-defined]
+
+    async def grant_lease(self, ttl_s: int) -> int:
+        resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl_s))
+        return int(resp.ID)  # type: ignore[attr-defined]
+
+    async def keep_alive(self, lease: int) -> bool:
+        async def one() -> AsyncIterator[rpc.LeaseKeepAliveRequest]:
+            yield rpc.LeaseKeepAliveRequest(ID=lease)
+
+        call = self._lease.LeaseKeepAlive(one(), timeout=self._o.timeout_s, metadata=self._metadata)
+        try:
+            async for resp in call:
+                return bool(resp.TTL > 0)
+        except grpc.aio.AioRpcError as exc:
+            raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
+        finally:
+            call.cancel()
+        raise CoordinatorUnavailable("etcd closed the keep-alive stream")
+
+    async def revoke_lease(self, lease: int) -> None:
+        try:
+            await self._call(self._lease.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))
+        except CoordinatorUnavailable as exc:
+            if "not found" not in str(exc):
+                raise
+
+    async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:  # type: ignore[override]
+        key = self._k(prefix)
+        create = rpc.WatchCreateRequest(key=key, range_end=_prefix_end(key), start_revision=from_revision,
+                                        progress_notify=True)
+        stop = asyncio.Event()
+
+        async def requests() -> AsyncIterator[rpc.WatchRequest]:
+            yield rpc.WatchRequest(create_request=create)
+            await stop.wait()
+
+        call = self._watch.Watch(requests(), metadata=self._metadata)
+        try:
+            async for resp in call:
+                if resp.compact_revision:
+                    raise WatchGap(f"compacted at {resp.compact_revision}")
+                if resp.canceled:
+                    raise WatchGap(resp.cancel_reason or "watch canceled")
+                for ev in resp.events:
+                    etype = WatchEventType.DELETE if ev.type == rpc.Event.DELETE else WatchEventType.PUT
+                    yield WatchEvent(etype, self._unk(ev.kv.key), ev.kv.value, ev.kv.mod_revision)
+        except grpc.aio.AioRpcError as exc:
+            raise CoordinatorUnavailable(f"etcd watch: {exc.code().name} {exc.details()}") from None
+        finally:
+            stop.set()
+            call.cancel()
+        raise WatchGap("watch stream ended")
