@@ -1,0 +1,105 @@
+"""A real 3-member etcd cluster on loopback ports, for cluster tests and benches."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import grpc
+
+from tests.procs import TIMEOUT_MULT, free_port
+
+
+class EtcdMember:
+    def __init__(self, name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str) -> None:
+        self.name = name
+        self.data_dir = data_dir
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.initial_cluster = initial_cluster
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = data_dir.parent / f"{name}.log"
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.client_port}"
+
+    def start(self, *, new: bool = True) -> None:
+        cmd = [
+            "etcd", "--name", self.name, "--data-dir", str(self.data_dir),
+            "--listen-client-urls", self.url, "--advertise-client-urls", self.url,
+            "--listen-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.peer_port}",
+            "--initial-cluster", self.initial_cluster, "--initial-cluster-token", "taskward-test",
+            "--initial-cluster-state", "new" if new else "existing",
+            "--heartbeat-interval", "100", "--election-timeout", "1000",
+        ]
+        log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
+        log.close()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def pause(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGCONT)
+
+
+class EtcdCluster:
+    def __init__(self, root: Path, size: int = 3) -> None:
+        ports = [(free_port(), free_port()) for _ in range(size)]
+        initial = ",".join(f"e{i}=http://127.0.0.1:{pp}" for i, (_, pp) in enumerate(ports))
+        self.members = [EtcdMember(f"e{i}", root / f"e{i}", cp, pp, initial) for i, (cp, pp) in enumerate(ports)]
+
+    @property
+    def endpoints(self) -> str:
+        return ",".join(m.url for m in self.members)
+
+    def start(self, timeout: float = 30.0) -> EtcdCluster:
+        for m in self.members:
+            m.start()
+        self.wait_healthy(timeout)
+        return self
+
+    def wait_healthy(self, timeout: float = 30.0) -> None:
+        """Until a write through the cluster succeeds (a leader exists and has a quorum)."""
+        from aetcd import rpc
+
+        deadline = time.monotonic() + timeout * TIMEOUT_MULT
+        target = "ipv4:" + ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
+        with grpc.insecure_channel(target) as ch:
+            kv = rpc.rpc_pb2_grpc.KVStub(ch)
+            while time.monotonic() < deadline:
+                try:
+                    kv.Put(rpc.PutRequest(key=b"/health-probe", value=b"1"), timeout=1)
+                    return
+                except grpc.RpcError:
+                    time.sleep(0.1)
+        raise TimeoutError("etcd cluster not healthy")
+
+    def stop(self) -> None:
+        for m in self.members:
+            m.stop()
+
+
+def etcd_available() -> bool:
+    return shutil.which("etcd") is not None
