@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Installs what taskward needs on a Debian/Ubuntu machine: etcd and redis-cli from the OS, and the
+# package with its test tools into ./.venv. Safe to run again.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+missing=()
+command -v etcd >/dev/null || missing+=(etcd-server)
+command -v redis-cli >/dev/null || missing+=(redis-tools)
+if ((${#missing[@]})); then
+  sudo=""
+  [[ $(id -u) -eq 0 ]] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+[[ -x .venv/bin/python ]] || python3 -m venv .venv
+.venv/bin/pip install --quiet --upgrade pip
+.venv/bin/pip install --quiet -e '.[test]'
