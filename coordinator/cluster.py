@@ -63,6 +63,7 @@ class Coordinator:
         self._tasks: list[asyncio.Task[None]] = []
         self._status = ""
         self._wake = asyncio.Event()
+        self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -102,10 +103,14 @@ class Coordinator:
         while True:
             try:
                 await self.membership.keep_alive()
-                self.cache.mark_stale(False) if self.cache.snapshot.stale else None
+                self.cache.mark_stale(False)
             except CoordinatorUnavailable as exc:
                 logger.warning("cannot renew membership lease: %s", exc)
                 self.cache.mark_stale(True)
+            except TaskwardError as exc:  # e.g. our id was taken while we were cut off
+                logger.critical("membership lost for good: %s", exc.message)
+                self.on_fatal(exc)
+                return
             await asyncio.sleep(interval)
 
     async def _cycle_loop(self) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 from coordinator.records import MEMBERS, Member, decode_member, encode_member
@@ -58,14 +57,9 @@ class Membership:
         if await self.store.keep_alive(self.lease):
             return True
         logger.warning("membership lease expired; registering again")
-        self.me = Member(id=self.me.id, address=self.me.address, version=self.me.version,
-                         started_at=self.me.started_at, instance=self.me.instance)
         await self.register()
         return False
 
     async def leave(self) -> None:
         await self.store.revoke_lease(self.lease)
 
-
-def now() -> float:
-    return time.time()

@@ -102,6 +102,8 @@ class NodeApp:
         self.manager = TaskManager(config.manager, self.store, build_registry(config))
         self.test_module = TestModule(self.manager)
         self.coordinator = build_coordinator(config, self.manager)
+        self.coordinator.on_fatal = self._fatal
+        self.fatal_error: BaseException | None = None
         self._stop = asyncio.Event()
         self._server: grpc.aio.Server | None = None
         self._surfaces: list[Surface] = []
@@ -155,6 +157,8 @@ class NodeApp:
             await self._stop.wait()
         finally:
             await self.shutdown()
+        if self.fatal_error is not None:
+            raise self.fatal_error
 
     async def _start_surfaces(self) -> None:
         if self.config.rest:
@@ -175,6 +179,11 @@ class NodeApp:
             logger.warning("auth off: no token configured, so surfaces bind to loopback addresses only")
 
     def stop(self) -> None:
+        self._stop.set()
+
+    def _fatal(self, exc: BaseException) -> None:
+        """A background component cannot go on: stop the node loudly (non-zero exit)."""
+        self.fatal_error = exc
         self._stop.set()
 
     async def shutdown(self) -> None:

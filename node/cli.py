@@ -10,7 +10,7 @@ import threading
 from collections.abc import Sequence
 
 from node.config import add_node_arguments, node_config_from
-from node.errors import ConfigError
+from node.errors import ConfigError, TaskwardError
 
 USAGE = """usage: taskward {node,tasks,demo} ...
 
@@ -33,6 +33,9 @@ def run_node(argv: Sequence[str]) -> int:
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
+    except TaskwardError as exc:  # e.g. etcd unreachable at start
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
     except OSError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
