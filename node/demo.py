@@ -1,7 +1,9 @@
-"""``taskward demo``: a local node, a sample operation with live progress, and what to try next.
+"""``taskward demo``: a local 3-node cluster on etcd, a sample cluster operation with live progress,
+and what to try next.
 
-The node runs as a real child process (exactly as ``taskward node`` would), so everything shown
-here works the same against a deployed node.
+Everything runs as real child processes on loopback ports (one etcd member, three nodes, the REST
+gateway), exactly as an operator would start them, so what the demo shows works the same against a
+deployed cluster. Ctrl-C stops them all, newest first.
 """
 
 from __future__ import annotations
@@ -9,7 +11,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -23,36 +27,94 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
-READY_TIMEOUT_S = 20.0
+READY_TIMEOUT_S = 30.0
 REFRESH_S = 0.1
+NODE_PORTS = (7100, 7101, 7102)
+GATEWAY = "127.0.0.1:10000"
+ADMIN = "127.0.0.1:3320"
+INSTALL_ETCD = "etcd was not found on PATH; install it first, e.g. `sudo apt-get install etcd-server` (Debian/Ubuntu)"
 
 
-def _wait_ready(channel: grpc.Channel, proc: subprocess.Popen[bytes]) -> None:
-    stub = health_pb2_grpc.HealthStub(channel)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _port_free(address: str) -> bool:
+    host, _, port = address.rpartition(":")
+    with socket.socket() as s:
+        try:
+            s.bind((host, int(port)))
+        except OSError:
+            return False
+    return True
+
+
+class Supervisor:
+    """Starts child processes with their logs in one folder and stops them in reverse order."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
+        with open(self.root / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.procs.append((name, proc))
+        return proc
+
+    def check_alive(self) -> None:
+        for name, proc in self.procs:
+            if proc.poll() is not None:
+                log = (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
+                raise SystemExit(f"error: {name} exited with code {proc.returncode}:\n{log}")
+
+    def stop_all(self) -> None:
+        for _, proc in reversed(self.procs):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for _, proc in reversed(self.procs):
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
+
+
+def _wait_serving(sup: Supervisor, address: str) -> None:
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    with grpc.insecure_channel(address) as ch:
+        stub = health_pb2_grpc.HealthStub(ch)
+        while time.monotonic() < deadline:
+            sup.check_alive()
+            with contextlib.suppress(grpc.RpcError):
+                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == \
+                        health_pb2.HealthCheckResponse.SERVING:
+                    return
+            time.sleep(0.1)
+    raise SystemExit(f"error: node at {address} did not become ready")
+
+
+def _wait_members(sup: Supervisor, stub: pb_grpc.TaskManagerStub, n: int) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"error: the node exited with code {proc.returncode}")
-        try:
-            resp = stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5)
-            if resp.status == health_pb2.HealthCheckResponse.SERVING:
-                return
-        except grpc.RpcError:
-            time.sleep(0.1)
-    raise SystemExit("error: the node did not become ready")
+        sup.check_alive()
+        nodes = stub.ListNodes(pb.ListNodesRequest(), timeout=2).nodes
+        if len(nodes) == n and any(x.leader for x in nodes):
+            return
+        time.sleep(0.1)
+    raise SystemExit("error: the cluster did not form")
 
 
 def _follow(stub: pb_grpc.TaskManagerStub, root: str) -> str:
-    """Redraw the operation's rolled-up progress until it finishes; returns its final state.
-
-    Reading the status of a finished root unregisters it (ScyllaDB semantics), so the last poll
-    is also the one that clears the finished operation away.
-    """
+    """Redraw the cluster operation's rolled-up progress until it finishes; returns its state."""
     while True:
         st = stub.GetTaskStatus(pb.TaskIdRequest(task_id=root))
         filled = int(st.progress_fraction * 40)
-        eta = f"eta {st.eta_ms / 1000:.1f}s" if st.HasField("eta_ms") and st.stats.state == "running" else ""
-        sys.stdout.write(f"\r  [{'#' * filled}{'.' * (40 - filled)}] {st.progress_fraction:6.1%} {eta:12}")
+        running = sum(1 for c in st.children_ids if c.task_id)
+        sys.stdout.write(f"\r  [{'#' * filled}{'.' * (40 - filled)}] {st.progress_fraction:6.1%}  "
+                         f"{running} node(s)  {st.stats.state:8}")
         sys.stdout.flush()
         if st.stats.state in ("done", "failed"):
             sys.stdout.write("\n")
@@ -60,55 +122,80 @@ def _follow(stub: pb_grpc.TaskManagerStub, root: str) -> str:
         time.sleep(REFRESH_S)
 
 
+def _start_cluster(sup: Supervisor, data: Path, etcd: str) -> list[str]:
+    etcd_client, etcd_peer = _free_port(), _free_port()
+    sup.spawn("etcd", [
+        etcd, "--name", "demo", "--data-dir", str(data / "etcd"),
+        "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
+        "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
+        "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+        "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
+        "--initial-cluster", f"demo=http://127.0.0.1:{etcd_peer}",
+    ])
+    nodes = [f"127.0.0.1:{p}" for p in NODE_PORTS]
+    for i, address in enumerate(nodes, start=1):
+        extra = ["--admin", ADMIN] if i == 1 else []
+        sup.spawn(f"n{i}", [sys.executable, "-m", "node.cli", "node", "--id", f"n{i}", "--listen", address,
+                            "--data-dir", str(data / f"n{i}"), "--etcd", f"http://127.0.0.1:{etcd_client}",
+                            "--tasks", "node.demo_tasks", "--shutdown-grace", "1", *extra])
+    sup.spawn("gateway", [sys.executable, "-m", "node.cli", "gateway", "--listen", GATEWAY, "--node", ",".join(nodes)])
+    for address in nodes:
+        _wait_serving(sup, address)
+    return nodes
+
+
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="taskward demo", description=__doc__)
-    p.add_argument("--listen", default="127.0.0.1:7100", help="node gRPC address (default 127.0.0.1:7100)")
     p.add_argument("--once", action="store_true", help="exit after the sample operation instead of waiting")
     a = p.parse_args(argv)
-    port = a.listen.rpartition(":")[2]
+    etcd = shutil.which("etcd")
+    if etcd is None:
+        print(f"error: {INSTALL_ETCD}", file=sys.stderr)
+        return 1
+    busy = [x for x in (*(f"127.0.0.1:{p}" for p in NODE_PORTS), GATEWAY, ADMIN) if not _port_free(x)]
+    if busy:
+        print(f"error: address(es) already in use: {', '.join(busy)} (is another demo running?)", file=sys.stderr)
+        return 1
     with tempfile.TemporaryDirectory(prefix="taskward-demo-") as tmp:
-        log_path = Path(tmp) / "node.log"
-        cmd = [sys.executable, "-m", "node.cli", "node", "--id", "demo-1", "--listen", a.listen,
-               "--data-dir", str(Path(tmp) / "demo-1"), "--tasks", "node.demo_tasks", "--shutdown-grace", "1"]
-        with open(log_path, "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
-        channel = grpc.insecure_channel(a.listen)
+        sup = Supervisor(Path(tmp))
+        stop_signals = {signal.SIGINT, signal.SIGTERM}
         try:
-            _wait_ready(channel, proc)
-            stub = pb_grpc.TaskManagerStub(channel)
-            print(f"taskward node demo-1 is serving gRPC on {a.listen} (data in {tmp})")
-            args = json.dumps({"tables": 3, "batches": 20, "batch_s": 0.1})
-            root = stub.StartTask(pb.StartTaskRequest(module="demo", type="reindex", args_json=args,
-                                                      keyspace="shop")).task_id
-            print(f"started demo:reindex {root} (one child task per table)")
-            state = _follow(stub, root)
+            nodes = _start_cluster(sup, Path(tmp), etcd)
+            with grpc.insecure_channel(nodes[1]) as ch:
+                stub = pb_grpc.TaskManagerStub(ch)
+                _wait_members(sup, stub, len(nodes))
+                print(f"taskward demo: 3 nodes on {', '.join(nodes)} (logs and data in {tmp})")
+                args = json.dumps({"tables": 3, "batches": 20, "batch_s": 0.1})
+                root = stub.StartTask(pb.StartTaskRequest(module="demo", type="reindex", args_json=args, cluster=True,
+                                                          keyspace="shop")).task_id
+                print(f"started cluster operation demo:reindex {root} on every node (through n2)")
+                state = _follow(stub, root)
             print(f"operation {root} finished: {state}\n")
-            print("Try, in another terminal:")
-            for line in (
-                "taskward tasks modules",
-                "taskward tasks list demo",
-                "taskward tasks start demo reindex --arg tables=5 --keyspace shop",
-                "taskward tasks tree          # every root with its children, BFS",
-                "taskward tasks start builtin sleep --arg duration=30 --arg steps=30",
-                "taskward tasks list builtin --internal",
-                "taskward tasks wait ID        # progress bar; exit 0 done / 123 failed / 124 timeout",
-                "taskward tasks abort ID",
-                "grpcurl -plaintext " + a.listen + " list      # reflection is on",
-            ):
-                print(f"  {line.replace('taskward tasks', f'taskward tasks -p {port}') if port != '7100' else line}")
+            _print_tips(root)
             if a.once:
                 return 0 if state == "done" else 1
-            print(f"\nnode log: {log_path}\nPress Ctrl-C to stop.", flush=True)
-            stop_signals = {signal.SIGINT, signal.SIGTERM}
+            print(f"\nPress Ctrl-C to stop the demo (logs: {tmp}).", flush=True)
             signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.sigwait(stop_signals)
             return 0
         finally:
-            channel.close()
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            sup.stop_all()
             print("demo stopped")
+
+
+def _print_tips(root: str) -> None:
+    print("Try, in another terminal:")
+    for line in (
+        "taskward tasks nodes                       # members, leader",
+        f"taskward tasks tree {root}   # same answer from any node: -p 7101, -p 7102",
+        "taskward tasks start builtin sleep --cluster --arg duration=30 --arg steps=30",
+        "taskward tasks list builtin --internal",
+        "taskward tasks wait ID                     # progress bar; exit 0 done / 123 failed / 124 timeout",
+        "taskward tasks abort ID",
+        f"curl http://{GATEWAY}/task_manager/list_modules        # OpenAPI: http://{GATEWAY}/docs",
+        f"curl http://{GATEWAY}/task_manager/task_status/{root}",
+        f"redis-cli -3 -p {ADMIN.rpartition(':')[2]} TASK.ADMIN LIST",
+        "grpcurl -plaintext 127.0.0.1:7100 list      # reflection is on",
+    ):
+        print(f"  {line}")
