@@ -1,4 +1,4 @@
-"""The ``taskward`` console script: ``node``, ``tasks`` and ``demo``."""
+"""The ``taskward`` console script: ``node``, ``gateway``, ``tasks`` and ``demo``."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ from collections.abc import Sequence
 from node.config import add_node_arguments, node_config_from
 from node.errors import ConfigError, TaskwardError
 
-USAGE = """usage: taskward {node,tasks,demo} ...
+USAGE = """usage: taskward {node,gateway,tasks,demo} ...
 
   node    run one node (gRPC task service, durable store)
+  gateway REST API (ScyllaDB-compatible) in front of one or more nodes
   tasks   nodetool-style client: taskward tasks --help
   demo    start a local node with a sample operation and show where to look
 """
@@ -49,6 +50,28 @@ def run_node(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_gateway(argv: Sequence[str]) -> int:
+    from node.app import setup_logging
+    from node.config import add_gateway_arguments, gateway_config_from
+    from node.gateway import GatewayApp
+
+    p = argparse.ArgumentParser(prog="taskward gateway", description="Serve the REST API in front of nodes.")
+    add_gateway_arguments(p)
+    args = p.parse_args(argv)
+    listener = setup_logging()
+    try:
+        asyncio.run(GatewayApp(gateway_config_from(args)).run())
+    except ConfigError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        listener.stop()
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -57,6 +80,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command, rest = argv[0], argv[1:]
     if command == "node":
         return run_node(rest)
+    if command == "gateway":
+        return run_gateway(rest)
     if command == "tasks":
         from node.cli_tasks import main as tasks_main
 
