@@ -188,3 +188,55 @@ def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = N
         sqlite_synchronous=str(_pick(args.sqlite_synchronous, env, "sqlite_synchronous", "FULL")).upper(),
         manager=manager,
     )
+
+
+DEFAULT_GATEWAY_LISTEN = "127.0.0.1:10000"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class GatewayConfig:
+    """``taskward gateway``: REST in front of the listed nodes' gRPC, with the node's bind rules."""
+
+    listen: str = DEFAULT_GATEWAY_LISTEN
+    nodes: tuple[str, ...] = (DEFAULT_LISTEN,)
+    token: str | None = None
+    insecure_bind: bool = False
+
+    def __post_init__(self) -> None:
+        host = check_address("--listen", self.listen)
+        if self.token is None and not self.insecure_bind and not is_loopback(host):
+            raise ConfigError(
+                f"refusing to bind --listen {self.listen} without a token: use --token-file or --insecure-bind"
+            )
+        if not self.nodes:
+            raise ConfigError("--node needs at least one HOST:PORT")
+        for address in self.nodes:
+            check_address("--node", address)
+
+
+def add_gateway_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--listen", help=f"REST HOST:PORT (default {DEFAULT_GATEWAY_LISTEN})")
+    p.add_argument("--node", help=f"gRPC HOST:PORT[,HOST:PORT...] of the nodes, in failover order "
+                                  f"(default {DEFAULT_LISTEN})")
+    p.add_argument("--token-file", help="bearer token file (env TASKWARD_TOKEN); required on REST and sent to nodes")
+    p.add_argument("--insecure-bind", action="store_true", default=None,
+                   help="allow a non-loopback --listen without a token")
+
+
+def gateway_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewayConfig:
+    env = os.environ if env is None else env
+    token: str | None = env.get("TASKWARD_TOKEN") or None
+    if args.token_file:
+        try:
+            token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"cannot read --token-file: {exc}") from None
+        if not token:
+            raise ConfigError("--token-file is empty")
+    nodes = str(_pick(args.node, env, "gateway_nodes", DEFAULT_LISTEN))
+    return GatewayConfig(
+        listen=str(_pick(args.listen, env, "gateway_listen", DEFAULT_GATEWAY_LISTEN)),
+        nodes=tuple(n.strip() for n in nodes.split(",") if n.strip()),
+        token=token,
+        insecure_bind=bool(args.insecure_bind or env.get("TASKWARD_INSECURE_BIND") == "1"),
+    )

@@ -44,6 +44,7 @@ def _free_port() -> int:
 def _port_free(address: str) -> bool:
     host, _, port = address.rpartition(":")
     with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME-WAIT is fine
         try:
             s.bind((host, int(port)))
         except OSError:
@@ -174,8 +175,8 @@ def main(argv: Sequence[str]) -> int:
             _print_tips(root)
             if a.once:
                 return 0 if state == "done" else 1
+            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # before the prompt: no signal is missed
             print(f"\nPress Ctrl-C to stop the demo (logs: {tmp}).", flush=True)
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)
             with contextlib.suppress(KeyboardInterrupt):
                 signal.sigwait(stop_signals)
             return 0

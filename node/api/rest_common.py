@@ -1,0 +1,163 @@
+"""Shared pieces of the REST surface: the JSON response, the one error mapping, parameter parsing.
+
+Every 4xx/5xx answer is ``{"message": ..., "code": N}`` (DESIGN §8), whoever produced it: a node's gRPC
+status, our own parameter checks, or FastAPI/Starlette themselves (404, 405, validation). The gRPC →
+HTTP table is the inverse of ``node.errors``, so REST says exactly what gRPC said.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+from typing import Any
+
+import grpc
+import orjson
+from fastapi import Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import Response
+
+from node.errors import InvalidArgument, TaskwardError
+from node.model import check_task_id
+
+logger = logging.getLogger(__name__)
+
+MAX_INT64 = (1 << 63) - 1
+HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.NOT_FOUND: 400,  # ScyllaDB answers 400 for an unknown task id
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 403,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNIMPLEMENTED: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+_UINT_RE = re.compile(r"[0-9]+")
+_TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
+
+
+class JsonResponse(Response):
+    """orjson-rendered JSON: measurably cheaper than the stdlib encoder on the task_status hot path."""
+
+    media_type = "application/json"
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JsonResponse:
+    return JsonResponse({"message": message, "code": status}, status_code=status, headers=headers)
+
+
+class BodyTooLarge(TaskwardError):
+    """A REST body over the limit (gRPC's own message cap answers RESOURCE_EXHAUSTED too)."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    http_status = 413
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"request body larger than {limit} bytes")
+
+
+def bad_request(message: str) -> InvalidArgument:
+    """A bad query parameter or body: the same error the node raises for bad input (400)."""
+    return InvalidArgument(message)
+
+
+# ---------------------------------------------------------------- exception handlers
+
+
+async def _on_rpc_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, grpc.aio.AioRpcError)
+    status = HTTP_FOR_GRPC.get(exc.code(), 500)
+    message = exc.details() or exc.code().name.lower()
+    if status == 500:
+        logger.error("node answered %s to %s %s: %s", exc.code().name, request.method, request.url.path, message)
+    return error_response(status, message)
+
+
+async def _on_taskward_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, TaskwardError)
+    return error_response(exc.http_status, exc.message)
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    return error_response(exc.status_code, str(exc.detail), getattr(exc, "headers", None))
+
+
+async def _on_validation(request: Request, exc: Exception) -> Response:
+    """FastAPI's 422 becomes DESIGN's 400 for a bad parameter, with a one-line message."""
+    assert isinstance(exc, RequestValidationError)
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body", "header"))
+        parts.append(f"{where}: {err.get('msg', 'invalid')}" if where else str(err.get("msg", "invalid")))
+    return error_response(400, "bad parameter: " + "; ".join(parts))
+
+
+async def _on_internal(request: Request, exc: Exception) -> Response:
+    logger.exception("unexpected error in %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal error")
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    grpc.aio.AioRpcError: _on_rpc_error,
+    TaskwardError: _on_taskward_error,
+    StarletteHTTPException: _on_http_exception,
+    RequestValidationError: _on_validation,
+    Exception: _on_internal,
+}
+
+
+# ---------------------------------------------------------------- query parameters
+
+
+def parse_bool(name: str, value: str | None, default: bool = False) -> bool:
+    """``true/false/1/0`` (any case); anything else is a bad parameter."""
+    if value is None:
+        return default
+    v = value.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise bad_request(f"bad parameter {name}: expected true, false, 1 or 0, got {value!r}")
+
+
+def parse_uint(name: str, value: str | None) -> int:
+    """A non-negative integer that fits int64 (ttl values, sequence positions)."""
+    if value is None or value == "":
+        raise bad_request(f"missing parameter {name}")
+    if not _UINT_RE.fullmatch(value):
+        raise bad_request(f"bad parameter {name}: expected a non-negative integer, got {value!r}")
+    n = int(value)
+    if n > MAX_INT64:
+        raise bad_request(f"bad parameter {name}: {value} is too large")
+    return n
+
+
+def parse_timeout(value: str | None) -> float | None:
+    """Seconds as a non-negative finite number, or ``None`` (wait without limit)."""
+    if value is None or value == "":
+        return None
+    try:
+        t = float(value)
+    except ValueError:
+        raise bad_request(f"bad parameter timeout: expected a non-negative number, got {value!r}") from None
+    if not math.isfinite(t) or t < 0 or t > MAX_INT64:
+        raise bad_request(f"bad parameter timeout: expected a non-negative number, got {value!r}")
+    return t
+
+
+def parse_shard(value: str | None) -> int:
+    return 0 if value is None or value == "" else parse_uint("shard", value)
+
+
+def check_id(task_id: str) -> str:
+    """Validate before routing, so a malformed id never fans out to every node (raises ``MalformedTaskId``)."""
+    return check_task_id(task_id)
