@@ -159,7 +159,6 @@ def main(argv: Sequence[str]) -> int:
         return 1
     with tempfile.TemporaryDirectory(prefix="taskward-demo-") as tmp:
         sup = Supervisor(Path(tmp))
-        stop_signals = {signal.SIGINT, signal.SIGTERM}
         try:
             nodes = _start_cluster(sup, Path(tmp), etcd)
             with grpc.insecure_channel(nodes[1]) as ch:
@@ -175,14 +174,23 @@ def main(argv: Sequence[str]) -> int:
             _print_tips(root)
             if a.once:
                 return 0 if state == "done" else 1
-            signal.pthread_sigmask(signal.SIG_BLOCK, stop_signals)  # before the prompt: no signal is missed
             print(f"\nPress Ctrl-C to stop the demo (logs: {tmp}).", flush=True)
-            with contextlib.suppress(KeyboardInterrupt):
-                signal.sigwait(stop_signals)
+            _wait_for_stop_signal()
             return 0
+        except KeyboardInterrupt:  # Ctrl-C before the operation finished
+            return 130
         finally:
             sup.stop_all()
             print("demo stopped")
+
+
+def _wait_for_stop_signal() -> None:
+    """Sleep until SIGINT or SIGTERM. Python runs signal handlers on the main thread whichever
+    thread the kernel picked, and a short sleep returns to the interpreter to run them."""
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with contextlib.suppress(KeyboardInterrupt):
+        while True:
+            time.sleep(0.2)
 
 
 def _print_tips(root: str) -> None:
