@@ -299,7 +299,12 @@ class Coordinator:
             return await method(request, timeout=self.config.etcd_timeout_s * 3,  # type: ignore[operator]
                                 metadata=self._clients.metadata)
         except grpc.aio.AioRpcError as exc:
+            if exc.code() in _NO_ANSWER:  # the leader never answered: retryable, not the leader's verdict
+                raise CoordinatorUnavailable(f"the leader did not answer ({exc.code().name}); retry") from None
             raise ForwardedError(exc.code(), exc.details() or "") from None
+
+
+_NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN})
 
 
 _HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 400,

@@ -52,6 +52,12 @@ def roll_up(t: ClusterTask, now: float) -> ClusterTask:
     return replace(t, state=TaskState.DONE, end_time=now)
 
 
+def orphan_suspect(c: ClusterChild, members: Mapping[str, Member]) -> bool:
+    """A child failed while its node was away past the grace (``down_since`` kept), whose node is back:
+    the node may still run it (a retryable child is re-queued on restart), so it must be stopped there."""
+    return c.state.finished and bool(c.task_id) and bool(c.down_since) and c.node in members
+
+
 def mark_down(c: ClusterChild, node: str, now: float, grace_s: float) -> ClusterChild:
     """A child whose node is not a live member: failed once the node stays down past the grace."""
     if not c.down_since:
@@ -72,7 +78,9 @@ class Leader:
 
     async def drive_all(self, tasks: Mapping[str, ClusterTask], members: Mapping[str, Member]) -> int:
         unfinished = [t for t in tasks.values() if not t.state.finished]
-        await asyncio.gather(*(self._drive_guarded(t, members) for t in unfinished))
+        orphans = [t for t in tasks.values()
+                   if t.state.finished and any(orphan_suspect(c, members) for c in t.children)]
+        await asyncio.gather(*(self._drive_guarded(t, members) for t in [*unfinished, *orphans]))
         await self._retain(tasks)
         return len(unfinished)
 
@@ -99,6 +107,11 @@ class Leader:
 
     async def _drive(self, t: ClusterTask, members: Mapping[str, Member]) -> ClusterTask:
         now = time.time()
+        for c in t.children:
+            if orphan_suspect(c, members):
+                t = t.with_child(await self._stop_orphan(t, c, members[c.node]))
+        if t.state.finished:
+            return t
         for node in t.target_nodes:
             c = t.child(node) or ClusterChild(node=node)
             if c.state.finished:
@@ -109,8 +122,11 @@ class Leader:
                 continue
             c = replace(c, down_since=0.0)
             if not c.task_id:
-                c = await self._start_child(t, c, member) if not t.abort_requested else replace(
-                    c, state=TaskState.FAILED, error="aborted", end_time=now)
+                # Even when aborted, ask (same idempotency key): the child may exist already, started by a
+                # drive whose record write lost to the abort's, or by a leader that died before writing.
+                c = await self._start_child(t, c, member)
+                if t.abort_requested and c.task_id:
+                    c = await self._poll_child(t, c, member)
             else:
                 c = await self._poll_child(t, c, member)
             t = t.with_child(c)
@@ -132,6 +148,18 @@ class Leader:
             return c
         logger.info("started child %s of cluster task %s on %s", resp.task_id, t.id, c.node)
         return replace(c, task_id=resp.task_id, state=TaskState.RUNNING, start_time=time.time())
+
+    async def _stop_orphan(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
+        """Abort a child already failed as ``node X unavailable`` on its returned node; clear the mark once
+        the node has it stopped (or never had it, or it cannot be aborted)."""
+        try:
+            await self._clients.stub(member.address).AbortTask(
+                pb.TaskIdRequest(task_id=c.task_id), timeout=self._timeout, metadata=self._clients.metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
+                return c  # unreachable again: retry next cycle
+        logger.info("stopped orphan child %s of cluster task %s on %s", c.task_id, t.id, c.node)
+        return replace(c, down_since=0.0)
 
     async def _poll_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
         stub = self._clients.stub(member.address)

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.cluster_procs import Cluster, unique_cluster_name
+from tests.etcd_procs import EtcdCluster, etcd_available
 from tests.procs import NodeProc
 
 NODE_ARGS = ["--enable-test-api", "--tasks", "tests.sample_tasks"]
@@ -29,3 +31,46 @@ def node(tmp_path: Path) -> Iterator[NodeProc]:
 def shared_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProc]:
     """Like ``node`` but shared by a module's tests, for checks that only compare before/after."""
     yield from _serve(NodeProc(tmp_path_factory.mktemp("shared") / "n1", extra=NODE_ARGS))
+
+
+NO_ETCD = "etcd is not on PATH (Debian: apt-get install etcd-server, or scripts/setup.sh); cluster tests need it"
+
+
+@pytest.fixture(scope="session")
+def etcd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EtcdCluster]:
+    """A real 3-member etcd on loopback, shared by the session; tests keep apart by cluster name."""
+    if not etcd_available():
+        pytest.skip(NO_ETCD)
+    cluster = EtcdCluster(tmp_path_factory.mktemp("etcd")).start()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def private_etcd(tmp_path: Path) -> Iterator[EtcdCluster]:
+    """A 3-member etcd of the test's own, for tests that kill or pause its members."""
+    if not etcd_available():
+        pytest.skip(NO_ETCD)
+    (tmp_path / "etcd").mkdir()
+    cluster = EtcdCluster(tmp_path / "etcd").start()
+    try:
+        yield cluster
+    finally:
+        for m in cluster.members:
+            if m.proc is not None and m.proc.poll() is None:
+                m.resume()
+        cluster.stop()
+
+
+@pytest.fixture
+def cluster3(etcd: EtcdCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Cluster]:
+    """Nodes n1..n3 on the shared etcd under a cluster name of their own (lease TTL 3 s, dead-node grace
+    10 s), up once all three list three members and one leader; stopped at teardown."""
+    c = Cluster(tmp_path, etcd.endpoints, name=unique_cluster_name(request.node.name))
+    try:
+        c.start()
+        yield c
+    finally:
+        c.stop()

@@ -1,0 +1,250 @@
+"""Cluster tasks on a real 3-node cluster over a real 3-member etcd (loopback), three figures:
+
+(a) start → visible: a cluster start (builtin sleep, duration 0) sent to a node, until GetTaskStatus of
+    the new id answers on all three nodes (each node polled by its own coroutine), p50 over N starts,
+    for starts sent to a follower (forwarded to the leader) and to the leader. Baseline: one raw etcd
+    Put of a record-sized value (400 B) from the same client process to the same etcd, p50 over N puts.
+    Target: p50(start → visible everywhere) ≤ 4 x p50(put).
+(b) status throughput on a follower: GetTaskStatus of a running cluster task (answered from the
+    follower's replica) vs GetTaskStatus of a running node task on that same follower. CALLERS concurrent
+    callers on one grpc.aio channel, rounds alternate, median round of each. Target ratio ≥ 0.5.
+(c) leader kill -9 → resumed: with a cluster task in flight (children reporting progress every 0.1 s),
+    SIGKILL the leader; resumed = a survivor lists a new leader AND the record's progress then advances
+    past the value seen at that moment (the new leader wrote it). The killed node is then restarted from
+    its data dir and the cluster re-forms before the next kill. KILLS kills; min / median / max.
+    Target ≤ lease TTL + 2 s (lease TTL 3 s here).
+
+Every loop is bounded in count and in time; the whole run takes well under 3 minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import statistics
+import sys
+import time
+
+import grpc
+from _common import REPO, MachineLoad, md_table, run_load, scratch_dir
+
+from node.pb.taskward.v1 import tasks_pb2 as pb
+from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from tests.cluster_procs import Cluster, poll
+from tests.etcd_procs import EtcdCluster
+
+LEASE_TTL = 3
+TARGET_A = 4.0
+TARGET_B = 0.5
+TARGET_C = LEASE_TTL + 2.0
+
+
+async def visible_everywhere(stubs: list[pb_grpc.TaskManagerStub], task_id: str, deadline: float) -> None:
+    req = pb.TaskIdRequest(task_id=task_id, keep=True)
+
+    async def one(stub: pb_grpc.TaskManagerStub) -> None:
+        while True:
+            try:
+                await stub.GetTaskStatus(req, timeout=5)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.NOT_FOUND or time.perf_counter() > deadline:
+                    raise
+            await asyncio.sleep(0)
+
+    await asyncio.gather(*(one(s) for s in stubs))
+
+
+async def bench_a(c: Cluster, etcd: EtcdCluster, n: int) -> dict[str, float]:
+    from aetcd import rpc
+
+    leader = c.leader()
+    follower = next(x for x in c.nodes if x is not leader)
+    chans = {x.node_id: grpc.aio.insecure_channel(x.address) for x in c.nodes}
+    etcd_ch = grpc.aio.insecure_channel("ipv4:" + ",".join(f"127.0.0.1:{m.client_port}" for m in etcd.members))
+    try:
+        stubs = [pb_grpc.TaskManagerStub(ch) for ch in chans.values()]
+        kv = rpc.KVStub(etcd_ch)
+        value = b"x" * 400
+        out: dict[str, float] = {}
+        # The baseline, and the same put to a key under the cluster's prefix, which all three nodes
+        # watch: what fanning one write out to three watchers costs on this machine.
+        for label, prefix in (("put", f"/bench/{c.name}/"), ("put_watched", f"/taskward/{c.name}/bench/")):
+            put_ms: list[float] = []
+            for i in range(n + 20):
+                t = time.perf_counter()
+                await kv.Put(rpc.PutRequest(key=f"{prefix}{i % 50}".encode(), value=value), timeout=5)
+                if i >= 20:
+                    put_ms.append((time.perf_counter() - t) * 1000)
+                await asyncio.sleep(0.005)
+            out[label] = statistics.median(put_ms)
+        req = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0, "steps": 1}',
+                                  cluster=True)
+        for label, entry in (("follower", follower), ("leader", leader)):
+            stub = pb_grpc.TaskManagerStub(chans[entry.node_id])
+            lat: list[float] = []
+            end = time.perf_counter() + 40
+            for i in range(n + 10):
+                t = time.perf_counter()
+                tid = (await stub.StartTask(req, timeout=10)).task_id
+                await visible_everywhere(stubs, tid, t + 10)
+                if i >= 10:
+                    lat.append((time.perf_counter() - t) * 1000)
+                await asyncio.sleep(0.01)  # let the leader start and finish the children
+                if time.perf_counter() > end:
+                    break
+            out[label] = statistics.median(lat)
+            out[f"{label}_p90"] = sorted(lat)[int(0.9 * len(lat))]
+            out[f"{label}_n"] = len(lat)
+        return out
+    finally:
+        for ch in chans.values():
+            await ch.close()
+        await etcd_ch.close()
+
+
+async def bench_b(c: Cluster, callers: int, seconds: float, rounds: int) -> dict[str, float]:
+    leader = c.leader()
+    follower = next(x for x in c.nodes if x is not leader)
+    async with grpc.aio.insecure_channel(follower.address) as ch:
+        stub = pb_grpc.TaskManagerStub(ch)
+        args = json.dumps({"duration": 600, "steps": 600})
+        ctid = (await stub.StartTask(pb.StartTaskRequest(module="builtin", type="sleep", args_json=args,
+                                                         cluster=True), timeout=10)).task_id
+        ntid = (await stub.StartTask(pb.StartTaskRequest(module="builtin", type="sleep", args_json=args),
+                                     timeout=10)).task_id
+        deadline = time.monotonic() + 15
+        while True:
+            cst = await stub.GetTaskStatus(pb.TaskIdRequest(task_id=ctid), timeout=5)
+            nst = await stub.GetTaskStatus(pb.TaskIdRequest(task_id=ntid), timeout=5)
+            if cst.stats.state == nst.stats.state == "running" and len(cst.children_ids) == 3:
+                break
+            if time.monotonic() > deadline:
+                raise RuntimeError("tasks not running")
+            await asyncio.sleep(0.05)
+        rates: dict[str, list[float]] = {"cluster": [], "node": []}
+        sizes = {"cluster": cst.ByteSize(), "node": nst.ByteSize()}
+        for r in range(rounds + 1):
+            for label, tid in (("cluster", ctid), ("node", ntid)):
+                req = pb.TaskIdRequest(task_id=tid)
+
+                async def call(_: int, req: pb.TaskIdRequest = req) -> object:
+                    return await stub.GetTaskStatus(req, timeout=10)
+
+                load = await run_load(call, callers=callers, max_calls=200_000, max_seconds=seconds)
+                if load.errors:
+                    raise RuntimeError(f"{load.errors} failed status calls")
+                if r:  # round 0 is the warm-up
+                    rates[label].append(load.rate)
+        await stub.AbortTask(pb.TaskIdRequest(task_id=ctid), timeout=10)
+        await stub.AbortTask(pb.TaskIdRequest(task_id=ntid), timeout=10)
+    return {"cluster": statistics.median(rates["cluster"]), "node": statistics.median(rates["node"]),
+            "cluster_bytes": sizes["cluster"], "node_bytes": sizes["node"]}
+
+
+def bench_c(c: Cluster, kills: int, budget_s: float) -> list[float]:
+    args = json.dumps({"duration": 3600, "steps": 36000})
+    tid = c.nodes[0].stub().StartTask(
+        pb.StartTaskRequest(module="builtin", type="sleep", args_json=args, cluster=True), timeout=10).task_id
+    times: list[float] = []
+    end = time.monotonic() + budget_s
+    for _ in range(kills):
+        if time.monotonic() > end:
+            break
+        times.append(kill_leader_once(c, tid))
+    c.nodes[0].stub().AbortTask(pb.TaskIdRequest(task_id=tid), timeout=10)
+    return times
+
+
+def kill_leader_once(c: Cluster, tid: str) -> float:
+    """SIGKILL the leader; seconds until a survivor sees a new leader and then the record advance."""
+    victim = c.leader()
+    watcher = next(x for x in c.nodes if x is not victim)
+    stub = watcher.stub()
+    req = pb.TaskIdRequest(task_id=tid, keep=True)
+
+    def progress() -> float:
+        return float(stub.GetTaskStatus(req, timeout=2).progress_completed)
+
+    poll(lambda: len(stub.GetTaskStatus(req, timeout=2).children_ids) == 3, 15, "three children")
+    victim.kill()
+    t0 = time.monotonic()
+    poll(lambda: c.leader_seen_by(watcher) not in (None, victim.node_id), 20, "a new leader", interval=0.01)
+    seen = progress()
+    poll(lambda: progress() > seen, 20, "the record to advance", interval=0.01)
+    took = time.monotonic() - t0
+    victim.start()
+    c.wait_formed(20)
+    return took
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--starts", type=int, default=150, help="cluster starts per entry kind for (a)")
+    p.add_argument("--callers", type=int, default=16)
+    p.add_argument("--seconds", type=float, default=2.0, help="seconds per throughput round for (b)")
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--kills", type=int, default=10)
+    p.add_argument("--append-results", action="store_true", help=f"append the section to {REPO}/bench/RESULTS.md")
+    args = p.parse_args()
+    machine = MachineLoad()
+    t_start = time.monotonic()
+    with scratch_dir("cluster") as scratch:
+        (scratch / "etcd").mkdir()
+        etcd = EtcdCluster(scratch / "etcd").start()
+        c = Cluster(scratch, etcd.endpoints, name="bench", lease_ttl=LEASE_TTL, dead_node_grace=120)
+        try:
+            c.start()
+            a = asyncio.run(bench_a(c, etcd, args.starts))
+            b = asyncio.run(bench_b(c, args.callers, args.seconds, args.rounds))
+            kills = bench_c(c, args.kills, budget_s=120)
+        finally:
+            c.stop()
+            etcd.stop()
+    took = time.monotonic() - t_start
+    ratio_f, ratio_l = a["follower"] / a["put"], a["leader"] / a["put"]
+    ratio_b = b["cluster"] / b["node"]
+    med_c = statistics.median(kills)
+    verdict = {True: "met", False: "NOT met"}
+    rows_a = [
+        ["(a) start → visible on all 3, sent to a follower",
+         f"p50 {a['follower']:.2f} ms (p90 {a['follower_p90']:.2f})",
+         f"{ratio_f:.2f}x put", f"≤ {TARGET_A:g}x: {verdict[ratio_f <= TARGET_A]}"],
+        ["(a) start → visible on all 3, sent to the leader",
+         f"p50 {a['leader']:.2f} ms (p90 {a['leader_p90']:.2f})",
+         f"{ratio_l:.2f}x put", f"≤ {TARGET_A:g}x: {verdict[ratio_l <= TARGET_A]}"],
+        ["(a) baseline: raw etcd Put, 400 B", f"p50 {a['put']:.2f} ms", "1x", "-"],
+        ["(a) for scale: the same Put to a key the 3 nodes watch", f"p50 {a['put_watched']:.2f} ms",
+         f"{a['put_watched'] / a['put']:.2f}x put", "-"],
+        ["(b) GetTaskStatus, cluster task, on a follower", f"{b['cluster']:,.0f} calls/s ({b['cluster_bytes']} B)",
+         f"{ratio_b:.2f}x node task", f"≥ {TARGET_B:g}: {verdict[ratio_b >= TARGET_B]}"],
+        ["(b) GetTaskStatus, node task, same node", f"{b['node']:,.0f} calls/s ({b['node_bytes']} B)", "1x", "-"],
+        [f"(c) leader kill -9 → resumed, {len(kills)} kills",
+         f"min {min(kills):.2f} s / median {med_c:.2f} s / max {max(kills):.2f} s", "-",
+         f"≤ {TARGET_C:g} s: {verdict[max(kills) <= TARGET_C]}"],
+    ]
+    table = md_table(["figure", "result", "ratio", "target"], rows_a)
+    report = "\n".join([
+        "",
+        "## Cluster tasks: start → visible, follower status throughput, leader failover (`bench/cluster_bench.py`)",
+        "",
+        "Method: " + " ".join(line.strip() for line in (__doc__ or "").split("\n\n", 1)[1].split("\n")
+                              if line.strip() and not line.startswith("Every loop")),
+        f"Runs: {a['follower_n']:.0f} + {a['leader_n']:.0f} starts, {args.callers} callers x {args.rounds} rounds "
+        f"of {args.seconds:g} s, {len(kills)} kills; the whole run took {took:.0f} s. {machine.report()}.",
+        "",
+        table,
+        "",
+        f"Kill → resumed, each (s): {', '.join(f'{k:.2f}' for k in kills)}.",
+        "",
+    ])
+    print(report)
+    if args.append_results:
+        with open(REPO / "bench" / "RESULTS.md", "a") as f:
+            f.write(report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
