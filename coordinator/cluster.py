@@ -79,7 +79,9 @@ class Coordinator:
             loop.create_task(self._cycle_loop(), name=f"leader-loop[{self.node_id}]"),
         ]
 
-    async def stop(self) -> None:
+    async def stop_leading(self) -> None:
+        """Shutdown step 2: stop the loops and give up the leader key at once (fast failover).
+        Membership stays: peers see us alive while the executor drains."""
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -87,6 +89,11 @@ class Coordinator:
         with contextlib.suppress(TaskwardError):
             if self.is_leader:
                 await self._election.resign()
+
+    async def stop(self) -> None:
+        """Shutdown step 5, last: leave the cluster (revoke our lease) and close connections.
+        Idempotent; also stops leading if that was not done yet."""
+        await self.stop_leading()
         await self.cache.stop()
         with contextlib.suppress(TaskwardError):
             await self.membership.leave()

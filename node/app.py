@@ -131,7 +131,7 @@ class NodeApp:
         server.add_insecure_port(self.config.listen)
         await server.start()
         self._server = server
-        await self._set_health(health_pb2.HealthCheckResponse.SERVING)
+        await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)  # until registered
         logger.info(
             "node %s serving gRPC on %s (auth %s, test API %s)", self.config.node_id, self.config.listen,
             "on" if self.config.token else "off", "on" if self.config.manager.enable_test_api else "off",
@@ -153,6 +153,7 @@ class NodeApp:
             await self.coordinator.start()
             self._coordinator_started = True
             await self._start_surfaces()
+            await self._set_health(health_pb2.HealthCheckResponse.SERVING)
             self._log_auth()
             await self._stop.wait()
         finally:
@@ -187,7 +188,8 @@ class NodeApp:
         self._stop.set()
 
     async def shutdown(self) -> None:
-        """(1) stop accepting with a grace period, (2) drain the executor, (3) close SQLite."""
+        """(1) stop accepting on every surface, (2) stop leading, (3) drain the executor and close SQLite
+        after a WAL checkpoint, (4) revoke the membership lease last, so peers see us alive meanwhile."""
         logger.info("node %s shutting down", self.config.node_id)
         for surface in reversed(self._surfaces):
             await surface.stop()
@@ -197,7 +199,9 @@ class NodeApp:
             await self._server.stop(grace=2.0)
             self._server = None
         if self._coordinator_started:
+            await self.coordinator.stop_leading()
+        await self.manager.stop()
+        if self._coordinator_started:
             await self.coordinator.stop()
             self._coordinator_started = False
-        await self.manager.stop()
         logger.info("node %s stopped", self.config.node_id)

@@ -253,17 +253,18 @@ class TaskManager:
 
     async def status(self, task_id: str, *, keep: bool = False) -> TaskView:
         """A task's status; a finished root node task is unregistered by being read (ScyllaDB),
-        unless ``keep`` (the cluster leader following a child)."""
+        unless ``keep``, or it is the child of a cluster task: like cluster tasks, those are never
+        unregistered by API calls, so the cluster leader can always read how they ended."""
         rec = self._addressable(task_id)
         view = self.view(rec.id)
-        if rec.is_root and rec.state.finished and not keep:
+        if rec.is_root and rec.state.finished and not keep and not rec.cluster_parent:
             await self.unregister_tree(rec.id)
         return view
 
     async def status_recursive(self, task_id: str, *, keep: bool = False) -> list[TaskView]:
         rec = self._addressable(task_id)
         views = [self.view(tid) for tid in descendants(rec.id, self.table.records, include_self=True)]
-        if rec.is_root and rec.state.finished and not keep:
+        if rec.is_root and rec.state.finished and not keep and not rec.cluster_parent:
             await self.unregister_tree(rec.id)
         return views
 

@@ -20,6 +20,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 NODE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 ETA_WINDOW = 10
+CLUSTER_CHILD_MIN_TTL_S = 600  # outlives any leader change, so the leader always learns how it ended
 
 
 class TaskState(StrEnum):
@@ -140,7 +141,10 @@ def expiry(rec: TaskRecord, ttl: TtlSettings) -> datetime | None:
     """
     if not rec.is_root or (rec.internal and not rec.cluster_parent) or rec.end_time is None:
         return None
-    return rec.end_time + timedelta(seconds=ttl.for_record(rec))
+    seconds = ttl.for_record(rec)
+    if rec.cluster_parent:
+        seconds = max(seconds, CLUSTER_CHILD_MIN_TTL_S)
+    return rec.end_time + timedelta(seconds=seconds)
 
 
 def subtree_failed(task_id: str, records: Mapping[str, TaskRecord]) -> bool:

@@ -40,7 +40,8 @@ class Retention:
     def track_finished(self, rec: TaskRecord) -> None:
         """Called for each finished root that stays registered."""
         assert rec.end_time is not None
-        self._finished.setdefault(rec.module, OrderedDict())[rec.id] = rec.end_time
+        if not rec.cluster_parent:  # cluster children leave by expiry only, never by the count cap
+            self._finished.setdefault(rec.module, OrderedDict())[rec.id] = rec.end_time
         if rec.expires_at is not None:
             heapq.heappush(self._expiries, (rec.expires_at, rec.id))
             if self._expiries[0][1] == rec.id:
