@@ -7,7 +7,8 @@ import asyncio
 import os
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any
 
 from node.config import add_node_arguments, node_config_from
 from node.errors import ConfigError, TaskwardError
@@ -17,20 +18,17 @@ USAGE = """usage: taskward {node,gateway,tasks,demo} ...
   node    run one node (gRPC task service, durable store)
   gateway REST API (ScyllaDB-compatible) in front of one or more nodes
   tasks   nodetool-style client: taskward tasks --help
-  demo    start a local node with a sample operation and show where to look
+  demo    start a local 3-node cluster on etcd with a sample cluster operation
 """
 
 
-def run_node(argv: Sequence[str]) -> int:
-    from node.app import NodeApp, setup_logging
+def _serve(build: Callable[[], Coroutine[Any, Any, None]]) -> int:
+    """Run a server process to its end, turning start-up errors into a message and an exit code."""
+    from node.app import setup_logging
 
-    p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
-    add_node_arguments(p)
-    args = p.parse_args(argv)
     listener = setup_logging()
     try:
-        config = node_config_from(args)
-        asyncio.run(NodeApp(config).run())
+        asyncio.run(build())
     except ConfigError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
@@ -50,26 +48,23 @@ def run_node(argv: Sequence[str]) -> int:
     return 0
 
 
+def run_node(argv: Sequence[str]) -> int:
+    from node.app import NodeApp
+
+    p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
+    add_node_arguments(p)
+    args = p.parse_args(argv)
+    return _serve(lambda: NodeApp(node_config_from(args)).run())
+
+
 def run_gateway(argv: Sequence[str]) -> int:
-    from node.app import setup_logging
     from node.config import add_gateway_arguments, gateway_config_from
     from node.gateway import GatewayApp
 
     p = argparse.ArgumentParser(prog="taskward gateway", description="Serve the REST API in front of nodes.")
     add_gateway_arguments(p)
     args = p.parse_args(argv)
-    listener = setup_logging()
-    try:
-        asyncio.run(GatewayApp(gateway_config_from(args)).run())
-    except ConfigError as exc:
-        print(f"error: {exc.message}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        listener.stop()
-    return 0
+    return _serve(lambda: GatewayApp(gateway_config_from(args)).run())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -137,20 +137,26 @@ def _pick(cli: object, env: Mapping[str, str], name: str, default: object, conv:
         raise ConfigError(f"TASKWARD_{name.upper()}={raw!r} is not a valid {conv.__name__}") from None
 
 
+def read_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
+    """The bearer token: ``--token-file`` wins over ``TASKWARD_TOKEN``; None means auth is off."""
+    if not token_file:
+        return env.get("TASKWARD_TOKEN") or None
+    try:
+        token = Path(token_file).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"cannot read --token-file: {exc}") from None
+    if not token:
+        raise ConfigError("--token-file is empty")
+    return token
+
+
 def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
     """The only place that reads the environment."""
     env = os.environ if env is None else env
     node_id = str(_pick(args.node_id, env, "node_id", ""))
     if not node_id:
         raise ConfigError("--id is required")
-    token: str | None = env.get("TASKWARD_TOKEN") or None
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --token-file: {exc}") from None
-        if not token:
-            raise ConfigError("--token-file is empty")
+    token = read_token(args.token_file, env)
     manager = ManagerConfig(
         node_id=node_id,
         initial_task_ttl=int(_pick(args.task_ttl, env, "task_ttl", 0, int)),  # type: ignore[call-overload]
@@ -225,14 +231,7 @@ def add_gateway_arguments(p: argparse.ArgumentParser) -> None:
 
 def gateway_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewayConfig:
     env = os.environ if env is None else env
-    token: str | None = env.get("TASKWARD_TOKEN") or None
-    if args.token_file:
-        try:
-            token = Path(args.token_file).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"cannot read --token-file: {exc}") from None
-        if not token:
-            raise ConfigError("--token-file is empty")
+    token = read_token(args.token_file, env)
     nodes = str(_pick(args.node, env, "gateway_nodes", DEFAULT_LISTEN))
     return GatewayConfig(
         listen=str(_pick(args.listen, env, "gateway_listen", DEFAULT_GATEWAY_LISTEN)),

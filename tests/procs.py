@@ -98,23 +98,27 @@ class NodeProc:
 
     def stop(self, grace_s: float = 10.0) -> int | None:
         """SIGTERM, then SIGKILL after ``grace_s``; returns the exit code."""
-        if self.proc is None:
-            return None
         self._close_channel()
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s * TIMEOUT_MULT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._close_channel()
-        return self.proc.returncode
+        return terminate(self.proc, grace_s)
 
     def _close_channel(self) -> None:
         if self._channel is not None:
             self._channel.close()
             self._channel = None
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, grace_s: float) -> int | None:
+    """SIGTERM, then SIGKILL after ``grace_s`` (scaled); returns the exit code."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(grace_s * TIMEOUT_MULT)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return proc.returncode
 
 
 def run_cli(node: NodeProc, *args: str, timeout: float = 60.0,

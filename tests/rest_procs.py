@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import time
 from collections.abc import Sequence
@@ -12,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from tests.procs import REPO, TIMEOUT_MULT, NodeProc, free_port, taskward_cmd
+from tests.procs import REPO, TIMEOUT_MULT, NodeProc, free_port, taskward_cmd, terminate
 
 
 class GatewayProc:
@@ -48,16 +47,7 @@ class GatewayProc:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def stop(self, grace_s: float = 10.0) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(grace_s * TIMEOUT_MULT)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return terminate(self.proc, grace_s)
 
 
 def wait_http(url: str, proc: subprocess.Popen[bytes] | None, timeout: float, log: Any = str) -> None:
