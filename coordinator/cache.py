@@ -50,12 +50,21 @@ class ClusterCache:
         self._revision = 0
         self._stale = True
         self._snapshot = ClusterSnapshot()
+        self._dirty = False
         self._change = asyncio.Event()
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
     @property
     def snapshot(self) -> ClusterSnapshot:
+        """An immutable copy, built on the first read after a change: a burst of watch events costs
+        one copy, not one per event."""
+        if self._dirty:
+            self._snapshot = ClusterSnapshot(
+                revision=self._revision, leader=self._leader, members=MappingProxyType(dict(self._members)),
+                tasks=MappingProxyType(dict(self._tasks)), stale=self._stale,
+            )
+            self._dirty = False
         return self._snapshot
 
     def start(self) -> None:
@@ -82,10 +91,7 @@ class ClusterCache:
             self._publish()
 
     def _publish(self) -> None:
-        self._snapshot = ClusterSnapshot(
-            revision=self._revision, leader=self._leader, members=MappingProxyType(dict(self._members)),
-            tasks=MappingProxyType(dict(self._tasks)), stale=self._stale,
-        )
+        self._dirty = True
         fired, self._change = self._change, asyncio.Event()
         fired.set()
 
