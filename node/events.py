@@ -11,7 +11,7 @@ import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
@@ -46,7 +46,8 @@ class Event:
     error: str = ""
 
     def to_dict(self) -> dict[str, object]:
-        return {k: (v.value if isinstance(v, StrEnum) else v) for k, v in asdict(self).items()}
+        """Plain fields only, so no deep copy (``dataclasses.asdict``) on this hot path."""
+        return {f: getattr(self, f) for f in _FIELDS} | {"type": self.type.value}
 
     @classmethod
     def from_json(cls, text: str) -> Event:
@@ -57,6 +58,9 @@ class Event:
     @property
     def at(self) -> datetime:
         return datetime.fromtimestamp(self.time, UTC)
+
+
+_FIELDS = tuple(f.name for f in fields(Event))
 
 
 class SubscriberLagged(Exception):

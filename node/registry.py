@@ -7,6 +7,7 @@ global registry): a :class:`Registry` collects marked callables from the modules
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import json
@@ -62,8 +63,7 @@ class TaskType:
             raise InvalidArgument(f"args are not valid JSON: {exc}") from None
         if not isinstance(args, dict):
             raise InvalidArgument("args must be a JSON object")
-        params = list(inspect.signature(self.body).parameters.values())[1:]  # skip ctx
-        hints = get_type_hints(self.body)
+        params, hints = _signature(self.body)
         known = {p.name for p in params if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)}
         unknown = sorted(set(args) - known)
         if unknown and not any(p.kind is p.VAR_KEYWORD for p in params):
@@ -76,6 +76,12 @@ class TaskType:
         if self.check is not None:
             self.check(args)
         return args
+
+
+@functools.cache
+def _signature(body: TaskBody) -> tuple[list[inspect.Parameter], dict[str, Any]]:
+    """The body's argument parameters (after ``ctx``) and type hints, computed once per body."""
+    return list(inspect.signature(body).parameters.values())[1:], get_type_hints(body)
 
 
 def _coerce(type_name: str, name: str, value: Any, hint: Any) -> Any:
