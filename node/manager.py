@@ -404,8 +404,7 @@ class TaskManager:
         if rec.abort_requested:
             await self.complete(task_id, aborted=True)
             return False
-        rec = rec.started(self._now())
-        self.table.put(rec)
+        before, rec = rec, rec.started(self._now())
         tx = Tx().put(rec)
         ev = self._event(tx, EventType.STARTED, rec)
         name = f"{rec.module}:{rec.type}"
@@ -416,6 +415,13 @@ class TaskManager:
                                                "last_run": st.last_run}))
         self._clocks[task_id] = BatchClock()
         await self._commit(tx, ev)
+        # Readers see `running` only once it is durable: a crash before this point re-queues the task.
+        cur = self.table.get(task_id)
+        if cur is not before:  # changed while the start was being committed (aborted, unregistered)
+            if cur is None or cur.state.finished:
+                return False
+            rec = replace(rec, abort_requested=cur.abort_requested)
+        self.table.put(rec)
         return True
 
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
