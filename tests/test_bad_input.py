@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -14,7 +15,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from tests.procs import NodeProc
+from tests.procs import TIMEOUT_MULT, NodeProc
 
 UNKNOWN = str(uuid.uuid4())
 LONG = json.dumps({"duration": 60, "steps": 600})  # aborts within 0.1 s
@@ -47,7 +48,11 @@ def seeded(shared_node: NodeProc) -> pb_grpc.TaskManagerStub:
         stub.AbortTask(pb.TaskIdRequest(task_id=t.task_id))
         stub.WaitTask(pb.WaitTaskRequest(task_id=t.task_id, timeout=5))
     stub.Drain(pb.DrainRequest(module="builtin"))
-    stub.StartTask(pb.StartTaskRequest(module="builtin", type="sleep", args_json=LONG))
+    tid = stub.StartTask(pb.StartTaskRequest(module="builtin", type="sleep", args_json=LONG)).task_id
+    deadline = time.monotonic() + 10 * TIMEOUT_MULT
+    while {t.task_id: t.state for t in stub.ListTasks(pb.ListTasksRequest(module="builtin")).tasks}[tid] != "running":
+        assert time.monotonic() < deadline, "seeded task never started"
+        time.sleep(0.01)  # snapshots must not race the created → running step
     return stub
 
 

@@ -6,6 +6,7 @@ Run against a node's own ``--rest`` port and a ``taskward gateway`` in front of 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -13,7 +14,7 @@ import httpx
 import pytest
 
 from tests.conftest import NODE_ARGS
-from tests.procs import NodeProc, free_port
+from tests.procs import TIMEOUT_MULT, NodeProc, free_port
 from tests.rest_procs import GatewayProc, client, expect_error, rest_url, wait_http
 
 TOKEN = "s3cret-token"
@@ -41,6 +42,10 @@ def surfaces(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str
             seeded = c.post(START, params={"idempotency_key": "seed"}, json={"duration": 600, "steps": 600})
             assert seeded.status_code == 200, seeded.text
             assert c.post("/task_manager_test/test_module").status_code == 200
+            deadline = time.monotonic() + 10 * TIMEOUT_MULT
+            while c.get("/task_manager/list_module_tasks/builtin").json()[0]["state"] != "running":
+                assert time.monotonic() < deadline, "seeded task never started"
+                time.sleep(0.01)  # snapshots must not race its created → running step
         yield {"node": rest_url(node), "gateway": gw.url}
     finally:
         codes = [p.stop() for p in (gw, node) if p is not None]
