@@ -25,7 +25,7 @@ from coordinator.election import Election, NotLeader
 from coordinator.leader import Leader
 from coordinator.membership import Membership
 from coordinator.node_client import NodeClients
-from coordinator.records import IDEMPOTENCY, TASKS, ClusterTask, Member, decode_task, encode_task
+from coordinator.records import IDEMPOTENCY, TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
 from coordinator.store.base import ClusterStore, Compare, Put
 from node.errors import (
     CoordinatorUnavailable,
@@ -201,10 +201,7 @@ class Coordinator:
             return []
         addresses = self.addresses()
 
-        async def one(c: object) -> list[pb.TaskStatus]:
-            from coordinator.records import ClusterChild
-
-            assert isinstance(c, ClusterChild)
+        async def one(c: ClusterChild) -> list[pb.TaskStatus]:
             address = addresses.get(c.node)
             err = f"node {c.node} is down"
             if address is not None and c.task_id:
