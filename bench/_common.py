@@ -5,6 +5,7 @@ Everything runs on loopback (127.0.0.1). Every load loop is bounded both in call
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import os
@@ -16,9 +17,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -39,6 +41,7 @@ __all__ = [
     "free_port",
     "md_table",
     "py_spy",
+    "rounds_main",
     "rss_mb",
     "run_load",
     "scratch_dir",
@@ -217,3 +220,19 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+def rounds_main(doc: str | None, scratch_name: str,
+                bench: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]]) -> int:
+    """The command line shared by the alternating-rounds throughput benches."""
+    p = argparse.ArgumentParser(description=doc)
+    p.add_argument("--callers", type=int, default=32)
+    p.add_argument("--seconds", type=float, default=2.5)
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--max-calls", type=int, default=200_000)
+    args = p.parse_args()
+    machine = MachineLoad()
+    with scratch_dir(scratch_name) as scratch:
+        code = asyncio.run(bench(args, scratch))
+    print(f"\n{machine.report()}")
+    return code

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import grpc
 import orjson
-from _common import Load, MachineLoad, cpu_seconds, md_table, run_load, scratch_dir, start_node, stop_node
+from _common import Load, cpu_seconds, md_table, rounds_main, run_load, start_node, stop_node
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -150,17 +150,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--callers", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=2.5)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--max-calls", type=int, default=200_000)
-    args = p.parse_args()
-    machine = MachineLoad()
-    with scratch_dir("rest") as scratch:
-        code = asyncio.run(bench(args, scratch))
-    print(f"\n{machine.report()}")
-    return code
+    return rounds_main(__doc__, "rest", bench)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,16 @@ import time
 from pathlib import Path
 
 import grpc
-from _common import Load, MachineLoad, cpu_seconds, md_table, run_load, scratch_dir, spawn_script, start_node, stop_node
+from _common import (
+    Load,
+    cpu_seconds,
+    md_table,
+    rounds_main,
+    run_load,
+    spawn_script,
+    start_node,
+    stop_node,
+)
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -113,17 +122,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
 
 
 def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--callers", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=2.5)
-    p.add_argument("--rounds", type=int, default=5)
-    p.add_argument("--max-calls", type=int, default=200_000)
-    args = p.parse_args()
-    machine = MachineLoad()
-    with scratch_dir("status") as scratch:
-        code = asyncio.run(bench(args, scratch))
-    print(f"\n{machine.report()}")
-    return code
+    return rounds_main(__doc__, "status", bench)
 
 
 if __name__ == "__main__":
