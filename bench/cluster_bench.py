@@ -4,7 +4,8 @@
     the new id answers on all three nodes (each node polled by its own coroutine), p50 over N starts,
     for starts sent to a follower (forwarded to the leader) and to the leader. Baseline: one raw etcd
     Put of a record-sized value (400 B) from the same client process to the same etcd, p50 over N puts.
-    Target: p50(start → visible everywhere) ≤ 4 x p50(put).
+    Puts and starts are sampled in turn (rotating order, the same 10 ms pause before each), so baseline
+    and subject see the same machine. Target: p50(start → visible everywhere) ≤ 4 x p50(put).
 (b) status throughput on a follower: GetTaskStatus of a running cluster task (answered from the
     follower's replica) vs GetTaskStatus of a running node task on that same follower. CALLERS concurrent
     callers on one grpc.aio channel, rounds alternate, median round of each. Target ratio ≥ 0.5.
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import statistics
 import sys
@@ -33,11 +35,13 @@ from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.cluster_procs import Cluster, poll
 from tests.etcd_procs import EtcdCluster
+from tests.procs import NodeProc
 
 LEASE_TTL = 3
 TARGET_A = 4.0
 TARGET_B = 0.5
 TARGET_C = LEASE_TTL + 2.0
+PAUSE_S = 0.01
 
 
 async def visible_everywhere(stubs: list[pb_grpc.TaskManagerStub], task_id: str, deadline: float) -> None:
@@ -57,6 +61,9 @@ async def visible_everywhere(stubs: list[pb_grpc.TaskManagerStub], task_id: str,
 
 
 async def bench_a(c: Cluster, etcd: EtcdCluster, n: int) -> dict[str, float]:
+    """The four kinds of sample (raw put, put to a watched key, start via a follower, start via the
+    leader) are taken in turn, in a rotating order and each after the same pause, so all four see the
+    same machine: a ratio of medians taken minutes apart on a shared 2-core box measures the box."""
     from aetcd import rpc
 
     leader = c.leader()
@@ -67,36 +74,42 @@ async def bench_a(c: Cluster, etcd: EtcdCluster, n: int) -> dict[str, float]:
         stubs = [pb_grpc.TaskManagerStub(ch) for ch in chans.values()]
         kv = rpc.KVStub(etcd_ch)
         value = b"x" * 400
-        out: dict[str, float] = {}
-        # The baseline, and the same put to a key under the cluster's prefix, which all three nodes
-        # watch: what fanning one write out to three watchers costs on this machine.
-        for label, prefix in (("put", f"/bench/{c.name}/"), ("put_watched", f"/taskward/{c.name}/bench/")):
-            put_ms: list[float] = []
-            for i in range(n + 20):
-                t = time.perf_counter()
-                await kv.Put(rpc.PutRequest(key=f"{prefix}{i % 50}".encode(), value=value), timeout=5)
-                if i >= 20:
-                    put_ms.append((time.perf_counter() - t) * 1000)
-                await asyncio.sleep(0.005)
-            out[label] = statistics.median(put_ms)
         req = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0, "steps": 1}',
                                   cluster=True)
-        for label, entry in (("follower", follower), ("leader", leader)):
-            stub = pb_grpc.TaskManagerStub(chans[entry.node_id])
-            lat: list[float] = []
-            end = time.perf_counter() + 40
-            for i in range(n + 10):
+
+        async def put(prefix: str, i: int) -> None:
+            await kv.Put(rpc.PutRequest(key=f"{prefix}{i % 50}".encode(), value=value), timeout=5)
+
+        async def start(entry: NodeProc, _: int) -> None:
+            t = time.perf_counter()
+            tid = (await pb_grpc.TaskManagerStub(chans[entry.node_id]).StartTask(req, timeout=10)).task_id
+            await visible_everywhere(stubs, tid, t + 10)
+
+        # "put_watched": the same put to a key under the cluster's prefix, which all three nodes watch —
+        # what fanning one write out to three watchers costs on this machine.
+        kinds = {
+            "put": functools.partial(put, f"/bench/{c.name}/"),
+            "put_watched": functools.partial(put, f"/taskward/{c.name}/bench/"),
+            "follower": functools.partial(start, follower),
+            "leader": functools.partial(start, leader),
+        }
+        samples: dict[str, list[float]] = {k: [] for k in kinds}
+        order = list(kinds)
+        end = time.perf_counter() + 60
+        for i in range(n + 10):
+            order = order[1:] + order[:1]
+            for kind in order:
+                await asyncio.sleep(PAUSE_S)  # the same pause before every sample
                 t = time.perf_counter()
-                tid = (await stub.StartTask(req, timeout=10)).task_id
-                await visible_everywhere(stubs, tid, t + 10)
-                if i >= 10:
-                    lat.append((time.perf_counter() - t) * 1000)
-                await asyncio.sleep(0.01)  # let the leader start and finish the children
-                if time.perf_counter() > end:
-                    break
-            out[label] = statistics.median(lat)
-            out[f"{label}_p90"] = sorted(lat)[int(0.9 * len(lat))]
-            out[f"{label}_n"] = len(lat)
+                await kinds[kind](i)
+                if i >= 10:  # warm-up
+                    samples[kind].append((time.perf_counter() - t) * 1000)
+            if time.perf_counter() > end:
+                break
+        out = {k: statistics.median(v) for k, v in samples.items()}
+        for k in ("follower", "leader"):
+            out[f"{k}_p90"] = sorted(samples[k])[int(0.9 * len(samples[k]))]
+            out[f"{k}_n"] = len(samples[k])
         return out
     finally:
         for ch in chans.values():

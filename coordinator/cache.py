@@ -38,7 +38,16 @@ class ClusterSnapshot:
     leader: str | None = None
     members: Mapping[str, Member] = field(default_factory=dict)
     tasks: Mapping[str, ClusterTask] = field(default_factory=dict)
+    active: Mapping[str, ClusterTask] = field(default_factory=dict)
+    """The tasks the leader has to look at each cycle: unfinished ones, and finished ones with a child
+    marked down (see ``needs_leader``). Kept apart so a cycle costs O(active), not O(retained history)."""
     stale: bool = True
+
+
+def needs_leader(t: ClusterTask) -> bool:
+    """Unfinished, or finished with a started child whose node was marked down: that node may come back
+    still running the child, which the leader must then stop."""
+    return not t.state.finished or any(c.down_since and c.task_id for c in t.children)
 
 
 class ClusterCache:
@@ -46,6 +55,7 @@ class ClusterCache:
         self._store = store
         self._members: dict[str, Member] = {}
         self._tasks: dict[str, ClusterTask] = {}
+        self._active: dict[str, ClusterTask] = {}
         self._leader: str | None = None
         self._revision = 0
         self._stale = True
@@ -62,7 +72,8 @@ class ClusterCache:
         if self._dirty:
             self._snapshot = ClusterSnapshot(
                 revision=self._revision, leader=self._leader, members=MappingProxyType(dict(self._members)),
-                tasks=MappingProxyType(dict(self._tasks)), stale=self._stale,
+                tasks=MappingProxyType(dict(self._tasks)), active=MappingProxyType(dict(self._active)),
+                stale=self._stale,
             )
             self._dirty = False
         return self._snapshot
@@ -83,6 +94,11 @@ class ClusterCache:
         """Return after the next change (or after ``timeout_s``)."""
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._change.wait(), timeout_s)
+
+    async def wait_for_task(self, task_id: str) -> None:
+        """Return once the replica holds ``task_id`` (callers bound the wait)."""
+        while task_id not in self._tasks:
+            await self._change.wait()
 
     def mark_stale(self, stale: bool) -> None:
         if stale != self._stale:
@@ -110,12 +126,17 @@ class ClusterCache:
                 self._tasks.pop(tid, None)
             else:
                 self._tasks[tid] = t
+            if t is not None and needs_leader(t):
+                self._active[tid] = t
+            else:
+                self._active.pop(tid, None)
         elif key == LEADER:
             self._leader = decode_leader(value) if value else None
 
     def _load(self, kvs: list[KeyValue], revision: int) -> None:
         self._members.clear()
         self._tasks.clear()
+        self._active.clear()
         self._leader = None
         for kv in kvs:
             self._apply(kv.key, kv.value)

@@ -42,6 +42,8 @@ from node.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
+START_BATCH_S = 0.005
+
 ArgsValidator = Callable[[str, str, str], tuple[str, bool, str]]
 """(module, type, args_json) -> (canonical args json, abortable, progress units); raises InvalidArgument."""
 
@@ -62,7 +64,10 @@ class Coordinator:
                               rpc_timeout_s=config.child_rpc_timeout_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._status = ""
-        self._wake = asyncio.Event()
+        self._kick = asyncio.Event()
+        self._full_cycle_wanted = True
+        self._batch: asyncio.TimerHandle | None = None
+        self._background: set[asyncio.Future[object]] = set()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
     # ------------------------------------------------------------------ lifecycle
@@ -82,6 +87,9 @@ class Coordinator:
     async def stop_leading(self) -> None:
         """Shutdown step 2: stop the loops and give up the leader key at once (fast failover).
         Membership stays: peers see us alive while the executor drains."""
+        if self._batch is not None:
+            self._batch.cancel()
+            self._batch = None
         for t in self._tasks:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -121,9 +129,18 @@ class Coordinator:
             await asyncio.sleep(interval)
 
     async def _cycle_loop(self) -> None:
+        """A full cycle every ``loop_interval_s`` (or at once after an abort); in between, a kick after
+        new starts runs a cycle over the new tasks only, so a start never pays for polling the others."""
+        next_full = 0.0
         while True:
+            now = time.monotonic()
+            full = self._full_cycle_wanted or now >= next_full
+            self._full_cycle_wanted = False
+            self._kick.clear()  # before the cycle: a kick arriving during it runs another
+            if full:
+                next_full = now + self.config.loop_interval_s
             try:
-                status = await self.run_cycle()
+                status = await self.run_cycle(new_only=not full)
             except CoordinatorUnavailable as exc:
                 status = f"cluster store unavailable: {exc}"
             except Exception:
@@ -132,11 +149,14 @@ class Coordinator:
             if status != self._status:
                 logger.info("%s", status)
                 self._status = status
-            self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), self.config.loop_interval_s)
+                await asyncio.wait_for(self._kick.wait(), max(0.0, next_full - time.monotonic()))
 
-    async def run_cycle(self) -> str:
+    def _request_full_cycle(self) -> None:
+        self._full_cycle_wanted = True
+        self._kick.set()
+
+    async def run_cycle(self, *, new_only: bool = False) -> str:
         snap = self.cache.snapshot
         if snap.stale:
             return "cluster replica stale: not leading"
@@ -146,7 +166,7 @@ class Coordinator:
         if snap.leader != self.node_id:
             return f"following leader {snap.leader}"
         try:
-            n = await self._leader.drive_all(snap.tasks, snap.members)
+            n = await self._leader.drive_all(snap, new_only=new_only)
         except NotLeader:
             return "deposed: no longer the leader"
         return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
@@ -235,12 +255,17 @@ class Coordinator:
         return snap.leader, self._clients.stub(snap.members[snap.leader].address)
 
     async def start_task(self, module: str, type_name: str, args_json: str, *, nodes: list[str],
-                         idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "") -> str:
+                         idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "",
+                         task_id: str = "") -> str:
+        """Commit a new cluster task (on the leader) and return its id. ``task_id``: the id to give it,
+        chosen by the node that forwarded the start; a new one when empty."""
         leader, stub = self._leader_stub()
         if leader != self.node_id:
             req = pb.StartTaskRequest(module=module, type=type_name, args_json=args_json, cluster=True, nodes=nodes,
-                                      idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity)
-            return str((await self._forward(stub.StartTask, req)).task_id)  # type: ignore[attr-defined]
+                                      idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity,
+                                      cluster_task_id=task_id or str(uuid.uuid4()))
+            # Only an id we just drew is proof by its mere appearance; a caller's id may name an old task.
+            return await self._forward_start(stub.StartTask, req, early_ack=not task_id)  # type: ignore[attr-defined]
         canon, abortable, units = self._validate(module, type_name, args_json)
         snap = self.cache.snapshot
         targets = sorted(snap.members) if not nodes else list(dict.fromkeys(nodes))
@@ -249,11 +274,11 @@ class Coordinator:
                 raise UnknownNode(n)
         if not targets:
             raise InvalidArgument("no target nodes")
-        t = ClusterTask(id=str(uuid.uuid4()), module=module, type=type_name, args_json=canon,
+        t = ClusterTask(id=task_id or str(uuid.uuid4()), module=module, type=type_name, args_json=canon,
                         created_at=time.time(), target_nodes=tuple(targets), idempotency_key=idempotency_key,
                         keyspace=keyspace, table=table, entity=entity, is_abortable=abortable, progress_units=units)
         ops = [Put(TASKS + t.id, encode_task(t))]
-        extra = []
+        extra = [Compare(TASKS + t.id, None)]  # create only: a forwarded id must not be in use
         if idempotency_key:
             ops.append(Put(IDEMPOTENCY + idempotency_key, t.id.encode()))
             extra.append(Compare(IDEMPOTENCY + idempotency_key, None))
@@ -264,10 +289,24 @@ class Coordinator:
                 existing = await self._store.get(IDEMPOTENCY + idempotency_key)
                 if existing is not None:
                     return self._same_request(existing.value.decode(), t, idempotency_key)
+            if await self._store.get(TASKS + t.id) is not None:
+                raise InvalidArgument(f"task id {t.id} is already in use") from None
             raise CoordinatorUnavailable("leadership changed; retry") from None
         logger.info("cluster task %s (%s:%s) committed for nodes %s", t.id, module, type_name, ",".join(targets))
-        self._wake.set()
+        self._kick_after_batch()
+        await self._until_replicated(t.id)
         return t.id
+
+    def _kick_after_batch(self) -> None:
+        """Drive new tasks after a short batching window rather than at once: a burst of starts costs
+        one leader cycle, and the record's fan-out to the replicas does not compete with the children's
+        start traffic."""
+        if self._batch is None:
+            self._batch = asyncio.get_running_loop().call_later(START_BATCH_S, self._end_batch)
+
+    def _end_batch(self) -> None:
+        self._batch = None
+        self._kick.set()
 
     def _same_request(self, existing_id: str, t: ClusterTask, key: str) -> str:
         old = self.cache.snapshot.tasks.get(existing_id)
@@ -294,9 +333,41 @@ class Coordinator:
             if cur.state.finished or cur.abort_requested:
                 return
             if await self._leader.write(replace(cur, abort_requested=True), previous=cur):
-                self._wake.set()
+                self._request_full_cycle()
                 return
         raise CoordinatorUnavailable("could not record the abort; retry")
+
+    async def _forward_start(self, method: object, req: pb.StartTaskRequest, *, early_ack: bool) -> str:
+        """Forward a start. With ``early_ack`` (the id is one we just drew) answer as soon as either the
+        leader does or our own replica shows the record: the watch event is proof of the commit and
+        usually arrives first, since etcd notifies watchers before the leader's answer has made its way
+        back here. The forward is left to finish on its own: cancelling it could cancel the leader's
+        handler before it kicks its cycle."""
+        forward = asyncio.ensure_future(self._forward(method, req))
+        self._background.add(forward)
+        forward.add_done_callback(self._forward_finished)
+        seen = asyncio.ensure_future(self.cache.wait_for_task(req.cluster_task_id) if early_ack else forward)
+        try:
+            await asyncio.wait((forward, seen), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if seen is not forward:
+                seen.cancel()
+        if not forward.done():
+            return req.cluster_task_id
+        task_id = str(forward.result().task_id)  # type: ignore[attr-defined]  # may differ: idempotency key
+        await self._until_replicated(task_id)
+        return task_id
+
+    async def _until_replicated(self, task_id: str) -> None:
+        """Read-your-writes: the node that answers a start can be asked about the task at once. Bounded:
+        an answer is never withheld for long because this replica lags."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.cache.wait_for_task(task_id), self.config.etcd_timeout_s)
+
+    def _forward_finished(self, fut: asyncio.Future[object]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            logger.debug("forwarded start answered after its record was seen: %s", fut.exception())
 
     async def _forward(self, method: object, request: object) -> object:
         try:

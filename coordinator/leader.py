@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import replace
 
 import grpc
 
+from coordinator.cache import ClusterSnapshot
 from coordinator.election import Election, NotLeader
 from coordinator.node_client import NodeClients
 from coordinator.records import TASKS, ClusterChild, ClusterTask, Member, encode_task
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 PARALLEL_DRIVES = 32
 RETAIN_FINISHED = 1000
 RETAIN_S = 7 * 24 * 3600
+RETAIN_CHECK_S = 60.0
 
 
 def child_key(task_id: str, attempt: int) -> str:
@@ -50,6 +52,15 @@ def roll_up(t: ClusterTask, now: float) -> ClusterTask:
         names = ", ".join(c.node for c in failed)
         return replace(t, state=TaskState.FAILED, error=f"failed on node(s) {names} ({detail})", end_time=now)
     return replace(t, state=TaskState.DONE, end_time=now)
+
+
+def expired(tasks: Iterable[ClusterTask], now: float) -> list[ClusterTask]:
+    """Finished tasks past retention: older than ``RETAIN_S``, then the oldest beyond ``RETAIN_FINISHED``.
+    Cluster tasks are never unregistered by API calls; this is how they go."""
+    finished = sorted((t for t in tasks if t.state.finished), key=lambda t: t.end_time)
+    drop = [t for t in finished if t.end_time < now - RETAIN_S]
+    excess = len(finished) - len(drop) - RETAIN_FINISHED
+    return drop + finished[len(drop):len(drop) + excess] if excess > 0 else drop
 
 
 def orphan_suspect(c: ClusterChild, members: Mapping[str, Member]) -> bool:
@@ -75,13 +86,25 @@ class Leader:
         self._grace = dead_node_grace_s
         self._timeout = rpc_timeout_s
         self._sem = asyncio.Semaphore(PARALLEL_DRIVES)
+        self._next_retain = 0.0
 
-    async def drive_all(self, tasks: Mapping[str, ClusterTask], members: Mapping[str, Member]) -> int:
-        unfinished = [t for t in tasks.values() if not t.state.finished]
-        orphans = [t for t in tasks.values()
+    async def drive_all(self, snap: ClusterSnapshot, *, new_only: bool = False) -> int:
+        """One cycle over the snapshot's active tasks (never the whole retained history), then retention
+        when it is due. ``new_only``: just start the children of tasks never driven yet."""
+        members = snap.members
+        unfinished = [t for t in snap.active.values() if not t.state.finished]
+        if new_only:
+            fresh = [t for t in unfinished if t.state is TaskState.CREATED]
+            await asyncio.gather(*(self._drive_guarded(t, members) for t in fresh))
+            return len(unfinished)
+        orphans = [t for t in snap.active.values()
                    if t.state.finished and any(orphan_suspect(c, members) for c in t.children)]
         await asyncio.gather(*(self._drive_guarded(t, members) for t in [*unfinished, *orphans]))
-        await self._retain(tasks)
+        finished = len(snap.tasks) - len(unfinished)
+        if finished > RETAIN_FINISHED or time.monotonic() >= self._next_retain:
+            self._next_retain = time.monotonic() + RETAIN_CHECK_S
+            for t in expired(snap.tasks.values(), time.time()):
+                await self._election.leader_txn((Delete(TASKS + t.id),))
         return len(unfinished)
 
     async def _drive_guarded(self, t: ClusterTask, members: Mapping[str, Member]) -> None:
@@ -112,25 +135,25 @@ class Leader:
                 t = t.with_child(await self._stop_orphan(t, c, members[c.node]))
         if t.state.finished:
             return t
-        for node in t.target_nodes:
-            c = t.child(node) or ClusterChild(node=node)
-            if c.state.finished:
-                continue
-            member = members.get(node)
-            if member is None:
-                t = t.with_child(mark_down(c, node, now, self._grace))
-                continue
-            c = replace(c, down_since=0.0)
-            if not c.task_id:
-                # Even when aborted, ask (same idempotency key): the child may exist already, started by a
-                # drive whose record write lost to the abort's, or by a leader that died before writing.
-                c = await self._start_child(t, c, member)
-                if t.abort_requested and c.task_id:
-                    c = await self._poll_child(t, c, member)
-            else:
-                c = await self._poll_child(t, c, member)
+        pending = [c for c in (t.child(node) or ClusterChild(node=node) for node in t.target_nodes)
+                   if not c.state.finished]
+        # The nodes are independent: ask them all at once, so starting on N nodes takes one round trip.
+        for c in await asyncio.gather(*(self._drive_child(t, c, members.get(c.node), now) for c in pending)):
             t = t.with_child(c)
         return roll_up(t, now)
+
+    async def _drive_child(self, t: ClusterTask, c: ClusterChild, member: Member | None, now: float) -> ClusterChild:
+        if member is None:
+            return mark_down(c, c.node, now, self._grace)
+        c = replace(c, down_since=0.0)
+        if c.task_id:
+            return await self._poll_child(t, c, member)
+        # Even when aborted, ask (same idempotency key): the child may exist already, started by a drive
+        # whose record write lost to the abort's, or by a leader that died before writing.
+        c = await self._start_child(t, c, member)
+        if t.abort_requested and c.task_id:
+            c = await self._poll_child(t, c, member)
+        return c
 
     async def _start_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
         req = pb.StartTaskRequest(
@@ -182,14 +205,3 @@ class Leader:
             progress_total=st.progress_total,
             end_time=float(st.stats.end_time.seconds) if state.finished else 0.0,
         )
-
-    async def _retain(self, tasks: Mapping[str, ClusterTask]) -> None:
-        """Cluster tasks are never unregistered by API calls: keep 7 days or 1,000, whichever first."""
-        finished = sorted((t for t in tasks.values() if t.state.finished), key=lambda t: t.end_time)
-        cutoff = time.time() - RETAIN_S
-        drop = [t for t in finished if t.end_time < cutoff]
-        excess = len(finished) - len(drop) - RETAIN_FINISHED
-        if excess > 0:
-            drop.extend([t for t in finished if t.end_time >= cutoff][:excess])
-        for t in drop:
-            await self._election.leader_txn((Delete(TASKS + t.id),))

@@ -230,6 +230,10 @@ def test_bad_input_creates_nothing(any_cluster: Cluster) -> None:
                                     ("builtin", SLEEP, "not json")):
             req = pb.StartTaskRequest(module=module, type=type_, args_json=args, cluster=True)
             assert code_of(stub.StartTask, req, timeout=10) == grpc.StatusCode.INVALID_ARGUMENT, (module, type_, args)
+        for bad_id in ("nope", "6F9619FF-8B86-D011-B42D-00C04FC964FF"):
+            req = pb.StartTaskRequest(module="builtin", type=SLEEP, args_json='{"duration": 0.1}', cluster=True,
+                                      cluster_task_id=bad_id)
+            assert code_of(stub.StartTask, req, timeout=10) == grpc.StatusCode.INVALID_ARGUMENT, bad_id
         req = pb.StartTaskRequest(module="builtin", type=SLEEP, args_json='{"duration": 0.1}', nodes=["n9"])
         assert code_of(stub.StartTask, req, timeout=10) in (grpc.StatusCode.NOT_FOUND,
                                                             grpc.StatusCode.INVALID_ARGUMENT)
@@ -252,6 +256,30 @@ def test_bad_input_creates_nothing(any_cluster: Cluster) -> None:
     if c.etcd_endpoints is not None:
         assert cluster_task_keys(c) == []
         assert [k for k in etcd_keys(c.etcd_endpoints, f"/taskward/{c.name}/") if k.startswith("idempotency/")] == []
+
+
+def test_a_chosen_id_already_in_use_is_refused_and_changes_nothing(any_cluster: Cluster) -> None:
+    c = any_cluster
+    tid = start_cluster_task(c.nodes[0], duration=0.1, steps=1)
+    before = wait_task(c.nodes[0], tid)
+    assert before.stats.state == "done"
+    for n in c.nodes:  # the leader refuses; a follower must not take its own replica's record for a yes
+        req = pb.StartTaskRequest(module="builtin", type=SLEEP, args_json='{"duration": 30}', cluster=True,
+                                  cluster_task_id=tid)
+        assert code_of(n.stub().StartTask, req, timeout=10) == grpc.StatusCode.INVALID_ARGUMENT
+    for n in c.nodes:
+        assert status(n, tid) == before
+    if c.etcd_endpoints is not None:
+        assert cluster_task_keys(c) == [f"tasks/{tid}"]
+
+
+def test_the_node_that_answers_a_start_can_be_asked_at_once(any_cluster: Cluster) -> None:
+    """Read-your-writes on the answering node, leader or follower: no NOT_FOUND right after the start."""
+    for n in any_cluster.nodes:
+        stub = n.stub()
+        for _ in range(10):
+            tid = start_cluster_task(n, duration=0, steps=1)
+            assert stub.GetTaskStatus(pb.TaskIdRequest(task_id=tid, keep=True), timeout=5).stats.task_id == tid
 
 
 def test_idempotency_key_is_per_cluster(any_cluster: Cluster) -> None:

@@ -129,11 +129,13 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
     async def StartTask(self, request: pb.StartTaskRequest, context: Any) -> pb.StartTaskResponse:
         if request.cluster_parent_id:
             check_task_id(request.cluster_parent_id)
+        if request.cluster_task_id:
+            check_task_id(request.cluster_task_id)
         if request.cluster or request.nodes:
             task_id = await self._cluster.start_task(
                 request.module, request.type, request.args_json, nodes=list(request.nodes),
                 idempotency_key=request.idempotency_key, keyspace=request.keyspace, table=request.table,
-                entity=request.entity,
+                entity=request.entity, task_id=request.cluster_task_id,
             )
             return pb.StartTaskResponse(task_id=task_id)
         task_id = await self._m.start_task(

@@ -110,7 +110,7 @@ class DrainResponse(_message.Message):
     def __init__(self, unregistered: _Optional[int] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
-    __slots__ = ("module", "type", "args_json", "idempotency_key", "keyspace", "table", "entity", "cluster", "nodes", "cluster_parent_id")
+    __slots__ = ("module", "type", "args_json", "idempotency_key", "keyspace", "table", "entity", "cluster", "nodes", "cluster_parent_id", "cluster_task_id")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -121,6 +121,7 @@ class StartTaskRequest(_message.Message):
     CLUSTER_FIELD_NUMBER: _ClassVar[int]
     NODES_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_TASK_ID_FIELD_NUMBER: _ClassVar[int]
     module: str
     type: str
     args_json: str
@@ -131,7 +132,8 @@ class StartTaskRequest(_message.Message):
     cluster: bool
     nodes: _containers.RepeatedScalarFieldContainer[str]
     cluster_parent_id: str
-    def __init__(self, module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., cluster: _Optional[bool] = ..., nodes: _Optional[_Iterable[str]] = ..., cluster_parent_id: _Optional[str] = ...) -> None: ...
+    cluster_task_id: str
+    def __init__(self, module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., cluster: _Optional[bool] = ..., nodes: _Optional[_Iterable[str]] = ..., cluster_parent_id: _Optional[str] = ..., cluster_task_id: _Optional[str] = ...) -> None: ...
 
 class StartTaskResponse(_message.Message):
     __slots__ = ("task_id",)
