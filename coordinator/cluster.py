@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 import grpc
 
 from coordinator.cache import ClusterCache, ClusterSnapshot
+from coordinator.child_events import ChildEvents
 from coordinator.config import CoordinatorConfig
 from coordinator.election import Election, NotLeader
+from coordinator.forwarding import Forwarder
 from coordinator.leader import Leader
 from coordinator.membership import Membership
 from coordinator.node_client import NodeClients
@@ -60,14 +62,15 @@ class Coordinator:
                                                    started_at=time.time(), instance=instance), config.lease_ttl_s)
         self._election = Election(store, node_id, instance)
         self._clients = NodeClients(token)
-        self._leader = Leader(self._election, self._clients, dead_node_grace_s=config.dead_node_grace_s,
-                              rpc_timeout_s=config.child_rpc_timeout_s)
+        self._to_leader = Forwarder(self._clients, self.cache, timeout_s=config.etcd_timeout_s)
+        self._child_events = ChildEvents(self._clients, self._full_cycle_after_batch)
+        self._leader = Leader(self._election, self._clients, self._child_events,
+                              dead_node_grace_s=config.dead_node_grace_s, rpc_timeout_s=config.child_rpc_timeout_s)
         self._tasks: list[asyncio.Task[None]] = []
         self._status = ""
         self._kick = asyncio.Event()
         self._full_cycle_wanted = True
         self._batch: asyncio.TimerHandle | None = None
-        self._background: set[asyncio.Future[object]] = set()
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
     # ------------------------------------------------------------------ lifecycle
@@ -94,6 +97,7 @@ class Coordinator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._child_events.close()
         with contextlib.suppress(TaskwardError):
             if self.is_leader:
                 await self._election.resign()
@@ -156,7 +160,18 @@ class Coordinator:
         self._full_cycle_wanted = True
         self._kick.set()
 
+    def _full_cycle_after_batch(self) -> None:
+        """A child finished (said its node's event stream): a full cycle soon, batched like starts."""
+        self._full_cycle_wanted = True
+        self._kick_after_batch()
+
     async def run_cycle(self, *, new_only: bool = False) -> str:
+        status = await self._lead(new_only)
+        if not status.startswith("leading") and self._child_events.active:
+            await self._child_events.close()  # not (or no longer) the leader: stop following the nodes
+        return status
+
+    async def _lead(self, new_only: bool) -> str:
         snap = self.cache.snapshot
         if snap.stale:
             return "cluster replica stale: not leading"
@@ -165,6 +180,7 @@ class Coordinator:
             return "leader election in progress"
         if snap.leader != self.node_id:
             return f"following leader {snap.leader}"
+        self._child_events.sync(snap.members)
         try:
             n = await self._leader.drive_all(snap, new_only=new_only)
         except NotLeader:
@@ -265,7 +281,7 @@ class Coordinator:
                                       idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity,
                                       cluster_task_id=task_id or str(uuid.uuid4()))
             # Only an id we just drew is proof by its mere appearance; a caller's id may name an old task.
-            return await self._forward_start(stub.StartTask, req, early_ack=not task_id)  # type: ignore[attr-defined]
+            return await self._to_leader.start(stub.StartTask, req, early_ack=not task_id)  # type: ignore[attr-defined]
         canon, abortable, units = self._validate(module, type_name, args_json)
         snap = self.cache.snapshot
         targets = sorted(snap.members) if not nodes else list(dict.fromkeys(nodes))
@@ -294,7 +310,7 @@ class Coordinator:
             raise CoordinatorUnavailable("leadership changed; retry") from None
         logger.info("cluster task %s (%s:%s) committed for nodes %s", t.id, module, type_name, ",".join(targets))
         self._kick_after_batch()
-        await self._until_replicated(t.id)
+        await self._to_leader.until_replicated(t.id)
         return t.id
 
     def _kick_after_batch(self) -> None:
@@ -323,7 +339,7 @@ class Coordinator:
             raise NotAbortable(task_id)
         leader, stub = self._leader_stub()
         if leader != self.node_id:
-            await self._forward(stub.AbortTask, pb.TaskIdRequest(task_id=task_id))  # type: ignore[attr-defined]
+            await self._to_leader.call(stub.AbortTask, pb.TaskIdRequest(task_id=task_id))  # type: ignore[attr-defined]
             return
         for _ in range(20):
             kv = await self._store.get(TASKS + task_id)
@@ -336,61 +352,3 @@ class Coordinator:
                 self._request_full_cycle()
                 return
         raise CoordinatorUnavailable("could not record the abort; retry")
-
-    async def _forward_start(self, method: object, req: pb.StartTaskRequest, *, early_ack: bool) -> str:
-        """Forward a start. With ``early_ack`` (the id is one we just drew) answer as soon as either the
-        leader does or our own replica shows the record: the watch event is proof of the commit and
-        usually arrives first, since etcd notifies watchers before the leader's answer has made its way
-        back here. The forward is left to finish on its own: cancelling it could cancel the leader's
-        handler before it kicks its cycle."""
-        forward = asyncio.ensure_future(self._forward(method, req))
-        self._background.add(forward)
-        forward.add_done_callback(self._forward_finished)
-        seen = asyncio.ensure_future(self.cache.wait_for_task(req.cluster_task_id) if early_ack else forward)
-        try:
-            await asyncio.wait((forward, seen), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if seen is not forward:
-                seen.cancel()
-        if not forward.done():
-            return req.cluster_task_id
-        task_id = str(forward.result().task_id)  # type: ignore[attr-defined]  # may differ: idempotency key
-        await self._until_replicated(task_id)
-        return task_id
-
-    async def _until_replicated(self, task_id: str) -> None:
-        """Read-your-writes: the node that answers a start can be asked about the task at once. Bounded:
-        an answer is never withheld for long because this replica lags."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self.cache.wait_for_task(task_id), self.config.etcd_timeout_s)
-
-    def _forward_finished(self, fut: asyncio.Future[object]) -> None:
-        self._background.discard(fut)
-        if not fut.cancelled() and fut.exception() is not None:
-            logger.debug("forwarded start answered after its record was seen: %s", fut.exception())
-
-    async def _forward(self, method: object, request: object) -> object:
-        try:
-            return await method(request, timeout=self.config.etcd_timeout_s * 3,  # type: ignore[operator]
-                                metadata=self._clients.metadata)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() in _NO_ANSWER:  # the leader never answered: retryable, not the leader's verdict
-                raise CoordinatorUnavailable(f"the leader did not answer ({exc.code().name}); retry") from None
-            raise ForwardedError(exc.code(), exc.details() or "") from None
-
-
-_NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN})
-
-
-_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 400,
-         grpc.StatusCode.FAILED_PRECONDITION: 403, grpc.StatusCode.DEADLINE_EXCEEDED: 408,
-         grpc.StatusCode.UNAUTHENTICATED: 401}
-
-
-class ForwardedError(TaskwardError):
-    """An error answered by the leader, passed on with the leader's own code and message."""
-
-    def __init__(self, code: grpc.StatusCode, message: str) -> None:
-        super().__init__(message)
-        self.grpc_code = code  # type: ignore[misc]
-        self.http_status = _HTTP.get(code, 503)  # type: ignore[misc]

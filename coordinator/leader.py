@@ -1,9 +1,10 @@
 """The leader's cycle: drive every unfinished cluster task from a snapshot, with fenced writes.
 
 Each cycle reads the watched snapshot, brings each unfinished task one step forward (start missing
-children, poll running ones, fail children of nodes dead past the grace period, roll up the state)
-and writes a changed record in a transaction guarded by the leader key *and* the record's previous
-value, so a deposed leader cannot write and a concurrent abort is never overwritten. Children are
+children, follow running ones through their nodes' event streams and poll them only when the events
+cannot be trusted, fail children of nodes dead past the grace period, roll up the state) and writes
+a changed record in a transaction guarded by the leader key *and* the record's previous value, so a
+deposed leader cannot write and a concurrent abort is never overwritten. Children are
 started with an idempotency key derived from the task id and attempt, so a new leader that repeats
 a start gets the child the old leader already started instead of running it twice.
 """
@@ -19,6 +20,7 @@ from dataclasses import replace
 import grpc
 
 from coordinator.cache import ClusterSnapshot
+from coordinator.child_events import ChildEvents
 from coordinator.election import Election, NotLeader
 from coordinator.node_client import NodeClients
 from coordinator.records import TASKS, ClusterChild, ClusterTask, Member, encode_task
@@ -79,10 +81,11 @@ def mark_down(c: ClusterChild, node: str, now: float, grace_s: float) -> Cluster
 
 
 class Leader:
-    def __init__(self, election: Election, clients: NodeClients, *, dead_node_grace_s: float,
+    def __init__(self, election: Election, clients: NodeClients, events: ChildEvents, *, dead_node_grace_s: float,
                  rpc_timeout_s: float) -> None:
         self._election = election
         self._clients = clients
+        self._events = events
         self._grace = dead_node_grace_s
         self._timeout = rpc_timeout_s
         self._sem = asyncio.Semaphore(PARALLEL_DRIVES)
@@ -100,6 +103,7 @@ class Leader:
         orphans = [t for t in snap.active.values()
                    if t.state.finished and any(orphan_suspect(c, members) for c in t.children)]
         await asyncio.gather(*(self._drive_guarded(t, members) for t in [*unfinished, *orphans]))
+        self._events.retain({(t.id, c.node, c.task_id) for t in unfinished for c in t.children if c.task_id})
         finished = len(snap.tasks) - len(unfinished)
         if finished > RETAIN_FINISHED or time.monotonic() >= self._next_retain:
             self._next_retain = time.monotonic() + RETAIN_CHECK_S
@@ -147,6 +151,9 @@ class Leader:
             return mark_down(c, c.node, now, self._grace)
         c = replace(c, down_since=0.0)
         if c.task_id:
+            # An abort-requested task is never followed: AbortTask then poll, every cycle, until it ends.
+            if not t.abort_requested and (followed := self._events.follow(t.id, c)) is not None:
+                return followed
             return await self._poll_child(t, c, member)
         # Even when aborted, ask (same idempotency key): the child may exist already, started by a drive
         # whose record write lost to the abort's, or by a leader that died before writing.
@@ -187,6 +194,7 @@ class Leader:
     async def _poll_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
         stub = self._clients.stub(member.address)
         md = self._clients.metadata
+        mark = self._events.mark(c.node)  # before asking: events after it are newer than the answer
         try:
             if t.abort_requested:
                 await stub.AbortTask(pb.TaskIdRequest(task_id=c.task_id), timeout=self._timeout, metadata=md)
@@ -200,8 +208,10 @@ class Leader:
                 return c
             return c
         state = TaskState(st.stats.state)
-        return replace(
+        c = replace(
             c, state=state, error=st.error, progress_completed=st.progress_completed,
             progress_total=st.progress_total,
             end_time=float(st.stats.end_time.seconds) if state.finished else 0.0,
         )
+        self._events.polled(c, mark)
+        return c

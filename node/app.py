@@ -196,6 +196,9 @@ class NodeApp:
         self._surfaces.clear()
         if self._server is not None:
             await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)
+            # Event streams never end on their own (the cluster leader keeps one to every node): end
+            # them now, or they would hold the graceful stop for its whole grace period.
+            self.manager.events.close()
             await self._server.stop(grace=2.0)
             self._server = None
         if self._coordinator_started:

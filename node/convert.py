@@ -49,7 +49,7 @@ def event_to_pb(ev: Event) -> pb.Event:
         sequence=ev.sequence, type=ev.type.value, task_id=ev.task_id, module=ev.module,
         task_type=ev.task_type, time=Timestamp(seconds=int(ev.time), nanos=int(ev.time % 1 * 1e9)),
         progress_completed=ev.progress_completed, progress_total=ev.progress_total,
-        message=ev.message, error=ev.error,
+        message=ev.message, error=ev.error, cluster_parent_id=ev.cluster_parent,
     )
 
 

@@ -21,6 +21,9 @@ logger = logging.getLogger(__name__)
 
 SUBSCRIBER_BUFFER = 10_000
 REPLAY_PAGE = 1_000
+SUBSCRIBED = ("taskward-events", "subscribed")
+"""Initial metadata of a ``WatchEvents`` stream, sent once its subscription is registered: from then on
+every published event reaches the stream. Clients that must not miss an event wait for it."""
 
 
 class EventType(StrEnum):
@@ -44,6 +47,7 @@ class Event:
     progress_total: float = 0.0
     message: str = ""
     error: str = ""
+    cluster_parent: str = ""  # old persisted events lack it
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields only, so no deep copy (``dataclasses.asdict``) on this hot path."""
@@ -67,13 +71,68 @@ class SubscriberLagged(Exception):
     """A live subscriber fell more than ``SUBSCRIBER_BUFFER`` events behind; it should resume."""
 
 
+class EventLogClosed(Exception):
+    """The node is shutting down: open streams end now (resumable elsewhere or after the restart)
+    rather than holding the server's graceful stop for its whole grace period."""
+
+
+_CLOSED = object()
+"""Queued to a subscriber when the log closes (``None`` means it lagged)."""
+
+
+class Subscription:
+    """One subscriber, registered the moment it is created: a caller that confirms the subscription to
+    its client before iterating (gRPC initial metadata) thereby promises that nothing published from
+    then on is missed."""
+
+    def __init__(self, store: Store, subscribers: set[asyncio.Queue[object]], *, start: int, replay: bool,
+                 closed: bool) -> None:
+        self._store = store
+        self._subscribers = subscribers
+        self._queue: asyncio.Queue[object] = asyncio.Queue()
+        self._last = start
+        self._replay = replay
+        if closed:
+            self._queue.put_nowait(_CLOSED)
+        else:
+            subscribers.add(self._queue)
+
+    async def events(self) -> AsyncIterator[Event]:
+        """Replay retained events after the start sequence from the store, then follow live ones."""
+        try:
+            while self._replay:
+                rows = await self._store.read_events(self._last, REPLAY_PAGE)
+                for seq, body in rows:
+                    self._last = seq
+                    yield Event.from_json(body)
+                if len(rows) < REPLAY_PAGE:
+                    break
+            while True:
+                ev = await self._queue.get()
+                if ev is None:
+                    raise SubscriberLagged(f"subscriber fell behind; resume after sequence {self._last}")
+                if ev is _CLOSED:
+                    raise EventLogClosed(f"node shutting down; resume after sequence {self._last}")
+                assert isinstance(ev, Event)
+                if ev.sequence <= self._last:
+                    continue
+                self._last = ev.sequence
+                yield ev
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        self._subscribers.discard(self._queue)
+
+
 class EventLog:
     """Assigns sequence numbers and fans committed events out to subscribers."""
 
     def __init__(self, store: Store, last_seq: int) -> None:
         self._store = store
         self._seq = last_seq
-        self._subscribers: set[asyncio.Queue[Event | None]] = set()
+        self._subscribers: set[asyncio.Queue[object]] = set()
+        self.closed = False
 
     @property
     def last_sequence(self) -> int:
@@ -92,31 +151,17 @@ class EventLog:
             else:
                 q.put_nowait(event)
 
-    async def watch(self, after_sequence: int = 0, *, live_only: bool = False) -> AsyncIterator[Event]:
-        """Replay retained events after ``after_sequence`` from the store, then follow live ones."""
-        q: asyncio.Queue[Event | None] = asyncio.Queue()
-        self._subscribers.add(q)
-        try:
-            last = self._seq if live_only else after_sequence
-            while not live_only:
-                rows = await self._store.read_events(last, REPLAY_PAGE)
-                for seq, body in rows:
-                    last = seq
-                    yield Event.from_json(body)
-                if len(rows) < REPLAY_PAGE:
-                    break
-            while True:
-                ev = await q.get()
-                if ev is None:
-                    raise SubscriberLagged(f"subscriber fell behind; resume after sequence {last}")
-                if ev.sequence <= last:
-                    continue
-                last = ev.sequence
-                yield ev
-        finally:
-            self._subscribers.discard(q)
+    def subscribe(self, after_sequence: int = 0, *, live_only: bool = False) -> Subscription:
+        """Register a subscriber at once (synchronously); read it with ``Subscription.events``. Live only:
+        every event published from now on, even one numbered before now whose transaction was still
+        committing: a task's start, for one, is visible to readers only once committed."""
+        return Subscription(self._store, self._subscribers, start=0 if live_only else after_sequence,
+                            replay=not live_only, closed=self.closed)
 
     def close(self) -> None:
+        """End every open stream (``EventLogClosed``) and refuse new ones: called first thing on
+        shutdown, so streams do not hold the server's graceful stop, and again when the manager stops."""
+        self.closed = True
         for q in list(self._subscribers):
-            q.put_nowait(None)
+            q.put_nowait(_CLOSED)
         self._subscribers.clear()

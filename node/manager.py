@@ -173,7 +173,8 @@ class TaskManager:
     def _event(self, tx: Tx, etype: EventType, rec: TaskRecord, **extra: Any) -> Event:
         ev = Event(
             sequence=self.events.next_sequence(), type=etype, task_id=rec.id, module=rec.module,
-            task_type=rec.type, time=time.time(), **extra,
+            task_type=rec.type, time=time.time(), cluster_parent=self.table.cluster_parent_of(rec),
+            **extra,
         )
         tx.event(ev.sequence, ev.at, ev.to_dict())
         return ev

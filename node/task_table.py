@@ -50,6 +50,17 @@ class TaskTable:
                 self.by_idempotency_key[rec.idempotency_key] = rec.id
         self.records[rec.id] = rec
 
+    def cluster_parent_of(self, rec: TaskRecord) -> str:
+        """The cluster task whose child's subtree ``rec`` is in (its local root's ``cluster_parent``), or
+        "": events carry it so the cluster leader can follow a child and notice its descendants' changes
+        (they move the child's rolled-up progress) without polling."""
+        while rec.parent_id is not None:
+            parent = self.records.get(rec.parent_id)
+            if parent is None:
+                return ""
+            rec = parent
+        return rec.cluster_parent
+
     def remove(self, task_id: str) -> TaskRecord | None:
         rec = self.records.pop(task_id, None)
         if rec is None:

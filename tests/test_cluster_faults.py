@@ -145,7 +145,9 @@ def test_random_kills_lose_nothing_and_run_nothing_twice(etcd: EtcdCluster, tmp_
         owner: dict[str, tuple[str, str]] = {}  # child id -> (cluster task id, node id)
         for tid in ids:
             rec = records[tid]
-            assert sorted(ch.node for ch in rec.children) == sorted(rec.target_nodes) == ["n1", "n2", "n3"]
+            # every live member when it was started: a node whose lease lapsed while it restarted is left out
+            assert sorted(ch.node for ch in rec.children) == sorted(rec.target_nodes)
+            assert set(rec.target_nodes) <= {"n1", "n2", "n3"} and len(rec.target_nodes) >= 2
             for ch in rec.children:
                 assert ch.attempt == 0, (tid, ch)
                 owner[ch.task_id] = (tid, ch.node)

@@ -13,7 +13,7 @@ import grpc
 from node import convert
 from node.cluster_view import ClusterView
 from node.errors import InvalidArgument, TaskwardError, Unauthenticated
-from node.events import SubscriberLagged
+from node.events import SUBSCRIBED, EventLogClosed, SubscriberLagged
 from node.manager import TaskManager
 from node.model import Progress, TaskRecord, TaskView, check_task_id, matches
 from node.pb.taskward.v1 import tasks_pb2 as pb
@@ -154,11 +154,20 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._cluster.nodes()])
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Any) -> AsyncIterator[pb.Event]:
+        """The subscription is registered before the initial metadata goes out, so a client that has
+        received the metadata knows every event published from then on will reach it (the cluster leader
+        relies on this to trust a child's state from the stream instead of polling it)."""
+        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only)
         try:
-            async for ev in self._m.events.watch(request.after_sequence, live_only=request.live_only):
+            await context.send_initial_metadata((SUBSCRIBED,))
+            async for ev in sub.events():
                 yield convert.event_to_pb(ev)
         except SubscriberLagged as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except EventLogClosed as exc:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, str(exc))
+        finally:
+            sub.close()
 
 
 class TestApiServicer(pb_grpc.TestApiServicer):

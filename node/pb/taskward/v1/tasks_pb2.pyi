@@ -276,7 +276,7 @@ class WatchEventsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error")
+    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -287,6 +287,7 @@ class Event(_message.Message):
     PROGRESS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: str
     task_id: str
@@ -297,7 +298,8 @@ class Event(_message.Message):
     progress_total: float
     message: str
     error: str
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+    cluster_parent_id: str
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -1,0 +1,211 @@
+"""The leader's children, followed through the nodes' event streams instead of polled every cycle.
+
+While this node leads, it keeps one ``WatchEvents`` stream per live member and records, for every
+event about a cluster child's subtree (``cluster_parent_id`` set), the latest state of that task.
+The leader then drives a child from that record rather than asking its node each cycle.
+
+No gaps. A node announces a stream in its initial metadata only once the subscription is registered,
+so every event it publishes from then on reaches us, in order. Each established stream gets a new
+*generation* number; a broken one has none. The leader trusts a child's events only when it polled the
+child after its node's current stream was established (``mark`` is taken before the poll is sent):
+the poll covers everything before, the stream everything after. A broken or re-established stream
+(node dead or restarted) therefore means polling again, once per generation, as the leader always did.
+
+What events cannot say, the leader still polls for: a child whose descendants reported (its progress is
+rolled up from them, which its own events do not carry) and a child that finished without progress of
+its own (its final progress may be such a roll-up). Aborts are not followed at all: abort-requested
+tasks keep the AbortTask-then-poll path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+
+import grpc
+
+from coordinator.node_client import NodeClients
+from coordinator.records import ClusterChild, Member
+from node.events import SUBSCRIBED
+from node.model import TaskState
+from node.pb.taskward.v1 import tasks_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+RETRY_S = 0.5
+
+_STATES = {"task.started": TaskState.RUNNING, "task.progress": TaskState.RUNNING,
+           "task.completed": TaskState.DONE, "task.failed": TaskState.FAILED, "task.aborted": TaskState.FAILED}
+
+
+@dataclass(frozen=True, slots=True)
+class News:
+    """The latest event about one task; ``stamp`` orders receipt across all streams."""
+
+    stamp: int
+    state: TaskState
+    progress: bool  # carries progress (a started event does not)
+    progress_completed: float
+    progress_total: float
+    error: str
+    time: float
+
+
+@dataclass(frozen=True, slots=True)
+class Mark:
+    """Taken just before a child is polled: the stream generation and receipt stamp at that moment."""
+
+    generation: int
+    stamp: int
+
+
+@dataclass(slots=True)
+class _Followed:
+    generation: int
+    mark: int  # news received after this stamp is newer than what the poll could cover
+    applied: int  # the stamp of the child's own news last taken into its record
+
+
+@dataclass(slots=True)
+class _Stream:
+    address: str
+    instance: str
+    task: asyncio.Task[None] | None = None
+    generation: int = 0  # 0: not established
+
+
+@dataclass(slots=True)
+class _Group:
+    """The news about one cluster task's child on one node: the child's own and its descendants'."""
+
+    latest: dict[str, News] = field(default_factory=dict)
+
+
+class ChildEvents:
+    def __init__(self, clients: NodeClients, on_change: Callable[[], None]) -> None:
+        self._clients = clients
+        self._on_change = on_change
+        self._streams: dict[str, _Stream] = {}
+        self._groups: dict[tuple[str, str], _Group] = {}
+        self._followed: dict[str, _Followed] = {}
+        self._generations = 0
+        self._stamp = 0
+
+    # ------------------------------------------------------------------ streams
+
+    def sync(self, members: Mapping[str, Member]) -> None:
+        """One stream per live member (called each cycle while leading); a member that restarted (new
+        instance) or moved gets a new stream at once rather than after the old one notices."""
+        for node in [n for n, s in self._streams.items()
+                     if n not in members or (s.address, s.instance) != (members[n].address, members[n].instance)]:
+            self._drop(node)
+        for node, m in members.items():
+            if node not in self._streams:
+                s = _Stream(m.address, m.instance)
+                s.task = asyncio.get_running_loop().create_task(self._follow(node, s), name=f"child-events[{node}]")
+                self._streams[node] = s
+
+    def _drop(self, node: str) -> None:
+        s = self._streams.pop(node)
+        s.generation = 0
+        if s.task is not None:
+            s.task.cancel()
+
+    async def close(self) -> None:
+        """Stop every stream and forget everything: on leadership loss and on shutdown."""
+        tasks = [s.task for s in self._streams.values() if s.task is not None]
+        for node in list(self._streams):
+            self._drop(node)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._groups.clear()
+        self._followed.clear()
+
+    @property
+    def active(self) -> bool:
+        return bool(self._streams)
+
+    async def _follow(self, node: str, s: _Stream) -> None:
+        while True:
+            call = self._clients.stub(s.address).WatchEvents(pb.WatchEventsRequest(live_only=True),
+                                                             metadata=self._clients.metadata)
+            try:
+                md = await call.initial_metadata()
+                if SUBSCRIBED in tuple(md or ()):  # an older node never says so (nor fills cluster_parent_id)
+                    self._generations += 1
+                    s.generation = self._generations
+                    logger.debug("following events of %s (generation %d)", node, s.generation)
+                async for ev in call:
+                    self._record(node, ev)
+            except grpc.aio.AioRpcError as exc:
+                logger.debug("event stream of %s ended: %s", node, exc.code().name)
+            finally:
+                s.generation = 0
+                call.cancel()
+            await asyncio.sleep(RETRY_S)
+
+    def _record(self, node: str, ev: pb.Event) -> None:
+        state = _STATES.get(ev.type)
+        if not ev.cluster_parent_id or state is None:
+            return
+        self._stamp += 1
+        news = News(stamp=self._stamp, state=state, progress=ev.type != "task.started",
+                    progress_completed=ev.progress_completed, progress_total=ev.progress_total, error=ev.error,
+                    time=float(ev.time.seconds))
+        self._groups.setdefault((node, ev.cluster_parent_id), _Group()).latest[ev.task_id] = news
+        if state.finished:
+            self._on_change()  # a child (or a descendant) finished: worth a cycle now, not at the next tick
+
+    # ------------------------------------------------------------------ the leader's questions
+
+    def mark(self, node: str) -> Mark:
+        return Mark(self._streams[node].generation if node in self._streams else 0, self._stamp)
+
+    def polled(self, c: ClusterChild, mark: Mark) -> None:
+        """The child was just polled successfully, after ``mark``: its events can be trusted from there."""
+        if mark.generation and c.task_id:
+            self._followed[c.task_id] = _Followed(mark.generation, mark.stamp, mark.stamp)
+
+    def follow(self, cluster_id: str, c: ClusterChild) -> ClusterChild | None:
+        """The child as its events tell it, or None when it must be polled."""
+        f = self._followed.get(c.task_id)
+        s = self._streams.get(c.node)
+        if f is None or s is None or not s.generation or s.generation != f.generation:
+            return None  # never polled since this stream was established: there may be a gap
+        group = self._groups.get((c.node, cluster_id))
+        if group is None:
+            return c
+        if any(n.stamp > f.mark for tid, n in group.latest.items() if tid != c.task_id):
+            return None  # a descendant changed: the child's rolled-up progress is only known by polling
+        own = group.latest.get(c.task_id)
+        if own is None or own.stamp <= f.applied:
+            return c
+        if own.state.finished and own.progress_total == 0:
+            return None  # no progress of its own: its final progress may be rolled up from descendants
+        f.applied = own.stamp
+        return apply(c, own)
+
+    def retain(self, live: set[tuple[str, str, str]]) -> None:
+        """Forget what no unfinished cluster task needs: ``live`` holds (cluster task, node, child id)."""
+        groups = {(node, cid) for cid, node, _ in live}
+        children = {tid for _, _, tid in live}
+        for key in [k for k in self._groups if k not in groups]:
+            del self._groups[key]
+        for tid in [t for t in self._followed if t not in children]:
+            del self._followed[tid]
+
+
+def apply(c: ClusterChild, news: News) -> ClusterChild:
+    """``c`` moved on by ``news``. A finished child never changes again (the leader does not follow it);
+    progress that would go back within a run is taken for an event older than the poll it followed."""
+    if c.state.finished:
+        return c
+    if news.state.finished:
+        return replace(c, state=news.state, error=news.error, progress_completed=news.progress_completed,
+                       progress_total=news.progress_total, end_time=news.time)
+    c = replace(c, state=news.state)
+    stale = news.progress_total == c.progress_total and news.progress_completed < c.progress_completed
+    if news.progress and not stale:
+        c = replace(c, progress_completed=news.progress_completed, progress_total=news.progress_total)
+    return c

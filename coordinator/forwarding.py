@@ -1,0 +1,86 @@
+"""Writes sent by a follower to the cluster leader, and how their answers come back.
+
+A follower forwards cluster starts and aborts over gRPC; the leader's own error codes and messages
+pass through unchanged (``ForwardedError``), while a leader that never answered is a retryable
+``UNAVAILABLE``. A start whose id the follower drew itself is answered as soon as the follower's own
+replica shows the committed record, which usually beats the leader's answer back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+import grpc
+
+from coordinator.cache import ClusterCache
+from coordinator.node_client import NodeClients
+from node.errors import CoordinatorUnavailable, TaskwardError
+from node.pb.taskward.v1 import tasks_pb2 as pb
+
+logger = logging.getLogger(__name__)
+
+_NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN})
+
+_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 400,
+         grpc.StatusCode.FAILED_PRECONDITION: 403, grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+         grpc.StatusCode.UNAUTHENTICATED: 401}
+
+
+class ForwardedError(TaskwardError):
+    """An error answered by the leader, passed on with the leader's own code and message."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.grpc_code = code  # type: ignore[misc]
+        self.http_status = _HTTP.get(code, 503)  # type: ignore[misc]
+
+
+class Forwarder:
+    def __init__(self, clients: NodeClients, cache: ClusterCache, *, timeout_s: float) -> None:
+        self._clients = clients
+        self._cache = cache
+        self._timeout_s = timeout_s
+        self._background: set[asyncio.Future[object]] = set()
+
+    async def start(self, method: object, req: pb.StartTaskRequest, *, early_ack: bool) -> str:
+        """Forward a start. With ``early_ack`` (the id is one we just drew) answer as soon as either the
+        leader does or our own replica shows the record: the watch event is proof of the commit and
+        usually arrives first, since etcd notifies watchers before the leader's answer has made its way
+        back here. The forward is left to finish on its own: cancelling it could cancel the leader's
+        handler before it kicks its cycle."""
+        forward = asyncio.ensure_future(self.call(method, req))
+        self._background.add(forward)
+        forward.add_done_callback(self._finished)
+        seen = asyncio.ensure_future(self._cache.wait_for_task(req.cluster_task_id) if early_ack else forward)
+        try:
+            await asyncio.wait((forward, seen), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if seen is not forward:
+                seen.cancel()
+        if not forward.done():
+            return req.cluster_task_id
+        task_id = str(forward.result().task_id)  # type: ignore[attr-defined]  # may differ: idempotency key
+        await self.until_replicated(task_id)
+        return task_id
+
+    async def until_replicated(self, task_id: str) -> None:
+        """Read-your-writes: the node that answers a start can be asked about the task at once. Bounded:
+        an answer is never withheld for long because this replica lags."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._cache.wait_for_task(task_id), self._timeout_s)
+
+    def _finished(self, fut: asyncio.Future[object]) -> None:
+        self._background.discard(fut)
+        if not fut.cancelled() and fut.exception() is not None:
+            logger.debug("forwarded start answered after its record was seen: %s", fut.exception())
+
+    async def call(self, method: object, request: object) -> object:
+        try:
+            return await method(request, timeout=self._timeout_s * 3,  # type: ignore[operator]
+                                metadata=self._clients.metadata)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() in _NO_ANSWER:  # the leader never answered: retryable, not the leader's verdict
+                raise CoordinatorUnavailable(f"the leader did not answer ({exc.code().name}); retry") from None
+            raise ForwardedError(exc.code(), exc.details() or "") from None
