@@ -6,8 +6,9 @@
     GetTaskStatus, each by its own coroutine, from the moment the answer arrives. Measured for starts
     sent to a follower (forwarded to the leader) and to the leader. Baseline: one raw etcd
     Put of a record-sized value (400 B) from the same client process to the same etcd, p50 over N puts.
-    Puts and starts are sampled in turn (rotating order, the same 10 ms pause before each), so baseline
-    and subject see the same machine. Target: p50(start → visible everywhere) ≤ 4 x p50(put).
+    Puts and starts are sampled in turn (rotating order), each on a quiet cluster: before every sample
+    the previous start has run to its end on all nodes (untimed WaitTask), then a 10 ms pause.
+    Target: p50(start → visible everywhere) ≤ 4 x p50(put).
 (b) status throughput on a follower: GetTaskStatus of a running cluster task (answered from the
     follower's replica) vs GetTaskStatus of a running node task on that same follower. CALLERS concurrent
     callers on one grpc.aio channel, rounds alternate, median round of each. Target ratio ≥ 0.5.
@@ -82,11 +83,20 @@ async def bench_a(c: Cluster, etcd: EtcdCluster, n: int) -> dict[str, float]:
         async def put(prefix: str, i: int) -> None:
             await kv.Put(rpc.PutRequest(key=f"{prefix}{i % 50}".encode(), value=value), timeout=5)
 
+        started: list[str] = []
+
         async def start(entry: NodeProc, _: int) -> None:
             t = time.perf_counter()
             tid = (await pb_grpc.TaskManagerStub(chans[entry.node_id]).StartTask(req, timeout=10)).task_id
             others = [s for k, s in stubs.items() if k != entry.node_id]  # the answering node holds it already
             await visible_on(others, tid, t + 10)
+            started.append(tid)
+
+        async def settle() -> None:
+            """Untimed: let the last start run to its end on every node, so no sample pays for another's."""
+            while started:
+                await stubs[leader.node_id].WaitTask(pb.WaitTaskRequest(task_id=started.pop(), timeout=10), timeout=15)
+            await asyncio.sleep(PAUSE_S)
 
         # "put_watched": the same put to a key under the cluster's prefix, which all three nodes watch —
         # what fanning one write out to three watchers costs on this machine.
@@ -102,7 +112,7 @@ async def bench_a(c: Cluster, etcd: EtcdCluster, n: int) -> dict[str, float]:
         for i in range(n + 10):
             order = order[1:] + order[:1]
             for kind in order:
-                await asyncio.sleep(PAUSE_S)  # the same pause before every sample
+                await settle()  # the same quiet cluster before every sample
                 t = time.perf_counter()
                 await kinds[kind](i)
                 if i >= 10:  # warm-up
