@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Installs what taskward needs on a Debian/Ubuntu machine: etcd and redis-cli from the OS, and the
-# package with its test tools into ./.venv. Safe to run again.
+# Installs what taskward needs on a Debian/Ubuntu machine: etcd, redis-cli and openssl (the tests make
+# their own TLS certificates) from the OS, and the package with its test tools into ./.venv.
+# Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
+command -v openssl >/dev/null || missing+=(openssl)  # the tests make their own etcd TLS certificates
 if ((${#missing[@]})); then
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"

@@ -11,11 +11,14 @@ from pathlib import Path
 import grpc
 
 from tests.procs import TIMEOUT_MULT, free_port
+from tests.tls_certs import TlsFiles
 
 
 class EtcdMember:
-    def __init__(self, name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str) -> None:
+    def __init__(self, name: str, data_dir: Path, client_port: int, peer_port: int, initial_cluster: str,
+                 tls: TlsFiles | None = None) -> None:
         self.name = name
+        self.tls = tls
         self.data_dir = data_dir
         self.client_port = client_port
         self.peer_port = peer_port
@@ -25,7 +28,7 @@ class EtcdMember:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.client_port}"
+        return f"{'https' if self.tls else 'http'}://127.0.0.1:{self.client_port}"
 
     def start(self, *, new: bool = True) -> None:
         cmd = [
@@ -37,6 +40,9 @@ class EtcdMember:
             "--initial-cluster-state", "new" if new else "existing",
             "--heartbeat-interval", "100", "--election-timeout", "1000",
         ]
+        if self.tls:  # clients must present a certificate signed by the test CA
+            cmd += ["--cert-file", str(self.tls.server_cert), "--key-file", str(self.tls.server_key),
+                    "--trusted-ca-file", str(self.tls.ca), "--client-cert-auth"]
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT)
         log.close()
@@ -65,10 +71,13 @@ class EtcdMember:
 
 
 class EtcdCluster:
-    def __init__(self, root: Path, size: int = 3) -> None:
+    def __init__(self, root: Path, size: int = 3, *, tls: TlsFiles | None = None) -> None:
         ports = [(free_port(), free_port()) for _ in range(size)]
         initial = ",".join(f"e{i}=http://127.0.0.1:{pp}" for i, (_, pp) in enumerate(ports))
-        self.members = [EtcdMember(f"e{i}", root / f"e{i}", cp, pp, initial) for i, (cp, pp) in enumerate(ports)]
+        self.tls = tls
+        self.root_password = ""
+        self.auth_metadata: tuple[tuple[str, str], ...] = ()
+        self.members = [EtcdMember(f"e{i}", root / f"e{i}", cp, pp, initial, tls) for i, (cp, pp) in enumerate(ports)]
 
     @property
     def endpoints(self) -> str:
@@ -85,16 +94,46 @@ class EtcdCluster:
         from aetcd import rpc
 
         deadline = time.monotonic() + timeout * TIMEOUT_MULT
-        target = "ipv4:" + ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
-        with grpc.insecure_channel(target) as ch:
+        with self.channel() as ch:
             kv = rpc.rpc_pb2_grpc.KVStub(ch)
             while time.monotonic() < deadline:
                 try:
-                    kv.Put(rpc.PutRequest(key=b"/health-probe", value=b"1"), timeout=1)
+                    kv.Put(rpc.PutRequest(key=b"/health-probe", value=b"1"), timeout=1, metadata=self.auth_metadata)
                     return
-                except grpc.RpcError:
+                except grpc.RpcError as exc:
+                    if exc.code() == grpc.StatusCode.UNAUTHENTICATED and self.root_password:
+                        self._login(ch)  # a restarted member forgot our token
                     time.sleep(0.1)
         raise TimeoutError("etcd cluster not healthy")
+
+    def channel(self) -> grpc.Channel:
+        """A blocking channel to every member, with the test CA's client certificate when TLS is on."""
+        target = "ipv4:" + ",".join(f"127.0.0.1:{m.client_port}" for m in self.members)
+        if self.tls is None:
+            return grpc.insecure_channel(target)
+        creds = grpc.ssl_channel_credentials(self.tls.ca.read_bytes(), self.tls.client_key.read_bytes(),
+                                             self.tls.client_cert.read_bytes())
+        return grpc.secure_channel(target, creds)
+
+    def enable_auth(self, root_password: str) -> None:
+        """User ``root`` (role ``root``), then auth on: every request must carry a token from now on."""
+        from aetcd import rpc
+
+        with self.channel() as ch:
+            auth = rpc.rpc_pb2_grpc.AuthStub(ch)
+            auth.UserAdd(rpc.AuthUserAddRequest(name="root", password=root_password), timeout=5)
+            auth.RoleAdd(rpc.AuthRoleAddRequest(name="root"), timeout=5)
+            auth.UserGrantRole(rpc.AuthUserGrantRoleRequest(user="root", role="root"), timeout=5)
+            auth.AuthEnable(rpc.AuthEnableRequest(), timeout=5)
+            self.root_password = root_password
+            self._login(ch)
+
+    def _login(self, ch: grpc.Channel) -> None:
+        from aetcd import rpc
+
+        resp = rpc.rpc_pb2_grpc.AuthStub(ch).Authenticate(
+            rpc.AuthenticateRequest(name="root", password=self.root_password), timeout=5)
+        self.auth_metadata = (("token", resp.token),)
 
     def stop(self) -> None:
         for m in self.members:

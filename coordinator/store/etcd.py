@@ -9,6 +9,7 @@ nothing above this module ever sees an etcd exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
@@ -29,7 +30,7 @@ from coordinator.store.base import (
     WatchEventType,
     WatchGap,
 )
-from node.errors import CoordinatorUnavailable
+from node.errors import ConfigError, CoordinatorUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +60,9 @@ def channel_target(endpoints: Sequence[str]) -> str:
     return "ipv4:" + ",".join(hosts)
 
 
-def _read_tls(cacert: str, key: str, cert: str) -> tuple[bytes, bytes | None, bytes | None]:
-    """Read once at start-up (before the loop serves anything)."""
-    return (Path(cacert).read_bytes(), Path(key).read_bytes() if key else None,
+def _read_tls(cacert: str, key: str, cert: str) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """Read once at start-up (before the loop serves anything); no CA file means the system's roots."""
+    return (Path(cacert).read_bytes() if cacert else None, Path(key).read_bytes() if key else None,
             Path(cert).read_bytes() if cert else None)
 
 
@@ -86,23 +87,32 @@ class EtcdStore(ClusterStore):
         target = channel_target(self._o.endpoints)
         options = [("grpc.lb_policy_name", "pick_first"), ("grpc.enable_retries", 1),
                    ("grpc.keepalive_time_ms", 5000), ("grpc.keepalive_timeout_ms", 2000)]
-        if self._o.cacert:
-            creds = grpc.ssl_channel_credentials(*_read_tls(self._o.cacert, self._o.key, self._o.cert))
+        if self._o.cacert or self._o.cert or any(e.startswith("https://") for e in self._o.endpoints):
+            try:
+                creds = grpc.ssl_channel_credentials(*_read_tls(self._o.cacert, self._o.key, self._o.cert))
+            except OSError as exc:
+                raise ConfigError(f"cannot read the etcd TLS files: {exc}") from None
             self._channel = grpc.aio.secure_channel(target, creds, options=options)
         else:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         self._kv = rpc.KVStub(self._channel)
         self._lease = rpc.LeaseStub(self._channel)
         self._watch = rpc.WatchStub(self._channel)
-        if self._o.user:
-            try:
-                resp = await rpc.AuthStub(self._channel).Authenticate(
-                    rpc.AuthenticateRequest(name=self._o.user, password=self._o.password), timeout=self._o.timeout_s
-                )
-            except grpc.aio.AioRpcError as exc:
-                raise CoordinatorUnavailable(f"etcd authentication failed: {exc.details()}") from None
-            self._metadata = (("token", resp.token),)
+        await self._authenticate()
         await self.get("members/")  # fail fast when unreachable
+
+    async def _authenticate(self) -> None:
+        """Get a token for ``user`` (when set). etcd forgets its simple tokens when it restarts or after
+        a while unused, so this runs again whenever a call is refused as unauthenticated."""
+        if not self._o.user:
+            return
+        try:
+            resp = await rpc.AuthStub(self._channel).Authenticate(
+                rpc.AuthenticateRequest(name=self._o.user, password=self._o.password), timeout=self._o.timeout_s
+            )
+        except grpc.aio.AioRpcError as exc:
+            raise CoordinatorUnavailable(f"etcd authentication failed: {exc.details()}") from None
+        self._metadata = (("token", resp.token),)
 
     async def close(self) -> None:
         if self._channel is not None:
@@ -110,12 +120,24 @@ class EtcdStore(ClusterStore):
             self._channel = None
 
     async def _call(self, method: object, request: object) -> object:
-        try:
-            return await method(request, timeout=self._o.timeout_s, metadata=self._metadata)  # type: ignore[operator]
-        except grpc.aio.AioRpcError as exc:
-            raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
-        except asyncio.CancelledError:
-            raise
+        for attempt in (1, 2):
+            try:
+                return await method(request, timeout=self._o.timeout_s, metadata=self._metadata)  # type: ignore[operator]
+            except grpc.aio.AioRpcError as exc:
+                if attempt == 1 and self._token_refused(exc):
+                    await self._authenticate()
+                    continue
+                raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
+        raise AssertionError("unreachable")
+
+    def _token_refused(self, exc: grpc.aio.AioRpcError) -> bool:
+        return bool(self._o.user) and exc.code() == grpc.StatusCode.UNAUTHENTICATED
+
+    async def _renew_if_refused(self, exc: grpc.aio.AioRpcError) -> None:
+        """A stream refused for its token: get a new one, so the caller's retry goes through."""
+        if self._token_refused(exc):
+            with contextlib.suppress(CoordinatorUnavailable):
+                await self._authenticate()
 
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         key = self._k(prefix)
@@ -161,6 +183,7 @@ class EtcdStore(ClusterStore):
             async for resp in call:
                 return bool(resp.TTL > 0)
         except grpc.aio.AioRpcError as exc:
+            await self._renew_if_refused(exc)
             raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
         finally:
             call.cancel()
@@ -194,6 +217,7 @@ class EtcdStore(ClusterStore):
                     etype = WatchEventType.DELETE if ev.type == rpc.Event.DELETE else WatchEventType.PUT
                     yield WatchEvent(etype, self._unk(ev.kv.key), ev.kv.value, ev.kv.mod_revision)
         except grpc.aio.AioRpcError as exc:
+            await self._renew_if_refused(exc)
             raise CoordinatorUnavailable(f"etcd watch: {exc.code().name} {exc.details()}") from None
         finally:
             stop.set()
