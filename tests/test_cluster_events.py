@@ -22,6 +22,7 @@ from tests.cluster_procs import (
 )
 from tests.etcd_procs import EtcdCluster
 from tests.grpc_proxy import CountingProxy
+from tests.procs import TIMEOUT_MULT
 
 pytestmark = pytest.mark.needs_etcd
 
@@ -61,7 +62,7 @@ def test_running_children_are_followed_not_polled(proxied: tuple[Cluster, dict[s
     # Following the streams it asks once (the poll that makes the stream trustworthy for that child).
     assert all(1 <= k <= 2 for k in polls.values()), (polls, leader.node_id)
     # The completion events wake the leader: the record is done soon after the last child, not a tick later.
-    assert took < duration + 1.5, took
+    assert took < duration + 1.5 * TIMEOUT_MULT, took
     kids = recursive(c.nodes[1], tid)[1:]
     assert [(s.stats.state, s.progress_completed, s.progress_total) for s in kids] == [("done", 8.0, 8.0)] * 3
 
