@@ -230,7 +230,12 @@ def rounds_main(doc: str | None, scratch_name: str,
     p.add_argument("--seconds", type=float, default=2.5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--max-calls", type=int, default=200_000)
-    args = p.parse_args()
+    return run_in_scratch(bench, p.parse_args(), scratch_name)
+
+
+def run_in_scratch(bench: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]], args: argparse.Namespace,
+                   scratch_name: str) -> int:
+    """Run one bench in a fresh scratch dir, then say how busy the rest of the machine was meanwhile."""
     machine = MachineLoad()
     with scratch_dir(scratch_name) as scratch:
         code = asyncio.run(bench(args, scratch))

@@ -36,9 +36,9 @@ from _common import REPO, MachineLoad, md_table, run_load, scratch_dir
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from tests.cluster_procs import Cluster, poll
+from tests.cluster_procs import Cluster
 from tests.etcd_procs import EtcdCluster
-from tests.procs import NodeProc
+from tests.procs import NodeProc, poll
 
 LEASE_TTL = 3
 TARGET_A = 4.0

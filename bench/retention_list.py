@@ -19,7 +19,6 @@ dir with the same flags (its start-up time and RSS).
 from __future__ import annotations
 
 import argparse
-import asyncio
 import random
 import re
 import sqlite3
@@ -30,7 +29,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from _common import Load, MachineLoad, md_table, rss_mb, scratch_dir, spawn_script, start_node, stop_node
+from _common import Load, md_table, rss_mb, run_in_scratch, spawn_script, start_node, stop_node
 
 from node.events import Event, EventType
 from node.model import TaskRecord, new_task_id
@@ -196,12 +195,7 @@ def main() -> int:
     p.add_argument("--tasks", type=int, default=100_000)
     p.add_argument("--calls", type=int, default=200)
     p.add_argument("--seed", type=int, default=7)
-    args = p.parse_args()
-    machine = MachineLoad()
-    with scratch_dir("retention") as scratch:
-        code = asyncio.run(bench(args, scratch))
-    print(f"\n{machine.report()}")
-    return code
+    return run_in_scratch(bench, p.parse_args(), "retention")
 
 
 if __name__ == "__main__":

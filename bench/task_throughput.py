@@ -28,7 +28,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from _common import MachineLoad, cpu_seconds, md_table, py_spy, run_load, scratch_dir, start_node, stop_node
+from _common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node
 
 from node.events import Event, EventType
 from node.model import TaskRecord, new_task_id
@@ -291,12 +291,7 @@ def main() -> int:
     p.add_argument("--node-arg", action="append", default=[], help="extra argument for `taskward node`")
     p.add_argument("--max-seconds", type=float, default=30.0)
     p.add_argument("--profile", metavar="FILE", help="py-spy the node during the timed phase (collapsed stacks)")
-    args = p.parse_args()
-    machine = MachineLoad()
-    with scratch_dir("tasks") as scratch:
-        code = asyncio.run(bench(args, scratch))
-    print(f"\n{machine.report()}")
-    return code
+    return run_in_scratch(bench, p.parse_args(), "tasks")
 
 
 if __name__ == "__main__":

@@ -40,14 +40,8 @@ class ClusterSnapshot:
     tasks: Mapping[str, ClusterTask] = field(default_factory=dict)
     active: Mapping[str, ClusterTask] = field(default_factory=dict)
     """The tasks the leader has to look at each cycle: unfinished ones, and finished ones with a child
-    marked down (see ``needs_leader``). Kept apart so a cycle costs O(active), not O(retained history)."""
+    marked down (``ClusterTask.may_run_orphaned``). Kept apart so a cycle costs O(active), not O(retained history)."""
     stale: bool = True
-
-
-def needs_leader(t: ClusterTask) -> bool:
-    """Unfinished, or finished with a started child whose node was marked down: that node may come back
-    still running the child, which the leader must then stop."""
-    return not t.state.finished or any(c.down_since and c.task_id for c in t.children)
 
 
 class ClusterCache:
@@ -126,7 +120,7 @@ class ClusterCache:
                 self._tasks.pop(tid, None)
             else:
                 self._tasks[tid] = t
-            if t is not None and needs_leader(t):
+            if t is not None and (not t.state.finished or t.may_run_orphaned):
                 self._active[tid] = t
             else:
                 self._active.pop(tid, None)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -76,19 +76,13 @@ class _Stream:
     generation: int = 0  # 0: not established
 
 
-@dataclass(slots=True)
-class _Group:
-    """The news about one cluster task's child on one node: the child's own and its descendants'."""
-
-    latest: dict[str, News] = field(default_factory=dict)
-
-
 class ChildEvents:
     def __init__(self, clients: NodeClients, on_change: Callable[[], None]) -> None:
         self._clients = clients
         self._on_change = on_change
         self._streams: dict[str, _Stream] = {}
-        self._groups: dict[tuple[str, str], _Group] = {}
+        # (node, cluster task) -> task id -> latest news: one child's own and its descendants'
+        self._groups: dict[tuple[str, str], dict[str, News]] = {}
         self._followed: dict[str, _Followed] = {}
         self._generations = 0
         self._stamp = 0
@@ -153,7 +147,7 @@ class ChildEvents:
         news = News(stamp=self._stamp, state=state, progress=ev.type != "task.started",
                     progress_completed=ev.progress_completed, progress_total=ev.progress_total, error=ev.error,
                     time=float(ev.time.seconds))
-        self._groups.setdefault((node, ev.cluster_parent_id), _Group()).latest[ev.task_id] = news
+        self._groups.setdefault((node, ev.cluster_parent_id), {})[ev.task_id] = news
         if state.finished:
             self._on_change()  # a child (or a descendant) finished: worth a cycle now, not at the next tick
 
@@ -176,9 +170,9 @@ class ChildEvents:
         group = self._groups.get((c.node, cluster_id))
         if group is None:
             return c
-        if any(n.stamp > f.mark for tid, n in group.latest.items() if tid != c.task_id):
+        if any(n.stamp > f.mark for tid, n in group.items() if tid != c.task_id):
             return None  # a descendant changed: the child's rolled-up progress is only known by polling
-        own = group.latest.get(c.task_id)
+        own = group.get(c.task_id)
         if own is None or own.stamp <= f.applied:
             return c
         if own.state.finished and own.progress_total == 0:

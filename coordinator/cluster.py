@@ -166,26 +166,24 @@ class Coordinator:
         self._kick_after_batch()
 
     async def run_cycle(self, *, new_only: bool = False) -> str:
-        status = await self._lead(new_only)
-        if not status.startswith("leading") and self._child_events.active:
+        snap = self.cache.snapshot
+        if not snap.stale and snap.leader == self.node_id:
+            self._child_events.sync(snap.members)
+            try:
+                n = await self._leader.drive_all(snap, new_only=new_only)
+                return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
+            except NotLeader:
+                status = "deposed: no longer the leader"
+        elif snap.stale:
+            status = "cluster replica stale: not leading"
+        elif snap.leader is None:
+            await self._election.campaign(self.membership.lease)
+            status = "leader election in progress"
+        else:
+            status = f"following leader {snap.leader}"
+        if self._child_events.active:
             await self._child_events.close()  # not (or no longer) the leader: stop following the nodes
         return status
-
-    async def _lead(self, new_only: bool) -> str:
-        snap = self.cache.snapshot
-        if snap.stale:
-            return "cluster replica stale: not leading"
-        if snap.leader is None:
-            await self._election.campaign(self.membership.lease)
-            return "leader election in progress"
-        if snap.leader != self.node_id:
-            return f"following leader {snap.leader}"
-        self._child_events.sync(snap.members)
-        try:
-            n = await self._leader.drive_all(snap, new_only=new_only)
-        except NotLeader:
-            return "deposed: no longer the leader"
-        return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
 
     # ------------------------------------------------------------------ reads (ClusterView)
 

@@ -53,15 +53,16 @@ class Forwarder:
         forward = asyncio.ensure_future(self.call(method, req))
         self._background.add(forward)
         forward.add_done_callback(self._finished)
-        seen = asyncio.ensure_future(self._cache.wait_for_task(req.cluster_task_id) if early_ack else forward)
-        try:
-            await asyncio.wait((forward, seen), return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            if seen is not forward:
+        if early_ack:
+            seen = asyncio.ensure_future(self._cache.wait_for_task(req.cluster_task_id))
+            try:
+                await asyncio.wait((forward, seen), return_when=asyncio.FIRST_COMPLETED)
+            finally:
                 seen.cancel()
-        if not forward.done():
-            return req.cluster_task_id
-        task_id = str(forward.result().task_id)  # type: ignore[attr-defined]  # may differ: idempotency key
+            if not forward.done():
+                return req.cluster_task_id
+        resp = await asyncio.shield(forward)
+        task_id = str(resp.task_id)  # type: ignore[attr-defined]  # may differ: idempotency key
         await self.until_replicated(task_id)
         return task_id
 

@@ -66,9 +66,8 @@ def expired(tasks: Iterable[ClusterTask], now: float) -> list[ClusterTask]:
 
 
 def orphan_suspect(c: ClusterChild, members: Mapping[str, Member]) -> bool:
-    """A child failed while its node was away past the grace (``down_since`` kept), whose node is back:
-    the node may still run it (a retryable child is re-queued on restart), so it must be stopped there."""
-    return c.state.finished and bool(c.task_id) and bool(c.down_since) and c.node in members
+    """A child failed while its node was away, whose node is back: it must be stopped there."""
+    return c.failed_while_away and c.node in members
 
 
 def mark_down(c: ClusterChild, node: str, now: float, grace_s: float) -> ClusterChild:

@@ -45,6 +45,12 @@ class ClusterChild:
     start_time: float = 0.0
     end_time: float = 0.0
 
+    @property
+    def failed_while_away(self) -> bool:
+        """Started, then failed as unavailable while its node was away past the grace (``down_since`` is
+        kept): a node that comes back may still run it (a retryable child is re-queued on restart)."""
+        return self.state.finished and bool(self.task_id) and bool(self.down_since)
+
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class ClusterTask:
@@ -67,6 +73,11 @@ class ClusterTask:
     entity: str = ""
     is_abortable: bool = True
     progress_units: str = ""
+
+    @property
+    def may_run_orphaned(self) -> bool:
+        """Finished, with a child its node may still run (``ClusterChild.failed_while_away``)."""
+        return self.state.finished and any(c.failed_while_away for c in self.children)
 
     def child(self, node: str) -> ClusterChild | None:
         return next((c for c in self.children if c.node == node), None)

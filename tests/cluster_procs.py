@@ -16,38 +16,15 @@ import uuid
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 
 from node.pb.taskward.v1 import cluster_pb2 as cpb
 from node.pb.taskward.v1 import tasks_pb2 as pb
-from tests.procs import TIMEOUT_MULT, NodeProc
-
-T = TypeVar("T")
+from tests.procs import TIMEOUT_MULT, NodeProc, poll
 
 LEASE_TTL = 3
 CLUSTER_TASKS = ["--tasks", "tests.sample_tasks"]
-
-
-def deadline_after(seconds: float) -> float:
-    return time.monotonic() + seconds * TIMEOUT_MULT
-
-
-def poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
-    """Call ``fn`` until it returns something other than None/False; TimeoutError after ``timeout``."""
-    end = deadline_after(timeout)
-    last_exc: Exception | None = None
-    while True:
-        try:
-            value = fn()
-            if value is not None and value is not False:
-                return value
-        except grpc.RpcError as exc:  # a node restarting: try again until the deadline
-            last_exc = exc
-        if time.monotonic() > end:
-            raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
-        time.sleep(interval)
 
 
 def unique_cluster_name(hint: str = "") -> str:

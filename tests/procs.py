@@ -8,15 +8,19 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 TIMEOUT_MULT = float(os.environ.get("TASKWARD_TEST_TIMEOUT_MULT", "1"))
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -24,6 +28,26 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
+
+
+def deadline_after(seconds: float) -> float:
+    return time.monotonic() + seconds * TIMEOUT_MULT
+
+
+def poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float = 0.05) -> T:
+    """Call ``fn`` until it returns something other than None/False; TimeoutError after ``timeout``."""
+    end = deadline_after(timeout)
+    last_exc: Exception | None = None
+    while True:
+        try:
+            value = fn()
+            if value is not None and value is not False:
+                return value
+        except grpc.RpcError as exc:  # a node restarting: try again until the deadline
+            last_exc = exc
+        if time.monotonic() > end:
+            raise TimeoutError(f"timed out after {timeout}s waiting for {what} (last error: {last_exc})")
+        time.sleep(interval)
 
 
 def taskward_cmd() -> list[str]:
@@ -127,3 +151,14 @@ def run_cli(node: NodeProc, *args: str, timeout: float = 60.0,
     cmd = [*taskward_cmd(), "tasks", "-h", "127.0.0.1", "-p", str(node.port), *args]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout * TIMEOUT_MULT, cwd=REPO,
                           env={**os.environ, **(env or {})}, check=False)
+
+
+@contextmanager
+def new_test_module(node: NodeProc) -> Iterator[pb_grpc.TestApiStub]:
+    """Module ``test`` registered for the duration of the block."""
+    t = node.test_stub()
+    t.RegisterTestModule(pb.Empty())
+    try:
+        yield t
+    finally:
+        t.UnregisterTestModule(pb.Empty())

@@ -5,12 +5,10 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from tests.procs import REPO, TIMEOUT_MULT, NodeProc, run_cli, taskward_cmd
+from tests.procs import REPO, TIMEOUT_MULT, NodeProc, new_test_module, run_cli, taskward_cmd
 
 LIST_COLUMNS = ["task_id", "type", "kind", "scope", "state", "sequence_number", "keyspace", "table", "entity",
                 "shard", "start_time", "end_time"]
@@ -18,16 +16,6 @@ UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]
 ISO_RE = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$")
 EPOCH = "1970-01-01T00:00:00Z"
 UNKNOWN = "deadbeef-0000-4000-8000-00000000abcd"
-
-
-@contextmanager
-def new_test_module(node: NodeProc) -> Iterator[pb_grpc.TestApiStub]:
-    t = node.test_stub()
-    t.RegisterTestModule(pb.Empty())
-    try:
-        yield t
-    finally:
-        t.UnregisterTestModule(pb.Empty())
 
 
 def create(t: pb_grpc.TestApiStub, **kw: object) -> str:

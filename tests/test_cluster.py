@@ -21,7 +21,6 @@ from tests.cluster_procs import (
     etcd_keys,
     in_parallel,
     pause,
-    poll,
     recursive,
     resume,
     start_cluster_task,
@@ -32,7 +31,7 @@ from tests.cluster_procs import (
     wait_task,
 )
 from tests.etcd_procs import EtcdCluster
-from tests.procs import TIMEOUT_MULT, NodeProc
+from tests.procs import TIMEOUT_MULT, NodeProc, poll
 
 SLEEP = "sleep"
 

@@ -12,7 +12,6 @@ import pytest
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from tests.cluster_procs import (
     Cluster,
-    poll,
     recursive,
     start_cluster_task,
     status,
@@ -22,7 +21,7 @@ from tests.cluster_procs import (
 )
 from tests.etcd_procs import EtcdCluster
 from tests.grpc_proxy import CountingProxy
-from tests.procs import TIMEOUT_MULT
+from tests.procs import TIMEOUT_MULT, poll
 
 pytestmark = pytest.mark.needs_etcd
 

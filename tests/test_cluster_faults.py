@@ -31,14 +31,13 @@ from node.pb.taskward.v1 import tasks_pb2 as pb
 from tests.cluster_procs import (
     Cluster,
     cluster_records,
-    deadline_after,
-    poll,
     started_times,
     status,
     unique_cluster_name,
     wait_finished,
 )
 from tests.etcd_procs import EtcdCluster
+from tests.procs import deadline_after, poll
 
 SEED = int(os.environ.get("TASKWARD_FAULT_SEED", "20261125"))
 TASKS = 100

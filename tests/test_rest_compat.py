@@ -17,7 +17,7 @@ import pytest
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from tests.conftest import NODE_ARGS
-from tests.procs import TIMEOUT_MULT, NodeProc
+from tests.procs import NodeProc, poll
 from tests.rest_procs import GatewayProc, client, expect_error
 
 LONG_TTL = 1_000_000
@@ -105,17 +105,6 @@ def finish(rest: httpx.Client, tid: str, error: str | None = None) -> None:
 
 def assert_task_does_not_exist(rest: httpx.Client, tid: str) -> None:
     expect_error(rest.get(f"/task_manager/task_status/{tid}"), 400, f"task with id {tid} not found")
-
-
-def poll(fn: Any, what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_MULT
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- ScyllaDB-style tests
@@ -210,7 +199,7 @@ def test_task_manager_ttl_expiry(rest: httpx.Client, user: bool) -> None:
         tid = ok(rest.post("/task_manager_test/test_task", params={"user_task": "true" if user else "false"}))
         finish(rest, tid)
         assert list_ids(rest) == [tid]
-        poll(lambda: list_ids(rest) == [], "ttl expiry")
+        poll(lambda: list_ids(rest) == [], 10, "ttl expiry")
         assert_task_does_not_exist(rest, tid)
 
 
@@ -278,7 +267,7 @@ def test_task_on_second_node_is_routed(cluster: tuple[NodeProc, NodeProc, Gatewa
     tid = stub.StartTask(pb.StartTaskRequest(module="builtin", type="sleep",
                                              args_json='{"duration": 30, "steps": 300}')).task_id
     assert tid not in list_ids(rest, "builtin"), "listing is the first node's own"
-    s = poll(lambda: (x := status(rest, tid))["state"] == "running" and x, "task running on n2")
+    s = poll(lambda: (x := status(rest, tid))["state"] == "running" and x, 10, "task running on n2")
     assert s["module"] == "builtin" and s["is_abortable"]
     expect_error(rest.get(f"/task_manager/wait_task/{tid}", params={"timeout": "0.2"}), 408)
     assert ok(rest.post(f"/task_manager/abort_task/{tid}")) is None

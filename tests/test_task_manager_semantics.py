@@ -15,24 +15,13 @@ import pytest
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
 from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from tests.procs import TIMEOUT_MULT, NodeProc
+from tests.procs import TIMEOUT_MULT, NodeProc, new_test_module, poll
 
 LONG_TTL = 1_000_000
 Code = grpc.StatusCode
 
 
 # ---------------------------------------------------------------- helpers
-
-
-@contextmanager
-def new_test_module(node: NodeProc) -> Iterator[pb_grpc.TestApiStub]:
-    """Module ``test`` registered for the duration of the block."""
-    t = node.test_stub()
-    t.RegisterTestModule(pb.Empty())
-    try:
-        yield t
-    finally:
-        t.UnregisterTestModule(pb.Empty())
 
 
 @contextmanager
@@ -65,17 +54,6 @@ def rpc_code(fn: Callable[..., Any], *args: Any, **kw: Any) -> tuple[grpc.Status
     return ei.value.code(), ei.value.details()
 
 
-def poll(fn: Callable[[], Any], what: str, timeout: float = 10.0) -> Any:
-    deadline = time.monotonic() + timeout * TIMEOUT_MULT
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def ids(stub: pb_grpc.TaskManagerStub, module: str = "test", **kw: Any) -> list[str]:
     return [t.task_id for t in stub.ListTasks(pb.ListTasksRequest(module=module, **kw)).tasks]
 
@@ -102,7 +80,7 @@ def running_status(stub: pb_grpc.TaskManagerStub, tid: str, ok: Callable[[pb.Tas
         assert s.stats.state in ("created", "running"), f"{tid} finished early: {s}"
         return s if s.stats.state == "running" and ok(s) else None
 
-    return poll(check, f"task {tid} running")
+    return poll(check, 10, f"task {tid} running")
 
 
 # ---------------------------------------------------------------- test module: listing and status
@@ -353,7 +331,7 @@ def test_abort_propagates_to_descendants(node: NodeProc) -> None:
         tasks = stub.ListTasks(pb.ListTasksRequest(module="sample", internal=True)).tasks
         return len(tasks) == 7 and all(x.state == "running" for x in tasks)
 
-    poll(whole_tree_running, "7 running tasks of sample:tree")
+    poll(whole_tree_running, 10, "7 running tasks of sample:tree")
     stub.AbortTask(pb.TaskIdRequest(task_id=root))
     w = wait_task(stub, root)
     assert (w.stats.state, w.error, w.aborted) == ("failed", "aborted", True)
