@@ -1,6 +1,7 @@
 """The leader's children, followed through the nodes' event streams instead of polled every cycle.
 
-While this node leads, it keeps one ``WatchEvents`` stream per live member and records, for every
+While this node leads, it keeps one ``WatchEvents`` stream per live member that an unfinished cluster
+task targets (none while the cluster is idle) and records, for every
 event about a cluster child's subtree (``cluster_parent_id`` set), the latest state of that task.
 The leader then drives a child from that record rather than asking its node each cycle.
 
@@ -21,13 +22,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import grpc
 
+from coordinator.cache import ClusterSnapshot
 from coordinator.node_client import NodeClients
-from coordinator.records import ClusterChild, Member
+from coordinator.records import ClusterChild
 from node.events import SUBSCRIBED
 from node.model import TaskState
 from node.pb.taskward.v1 import tasks_pb2 as pb
@@ -89,9 +91,13 @@ class ChildEvents:
 
     # ------------------------------------------------------------------ streams
 
-    def sync(self, members: Mapping[str, Member]) -> None:
-        """One stream per live member (called each cycle while leading); a member that restarted (new
-        instance) or moved gets a new stream at once rather than after the old one notices."""
+    def sync(self, snap: ClusterSnapshot) -> None:
+        """One stream per live member that an unfinished cluster task targets (called each cycle while
+        leading): an idle cluster streams nothing, since every node task's event would otherwise be sent
+        to the leader for nothing. A member that restarted (new instance) or moved gets a new stream at
+        once rather than after the old one notices."""
+        targeted = {n for t in snap.active.values() if not t.state.finished for n in t.target_nodes}
+        members = {n: m for n, m in snap.members.items() if n in targeted}
         for node in [n for n, s in self._streams.items()
                      if n not in members or (s.address, s.instance) != (members[n].address, members[n].instance)]:
             self._drop(node)

@@ -168,7 +168,7 @@ class Coordinator:
     async def run_cycle(self, *, new_only: bool = False) -> str:
         snap = self.cache.snapshot
         if not snap.stale and snap.leader == self.node_id:
-            self._child_events.sync(snap.members)
+            self._child_events.sync(snap)
             try:
                 n = await self._leader.drive_all(snap, new_only=new_only)
                 return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
