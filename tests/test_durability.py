@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import time
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import grpc
 import pytest
 
 from node.pb.taskward.v1 import tasks_pb2 as pb
+from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.procs import TIMEOUT_MULT, NodeProc
 
 
@@ -168,3 +170,28 @@ def test_event_stream_resumes_after_restart_without_gaps(crashy: NodeProc) -> No
     seqs = [e.sequence for e in resumed]
     assert seqs == list(range(last + 1, last + 1 + len(seqs)))
     assert [e.task_id for e in resumed[:3]] == [tid] * 3
+
+
+def test_a_live_stream_is_confirmed_at_once_and_ended_by_shutdown(node: NodeProc) -> None:
+    """The initial metadata says the subscription is registered, so an event published after it reaches
+    the stream; a node shutting down ends open streams with UNAVAILABLE rather than holding its stop."""
+    with grpc.insecure_channel(node.address) as ch:
+        stream = pb_grpc.TaskManagerStub(ch).WatchEvents(pb.WatchEventsRequest(live_only=True))
+        assert ("taskward-events", "subscribed") in stream.initial_metadata()
+        tid = start(node.stub(), "builtin", "sleep", duration=0, steps=1)
+        seen = []
+        for ev in stream:  # a live stream gets every event of a task started after it was confirmed
+            assert ev.task_id == tid
+            seen.append(ev.type)
+            if ev.type == "task.completed":
+                break
+        assert seen == ["task.started", "task.progress", "task.progress", "task.completed"]
+        assert node.proc is not None
+        t0 = time.monotonic()
+        node.proc.send_signal(signal.SIGTERM)
+        with pytest.raises(grpc.RpcError) as info:
+            next(stream)
+        assert info.value.code() == grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
+        assert "node shutting down; resume after sequence" in info.value.details()  # type: ignore[attr-defined]
+        assert time.monotonic() - t0 < 2.0 * TIMEOUT_MULT  # not held for the server's 2 s grace
+        assert node.proc.wait(15 * TIMEOUT_MULT) == 0
