@@ -21,6 +21,7 @@ import grpc
 
 from node.pb.taskward.v1 import cluster_pb2 as cpb
 from node.pb.taskward.v1 import tasks_pb2 as pb
+from tests.etcd_procs import range_prefix
 from tests.procs import TIMEOUT_MULT, NodeProc, poll
 
 LEASE_TTL = 3
@@ -245,17 +246,10 @@ def resume(n: NodeProc) -> None:
 
 
 def etcd_items(endpoints: str, prefix: str, timeout: float = 5.0, keys_only: bool = False) -> dict[str, bytes]:
-    """Keys (relative to ``prefix``) and values read straight from etcd, with aetcd's rpc stubs over a
-    plain grpc channel (as ``EtcdCluster.wait_healthy`` does)."""
-    from aetcd import rpc
-
+    """Keys (relative to ``prefix``) and values read straight from a plain-text etcd."""
     hosts = [e.split("://", 1)[-1] for e in endpoints.split(",")]
-    key = prefix.encode()
-    end = key[:-1] + bytes([key[-1] + 1])
     with grpc.insecure_channel("ipv4:" + ",".join(hosts)) as ch:
-        kv = rpc.rpc_pb2_grpc.KVStub(ch)
-        resp = kv.Range(rpc.RangeRequest(key=key, range_end=end, keys_only=keys_only), timeout=timeout)
-    return {k.key.decode()[len(prefix):]: k.value for k in resp.kvs}
+        return range_prefix(ch, prefix, keys_only=keys_only, timeout=timeout)
 
 
 def etcd_keys(endpoints: str, prefix: str, timeout: float = 5.0) -> list[str]:

@@ -128,6 +128,11 @@ class EtcdCluster:
             self.root_password = root_password
             self._login(ch)
 
+    def keys(self, prefix: str) -> list[str]:
+        """Keys under ``prefix`` (relative to it), read with this cluster's TLS files and token."""
+        with self.channel() as ch:
+            return sorted(range_prefix(ch, prefix, keys_only=True, metadata=self.auth_metadata))
+
     def _login(self, ch: grpc.Channel) -> None:
         from aetcd import rpc
 
@@ -138,6 +143,18 @@ class EtcdCluster:
     def stop(self) -> None:
         for m in self.members:
             m.stop()
+
+
+def range_prefix(ch: grpc.Channel, prefix: str, *, keys_only: bool = False,
+                 metadata: tuple[tuple[str, str], ...] = (), timeout: float = 5.0) -> dict[str, bytes]:
+    """Keys (relative to ``prefix``) and values read straight from etcd with aetcd's rpc stubs."""
+    from aetcd import rpc
+
+    key = prefix.encode()
+    resp = rpc.rpc_pb2_grpc.KVStub(ch).Range(
+        rpc.RangeRequest(key=key, range_end=key[:-1] + bytes([key[-1] + 1]), keys_only=keys_only),
+        timeout=timeout, metadata=metadata)
+    return {k.key.decode()[len(prefix):]: k.value for k in resp.kvs}
 
 
 def etcd_available() -> bool:

@@ -63,10 +63,11 @@ def refused(n: NodeProc, code: int = 1) -> str:
         n.stop()
 
 
-def run_one_cluster_task(c: Cluster) -> None:
+def run_one_cluster_task(c: Cluster) -> str:
     tid = start_cluster_task(c.nodes[-1], duration=0.2, steps=2)
-    final = wait_task(c.nodes[0], tid)
+    final = wait_task(c.nodes[-1], tid)  # the answering node has it at once; another may lag a moment
     assert (final.stats.state, len(final.children_ids)) == ("done", len(c.nodes))
+    return tid
 
 
 def test_tls_with_client_certificates(etcd_tls: EtcdCluster, tls: TlsFiles, tmp_path: Path) -> None:
@@ -75,7 +76,7 @@ def test_tls_with_client_certificates(etcd_tls: EtcdCluster, tls: TlsFiles, tmp_
     (tmp_path / "nodes").mkdir()
     try:
         c.start()
-        run_one_cluster_task(c)
+        tid = run_one_cluster_task(c)
     finally:
         c.stop()
     base = ["--etcd", etcd_tls.endpoints, "--cluster", c.name]
@@ -85,6 +86,7 @@ def test_tls_with_client_certificates(etcd_tls: EtcdCluster, tls: TlsFiles, tmp_
     assert "error: cluster store unavailable: etcd: UNAVAILABLE" in refused(untrusted)
     missing = NodeProc(tmp_path / "x3", node_id="x3", extra=[*base, "--etcd-cacert", str(tmp_path / "nope.crt")])
     assert "error: cannot read the etcd TLS files" in refused(missing, code=2)
+    assert etcd_tls.keys(f"/taskward/{c.name}/") == [f"tasks/{tid}"]  # the refused nodes wrote nothing
 
 
 def test_user_auth_and_login_again_after_etcd_restarts(etcd_auth: EtcdCluster, tmp_path: Path) -> None:
@@ -105,9 +107,11 @@ def test_user_auth_and_login_again_after_etcd_restarts(etcd_auth: EtcdCluster, t
     finally:
         c.stop()
     base = ["--etcd", etcd_auth.endpoints, "--cluster", name]
+    keys = etcd_auth.keys(f"/taskward/{name}/")
     wrong = NodeProc(tmp_path / "x1", node_id="x1", extra=[*base, "--etcd-user", "root"],
                      env={"TASKWARD_ETCD_PASSWORD": "wrong"})
     assert "error: cluster store unavailable: etcd authentication failed" in refused(wrong)
     anonymous = NodeProc(tmp_path / "x2", node_id="x2", extra=base)
     assert "error: cluster store unavailable: etcd: INVALID_ARGUMENT etcdserver: user name is empty" in \
         refused(anonymous)
+    assert etcd_auth.keys(f"/taskward/{name}/") == keys  # the refused nodes wrote nothing
