@@ -16,12 +16,23 @@ What events cannot say, the leader still polls for: a child whose descendants re
 rolled up from them, which its own events do not carry) and a child that finished without progress of
 its own (its final progress may be such a roll-up). Aborts are not followed at all: abort-requested
 tasks keep the AbortTask-then-poll path.
+
+Nothing is consumed. A child's latest news stays here until no unfinished cluster task needs it, and
+``follow`` applies it to the child *as the committed record holds it*, on every drive: news whose write
+was lost (a compare that failed) is simply applied again by the next drive, and news already written
+changes nothing. ``retain`` forgets a child's news and its trust together, so a forgotten child is
+polled before it is followed again.
+
+Defence in depth: a followed child is polled anyway once its last poll is ``reconcile_s`` old (a few
+seconds), so an event lost by any future bug costs seconds, never a task stuck ``running``. On an idle
+cluster there is nothing to reconcile; while tasks run it is one status call per child every few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -37,6 +48,7 @@ from node.pb.taskward.v1 import tasks_pb2 as pb
 logger = logging.getLogger(__name__)
 
 RETRY_S = 0.5
+RECONCILE_S = 5.0
 
 _STATES = {"task.started": TaskState.RUNNING, "task.progress": TaskState.RUNNING,
            "task.completed": TaskState.DONE, "task.failed": TaskState.FAILED, "task.aborted": TaskState.FAILED}
@@ -63,11 +75,11 @@ class Mark:
     stamp: int
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class _Followed:
     generation: int
     mark: int  # news received after this stamp is newer than what the poll could cover
-    applied: int  # the stamp of the child's own news last taken into its record
+    polled_at: float  # monotonic time of that poll: the child is polled again after ``reconcile_s``
 
 
 @dataclass(slots=True)
@@ -79,9 +91,11 @@ class _Stream:
 
 
 class ChildEvents:
-    def __init__(self, clients: NodeClients, on_change: Callable[[], None]) -> None:
+    def __init__(self, clients: NodeClients, on_change: Callable[[], None], *, reconcile_s: float = RECONCILE_S
+                 ) -> None:
         self._clients = clients
         self._on_change = on_change
+        self._reconcile_s = reconcile_s
         self._streams: dict[str, _Stream] = {}
         # (node, cluster task) -> task id -> latest news: one child's own and its descendants'
         self._groups: dict[tuple[str, str], dict[str, News]] = {}
@@ -159,35 +173,48 @@ class ChildEvents:
 
     # ------------------------------------------------------------------ the leader's questions
 
+    def trusted(self, c: ClusterChild) -> bool:
+        """Whether ``c`` is followed from its node's stream now (polled since the stream was established)."""
+        f = self._followed.get(c.task_id)
+        s = self._streams.get(c.node)
+        return f is not None and s is not None and s.generation == f.generation != 0
+
     def mark(self, node: str) -> Mark:
         return Mark(self._streams[node].generation if node in self._streams else 0, self._stamp)
 
     def polled(self, c: ClusterChild, mark: Mark) -> None:
         """The child was just polled successfully, after ``mark``: its events can be trusted from there."""
         if mark.generation and c.task_id:
-            self._followed[c.task_id] = _Followed(mark.generation, mark.stamp, mark.stamp)
+            self._followed[c.task_id] = _Followed(mark.generation, mark.stamp, time.monotonic())
 
     def follow(self, cluster_id: str, c: ClusterChild) -> ClusterChild | None:
-        """The child as its events tell it, or None when it must be polled."""
-        f = self._followed.get(c.task_id)
-        s = self._streams.get(c.node)
-        if f is None or s is None or not s.generation or s.generation != f.generation:
+        """The child (as the committed record holds it) moved on by its news, or None when it must be polled.
+
+        Pure in its news: asking twice gives the same answer, so a drive whose write is lost and the
+        drive that repeats it both carry the news."""
+        if not self.trusted(c):
             return None  # never polled since this stream was established: there may be a gap
+        f = self._followed[c.task_id]
+        if time.monotonic() - f.polled_at >= self._reconcile_s:
+            return None  # reconcile: trust the stream, but check the node now and then
         group = self._groups.get((c.node, cluster_id))
         if group is None:
             return c
         if any(n.stamp > f.mark for tid, n in group.items() if tid != c.task_id):
             return None  # a descendant changed: the child's rolled-up progress is only known by polling
         own = group.get(c.task_id)
-        if own is None or own.stamp <= f.applied:
+        if own is None or own.stamp <= f.mark:
             return c
         if own.state.finished and own.progress_total == 0:
             return None  # no progress of its own: its final progress may be rolled up from descendants
-        f.applied = own.stamp
         return apply(c, own)
 
     def retain(self, live: set[tuple[str, str, str]]) -> None:
-        """Forget what no unfinished cluster task needs: ``live`` holds (cluster task, node, child id)."""
+        """Forget what no unfinished cluster task needs: ``live`` holds (cluster task, node, child id).
+
+        ``live`` comes from the snapshot a cycle started with, which may lag the records: a child it
+        lacks loses its news *and* its trust together (both are keyed by what ``live`` holds), so it is
+        polled before it is followed again, and nothing it did in between is missed."""
         groups = {(node, cid) for cid, node, _ in live}
         children = {tid for _, _, tid in live}
         for key in [k for k in self._groups if k not in groups]:

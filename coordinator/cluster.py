@@ -63,7 +63,8 @@ class Coordinator:
         self._election = Election(store, node_id, instance)
         self._clients = NodeClients(token)
         self._to_leader = Forwarder(self._clients, self.cache, timeout_s=config.etcd_timeout_s)
-        self._child_events = ChildEvents(self._clients, self._full_cycle_after_batch)
+        self._child_events = ChildEvents(self._clients, self._full_cycle_after_batch,
+                                         reconcile_s=config.reconcile_interval_s)
         self._leader = Leader(self._election, self._clients, self._child_events,
                               dead_node_grace_s=config.dead_node_grace_s, rpc_timeout_s=config.child_rpc_timeout_s)
         self._tasks: list[asyncio.Task[None]] = []
@@ -111,6 +112,11 @@ class Coordinator:
             await self.membership.leave()
         await self._clients.close()
         await self._store.close()
+
+    @property
+    def child_events(self) -> ChildEvents:
+        """What this node, while leading, follows of its children's event streams."""
+        return self._child_events
 
     @property
     def is_leader(self) -> bool:
@@ -297,15 +303,14 @@ class Coordinator:
             ops.append(Put(IDEMPOTENCY + idempotency_key, t.id.encode()))
             extra.append(Compare(IDEMPOTENCY + idempotency_key, None))
         try:
-            await self._election.leader_txn(ops, extra)
+            result = await self._election.leader_txn(ops, extra)
         except NotLeader:
-            if idempotency_key:
-                existing = await self._store.get(IDEMPOTENCY + idempotency_key)
-                if existing is not None:
-                    return self._same_request(existing.value.decode(), t, idempotency_key)
-            if await self._store.get(TASKS + t.id) is not None:
-                raise InvalidArgument(f"task id {t.id} is already in use") from None
             raise CoordinatorUnavailable("leadership changed; retry") from None
+        if not result.succeeded:
+            existing = result.current.get(IDEMPOTENCY + idempotency_key) if idempotency_key else None
+            if existing is not None:
+                return self._same_request(existing.decode(), t, idempotency_key)
+            raise InvalidArgument(f"task id {t.id} is already in use")
         logger.info("cluster task %s (%s:%s) committed for nodes %s", t.id, module, type_name, ",".join(targets))
         self._kick_after_batch()
         await self._to_leader.until_replicated(t.id)
@@ -339,14 +344,19 @@ class Coordinator:
         if leader != self.node_id:
             await self._to_leader.call(stub.AbortTask, pb.TaskIdRequest(task_id=task_id))  # type: ignore[attr-defined]
             return
+        kv = await self._store.get(TASKS + task_id)
+        cur = decode_task(kv.value) if kv else None
         for _ in range(20):
-            kv = await self._store.get(TASKS + task_id)
-            cur = decode_task(kv.value) if kv else None
             if cur is None:
                 raise TaskNotFound(task_id)
             if cur.state.finished or cur.abort_requested:
                 return
-            if await self._leader.write(replace(cur, abort_requested=True), previous=cur):
+            try:
+                lost = await self._leader.write(replace(cur, abort_requested=True), previous=cur)
+            except NotLeader:
+                raise CoordinatorUnavailable("leadership changed; retry") from None
+            if lost is None:
                 self._request_full_cycle()
                 return
+            cur = lost.current  # the leader's cycle wrote in between: ask again on what it wrote
         raise CoordinatorUnavailable("could not record the abort; retry")

@@ -16,6 +16,8 @@ class CoordinatorConfig:
     etcd_timeout_s: float = 2.0
     dead_node_grace_s: float = 60.0
     child_rpc_timeout_s: float = 2.0
+    reconcile_interval_s: float = 5.0
+    """A child followed through its node's events is still polled this often (defence in depth)."""
     etcd_cacert: str = ""
     etcd_cert: str = ""
     etcd_key: str = ""
@@ -25,6 +27,8 @@ class CoordinatorConfig:
     def __post_init__(self) -> None:
         if self.loop_interval_s + 2 * self.etcd_timeout_s > self.lease_ttl_s:
             raise ConfigError("need loop_interval_s + 2*etcd_timeout_s <= lease_ttl_s")
+        if self.reconcile_interval_s <= 0:
+            raise ConfigError("reconcile interval must be > 0")
         if self.dead_node_grace_s < 0:
             raise ConfigError("dead node grace must be >= 0")
         if not self.cluster or "/" in self.cluster:

@@ -6,13 +6,17 @@ import logging
 from collections.abc import Sequence
 
 from coordinator.records import LEADER, encode_leader
-from coordinator.store.base import ClusterStore, Compare, Delete, Op
+from coordinator.store.base import ClusterStore, Compare, Delete, Op, TxnResult
 
 logger = logging.getLogger(__name__)
 
 
 class NotLeader(Exception):
-    """A guarded write found that the leader key is no longer ours: we were deposed."""
+    """A guarded write found that the leader key is no longer ours: we were deposed.
+
+    Only the leader key's guard raises this. Any other guard that fails (a record changed since it was
+    read) is an ordinary lost compare, answered as a ``TxnResult`` for the caller to retry: confusing
+    the two once made a leader drop news it had already counted as written."""
 
 
 class Election:
@@ -28,10 +32,15 @@ class Election:
             logger.info("node %s became the cluster leader", self.node_id)
         return won
 
-    async def leader_txn(self, ops: Sequence[Op], extra: Sequence[Compare] = ()) -> None:
-        """Apply ``ops`` only while the leader key is ours (fencing); raises ``NotLeader`` if not."""
-        if not await self._store.txn((Compare(LEADER, self._value), *extra), ops):
+    async def leader_txn(self, ops: Sequence[Op], extra: Sequence[Compare] = ()) -> TxnResult:
+        """Apply ``ops`` only while the leader key is ours (fencing) and every ``extra`` guard holds.
+
+        Raises ``NotLeader`` when the leader key is not ours. When only an ``extra`` guard failed, the
+        result is unsucceeded and carries the guarded keys' current values."""
+        result = await self._store.txn((Compare(LEADER, self._value), *extra), ops)
+        if not result.succeeded and result.current.get(LEADER) != self._value:
             raise NotLeader(self.node_id)
+        return result
 
     async def resign(self) -> None:
         try:

@@ -4,7 +4,13 @@ Each cycle reads the watched snapshot, brings each unfinished task one step forw
 children, follow running ones through their nodes' event streams and poll them only when the events
 cannot be trusted, fail children of nodes dead past the grace period, roll up the state) and writes
 a changed record in a transaction guarded by the leader key *and* the record's previous value, so a
-deposed leader cannot write and a concurrent abort is never overwritten. Children are
+deposed leader cannot write and a concurrent abort is never overwritten.
+
+A write that loses the record's compare is not dropped: the cycle's snapshot may simply not show the
+leader's own previous write yet (the replica is fed by a watch), or an abort came in between. The
+task is driven again from the record as committed, and what the children's events told is applied
+again, since it is taken from the streams afresh on every drive and never counted as written before
+the write that carries it is committed. Children are
 started with an idempotency key derived from the task id and attempt, so a new leader that repeats
 a start gets the child the old leader already started instead of running it twice.
 """
@@ -15,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 
 import grpc
 
@@ -23,7 +29,7 @@ from coordinator.cache import ClusterSnapshot
 from coordinator.child_events import ChildEvents
 from coordinator.election import Election, NotLeader
 from coordinator.node_client import NodeClients
-from coordinator.records import TASKS, ClusterChild, ClusterTask, Member, encode_task
+from coordinator.records import TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
 from coordinator.store.base import Compare, Delete, Put
 from node.model import TaskState
 from node.pb.taskward.v1 import tasks_pb2 as pb
@@ -34,6 +40,14 @@ PARALLEL_DRIVES = 32
 RETAIN_FINISHED = 1000
 RETAIN_S = 7 * 24 * 3600
 RETAIN_CHECK_S = 60.0
+MAX_LOST_WRITES = 5  # a record changing under every retry is left to the next cycle
+
+
+@dataclass(frozen=True, slots=True)
+class Lost:
+    """A fenced write whose record compare failed: ``current`` is the record as committed now (None: gone)."""
+
+    current: ClusterTask | None
 
 
 def child_key(task_id: str, attempt: int) -> str:
@@ -112,24 +126,33 @@ class Leader:
 
     async def _drive_guarded(self, t: ClusterTask, members: Mapping[str, Member]) -> None:
         async with self._sem:
-            try:
-                new = await self._drive(t, members)
-            except NotLeader:
-                raise
-            except Exception:
-                logger.exception("driving cluster task %s failed; retrying next cycle", t.id)
-                return
-            if new != t:
-                await self.write(new, previous=t)
+            for _ in range(MAX_LOST_WRITES):
+                try:
+                    new = await self._drive(t, members)
+                except NotLeader:
+                    raise
+                except Exception:
+                    logger.exception("driving cluster task %s failed; retrying next cycle", t.id)
+                    return
+                if new == t:
+                    return
+                lost = await self.write(new, previous=t)
+                if lost is None or lost.current is None:
+                    return
+                logger.debug("cluster task %s changed since the snapshot; driving it from the committed record", t.id)
+                t = lost.current
+            logger.warning("cluster task %s kept changing under %d writes; next cycle", t.id, MAX_LOST_WRITES)
 
-    async def write(self, new: ClusterTask, *, previous: ClusterTask | None) -> bool:
-        """Fenced compare-and-swap of one record; False when someone changed it meanwhile."""
-        extra = (Compare(TASKS + new.id, encode_task(previous) if previous else None),)
-        try:
-            await self._election.leader_txn((Put(TASKS + new.id, encode_task(new)),), extra)
-        except NotLeader:
-            return False
-        return True
+    async def write(self, new: ClusterTask, *, previous: ClusterTask | None) -> Lost | None:
+        """Fenced compare-and-swap of one record: None once ``new`` is committed, else the record as it is.
+        Raises ``NotLeader`` when deposed."""
+        key = TASKS + new.id
+        result = await self._election.leader_txn(
+            (Put(key, encode_task(new)),), (Compare(key, encode_task(previous) if previous else None),))
+        if result.succeeded:
+            return None
+        raw = result.current.get(key)
+        return Lost(decode_task(raw) if raw is not None else None)
 
     async def _drive(self, t: ClusterTask, members: Mapping[str, Member]) -> ClusterTask:
         now = time.time()

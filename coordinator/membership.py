@@ -48,7 +48,7 @@ class Membership:
                 raise DuplicateNode(self.me.id, old.address)
             if cur.lease:
                 await self.store.revoke_lease(cur.lease)  # drops our old leader key too, if any
-            if await self.store.txn((Compare(self.key, cur.value),), (Put(self.key, value, self.lease),)):
+            if (await self.store.txn((Compare(self.key, cur.value),), (Put(self.key, value, self.lease),))).succeeded:
                 break
         logger.info("registered as member %s (%s) with lease %x", self.me.id, self.me.address, self.lease)
 

@@ -245,8 +245,10 @@ def cmd_start(c: Client, a: argparse.Namespace) -> int:
 
 
 def cmd_nodes(c: Client, a: argparse.Namespace) -> int:
-    rows = [node_pb_to_dict(n) for n in c.call("ListNodes", pb.ListNodesRequest()).nodes]
-    print(_table(rows, NODE_COLUMNS))
+    resp = c.call("ListNodes", pb.ListNodesRequest())
+    print(_table([node_pb_to_dict(n) for n in resp.nodes], NODE_COLUMNS))
+    if resp.stale:
+        print(f"warning: {c.address} has lost the cluster store; this is its last known view", file=sys.stderr)
     return 0
 
 

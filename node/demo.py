@@ -174,8 +174,7 @@ def main(argv: Sequence[str]) -> int:
             _print_tips(root)
             if a.once:
                 return 0 if state == "done" else 1
-            print(f"\nPress Ctrl-C to stop the demo (logs: {tmp}).", flush=True)
-            _wait_for_stop_signal()
+            _wait_for_stop_signal(f"\nPress Ctrl-C to stop the demo (logs: {tmp}).")
             return 0
         except KeyboardInterrupt:  # Ctrl-C before the operation finished
             return 130
@@ -184,11 +183,14 @@ def main(argv: Sequence[str]) -> int:
             print("demo stopped")
 
 
-def _wait_for_stop_signal() -> None:
-    """Sleep until SIGINT or SIGTERM. Python runs signal handlers on the main thread whichever
-    thread the kernel picked, and a short sleep returns to the interpreter to run them."""
+def _wait_for_stop_signal(prompt: str) -> None:
+    """Print ``prompt``, then sleep until SIGINT or SIGTERM. The prompt is printed inside the block that
+    takes the signal, so a Ctrl-C that follows it at once is a clean stop too. Python runs signal
+    handlers on the main thread whichever thread the kernel picked, and a short sleep returns to the
+    interpreter to run them."""
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
+        print(prompt, flush=True)
         while True:
             time.sleep(0.2)
 

@@ -113,7 +113,8 @@ class Cluster:
         return leaders[0] if len(leaders) == 1 else None
 
     def wait_formed(self, timeout: float = 30.0, nodes: Iterable[NodeProc] | None = None) -> str:
-        """Until every given (default: live) node lists exactly those members and the same one leader."""
+        """Until every given (default: live) node lists exactly those members and the same one leader, from a
+        live replica (a node that lost etcd keeps listing its last view, marked stale)."""
         group = list(nodes) if nodes is not None else self.alive
         want = sorted(n.node_id for n in group)
 
@@ -121,7 +122,7 @@ class Cluster:
             leaders = set()
             for n in group:
                 resp = self.members_seen_by(n)
-                if sorted(m.id for m in resp.nodes) != want:
+                if resp.stale or sorted(m.id for m in resp.nodes) != want:
                     return None
                 leaders.add(tuple(m.id for m in resp.nodes if m.leader))
             if len(leaders) == 1:
@@ -180,6 +181,49 @@ def wait_finished(nodes: Sequence[NodeProc], task_id: str, timeout: float = 30.0
         return None
 
     return poll(once, timeout, f"cluster task {task_id} to finish")
+
+
+def finished_by(c: Cluster, task_id: str, deadline: float) -> pb.TaskStatus:
+    """WaitTask until the monotonic ``deadline`` on a whole cluster; past it, an AssertionError that tells
+    what the cluster knows of the task (``explain_unfinished``)."""
+    left = deadline - time.monotonic()
+    if left > 0:
+        try:
+            return wait_task(c.nodes[0], task_id, timeout=left / TIMEOUT_MULT)
+        except grpc.RpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+    raise AssertionError(f"cluster task {task_id} did not finish in time\n{explain_unfinished(c, task_id)}")
+
+
+def explain_unfinished(c: Cluster, task_id: str) -> str:
+    """The task, the replicated record's children, each child's state on its own node, and the leader's view."""
+    lines = []
+    try:
+        leader = c.leader_seen_by(c.nodes[0])
+    except grpc.RpcError as exc:
+        leader = f"unknown ({exc.code().name})"
+    lines.append(f"leader: {leader}")
+    for n in c.nodes:
+        try:
+            st = status(n, task_id)
+            lines.append(f"  {n.node_id}{' (leader)' if n.node_id == leader else ''} sees {st.stats.state} "
+                         f"{st.progress_completed}/{st.progress_total} error={st.error!r}")
+        except grpc.RpcError as exc:
+            lines.append(f"  {n.node_id} cannot answer: {exc.code().name}")
+    record = cluster_records(c).get(task_id) if c.etcd_endpoints is not None else None
+    if record is None:
+        return "\n".join([*lines, "  no replicated record"])
+    lines.append(f"record: state={record.state} abort_requested={record.abort_requested} "
+                 f"targets={list(record.target_nodes)}")
+    for ch in record.children:
+        try:
+            own = status(c.node(ch.node), ch.task_id).stats.state if ch.task_id else "never started"
+        except grpc.RpcError as exc:
+            own = f"unknown ({exc.code().name})"
+        lines.append(f"  child {ch.task_id or '-'} on {ch.node}: record says {ch.state} "
+                     f"{ch.progress_completed}/{ch.progress_total} attempt={ch.attempt}, its node says {own}")
+    return "\n".join(lines)
 
 
 def children_running(n: NodeProc, task_id: str, count: int, timeout: float = 15.0) -> list[pb.ChildRef]:

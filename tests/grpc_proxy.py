@@ -5,13 +5,18 @@ leader included) only through the proxy, so the counts are what the node receive
 the tests' own calls go to the node's listen address directly and are not counted. Requests and
 answers are forwarded as raw bytes with their metadata (the bearer token) and deadline; a stream's
 initial metadata is passed on before its first message, as the node sent it.
+
+Stream faults, for the windows a follower of event streams must survive: ``break_streams`` ends every
+live stream with UNAVAILABLE (as a dropped connection does), ``hold_streams`` keeps new streams from
+reaching the node (not subscribed) until ``release_streams``, and ``drop_messages`` silently drops
+stream messages that a predicate picks (an event lost without any sign of it).
 """
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 
 import grpc
@@ -30,6 +35,10 @@ class CountingProxy:
         self._server = grpc.server(ThreadPoolExecutor(max_workers=32))
         self._server.add_generic_rpc_handlers((_Forward(self),))
         self._server.add_insecure_port(self.address)
+        self._live: set[grpc.Future] = set()
+        self._admit = threading.Event()
+        self._admit.set()
+        self._drop: Callable[[bytes], bool] = lambda raw: False
 
     def start(self) -> CountingProxy:
         self._server.start()
@@ -55,15 +64,44 @@ class CountingProxy:
             context.abort(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
             raise
 
+    def break_streams(self) -> None:
+        """End every live stream at once, as a connection lost between the peers does."""
+        with self._lock:
+            live = list(self._live)
+        for call in live:
+            call.cancel()
+
+    def hold_streams(self) -> None:
+        """New streams wait here, unsubscribed at the node, until ``release_streams``."""
+        self._admit.clear()
+
+    def release_streams(self) -> None:
+        self._admit.set()
+
+    def drop_messages(self, predicate: Callable[[bytes], bool]) -> None:
+        """Stream messages for which ``predicate(raw)`` holds are dropped without a trace."""
+        self._drop = predicate
+
     def stream(self, method: str, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
+        while not self._admit.wait(0.05):
+            if not context.is_active():
+                return
         call = self._upstream.unary_stream(method)(request, timeout=_timeout(context),
                                                    metadata=context.invocation_metadata())
         context.add_callback(call.cancel)
+        with self._lock:
+            self._live.add(call)
         try:
             context.send_initial_metadata(call.initial_metadata())
-            yield from call
+            for raw in call:
+                if not self._drop(raw):
+                    yield raw
         except grpc.RpcError as exc:
-            context.abort(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
+            code = grpc.StatusCode.UNAVAILABLE if exc.code() == grpc.StatusCode.CANCELLED else exc.code()
+            context.abort(code, exc.details() or "")  # type: ignore[attr-defined]
+        finally:
+            with self._lock:
+                self._live.discard(call)
 
 
 def _timeout(context: grpc.ServicerContext) -> float | None:

@@ -31,7 +31,7 @@ from tests.cluster_procs import (
     wait_task,
 )
 from tests.etcd_procs import EtcdCluster
-from tests.procs import TIMEOUT_MULT, NodeProc, poll
+from tests.procs import TIMEOUT_MULT, NodeProc, poll, run_cli
 
 SLEEP = "sleep"
 
@@ -504,6 +504,12 @@ def test_cut_off_from_etcd_serves_stale_reads_and_recovers(private_etcd: EtcdClu
                 listed = [t.task_id for t in n.stub().ListTasks(pb.ListTasksRequest(module="builtin")).tasks]
                 assert listed == [tid, spanning]
             assert time.monotonic() - t0 < 2 * LEASE_TTL * TIMEOUT_MULT
+            members = c.nodes[0].stub().ListNodes(pb.ListNodesRequest())
+            assert (members.stale, sorted(m.id for m in members.nodes)) == (True, ["n1", "n2", "n3"])
+            cli = run_cli(c.nodes[0], "nodes")
+            assert (cli.returncode, cli.stderr) == (0, f"warning: {c.nodes[0].address} has lost the cluster store; "
+                                                       "this is its last known view\n")
+            assert cli.stdout.splitlines()[0].split() == ["id", "address", "alive", "leader", "version", "started_at"]
             # Stay cut off past every lease and the channels' keep-alive timeout (5 s + 2 s).
             time.sleep(max(0.0, t0 + 8.0 - time.monotonic()))
         finally:

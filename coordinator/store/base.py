@@ -10,8 +10,8 @@ Keys are strings relative to the cluster's prefix (``/taskward/<cluster>/``); va
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from enum import Enum
 
 
@@ -66,6 +66,16 @@ class Delete:
 Op = Put | Delete
 
 
+@dataclass(frozen=True, slots=True)
+class TxnResult:
+    """What a transaction did. When a compare failed, ``current`` holds every compared key's value as the
+    same transaction saw it (``None``: absent), so the caller can tell which guard failed and retry on
+    what is committed, without a second read that could see yet another value."""
+
+    succeeded: bool
+    current: Mapping[str, bytes | None] = field(default_factory=dict)
+
+
 class ClusterStore(abc.ABC):
     """put/get/txn/watch/lease. Every call raises ``CoordinatorUnavailable`` when the store cannot
     answer within its timeout (no quorum, unreachable); nothing else escapes.
@@ -90,8 +100,8 @@ class ClusterStore(abc.ABC):
     async def get(self, key: str) -> KeyValue | None: ...
 
     @abc.abstractmethod
-    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> bool:
-        """Apply ``ops`` atomically iff every compare holds; returns whether it did."""
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
+        """Apply ``ops`` atomically iff every compare holds; on failure, the compared keys' values."""
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> None:
         await self.txn((), (Put(key, value, lease),))
@@ -101,7 +111,7 @@ class ClusterStore(abc.ABC):
 
     async def create_if_absent(self, key: str, value: bytes, *, lease: int = 0) -> bool:
         """Create ``key`` only if it does not exist (exactly-once markers, the leader key)."""
-        return await self.txn((Compare(key, None),), (Put(key, value, lease),))
+        return (await self.txn((Compare(key, None),), (Put(key, value, lease),))).succeeded
 
     @abc.abstractmethod
     async def grant_lease(self, ttl_s: int) -> int:

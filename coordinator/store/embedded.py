@@ -21,10 +21,12 @@ from coordinator.store.base import (
     KeyValue,
     Op,
     Put,
+    TxnResult,
     WatchEvent,
     WatchEventType,
     WatchGap,
 )
+from node.errors import CoordinatorUnavailable
 
 HISTORY = 10_000
 
@@ -73,17 +75,16 @@ class EmbeddedStore(ClusterStore):
     async def get(self, key: str) -> KeyValue | None:
         return self._data.get(key)
 
-    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> bool:
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
         async with self._lock:
-            for c in compares:
-                cur = self._data.get(c.key)
-                if (cur.value if cur else None) != c.value:
-                    return False
+            current = {c.key: kv.value if (kv := self._data.get(c.key)) else None for c in compares}
+            if any(current[c.key] != c.value for c in compares):
+                return TxnResult(False, current)
             for op in ops:
                 if isinstance(op, Put) and op.lease and op.lease not in self._leases:
-                    return False
+                    raise CoordinatorUnavailable(f"lease {op.lease} not found")  # as etcd refuses it
             self._apply(ops)
-            return True
+            return TxnResult(True)
 
     def _apply(self, ops: Sequence[Op]) -> None:
         if not ops:

@@ -26,6 +26,7 @@ from coordinator.store.base import (
     KeyValue,
     Op,
     Put,
+    TxnResult,
     WatchEvent,
     WatchEventType,
     WatchGap,
@@ -151,7 +152,7 @@ class EtcdStore(ClusterStore):
             return KeyValue(key, kv.value, kv.mod_revision, kv.lease)
         return None
 
-    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> bool:
+    async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
         cmp = []
         for c in compares:
             if c.value is None:
@@ -167,8 +168,15 @@ class EtcdStore(ClusterStore):
                                                                          lease=op.lease)))
             elif isinstance(op, Delete):
                 success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key))))
-        resp = await self._call(self._kv.Txn, rpc.TxnRequest(compare=cmp, success=success))
-        return bool(resp.succeeded)  # type: ignore[attr-defined]
+        # On failure, read the compared keys in the same transaction: the caller learns which guard failed
+        # from values of one revision, not from a second read that may see a later one.
+        failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(c.key))) for c in compares]
+        resp = await self._call(self._kv.Txn, rpc.TxnRequest(compare=cmp, success=success, failure=failure))
+        if resp.succeeded:  # type: ignore[attr-defined]
+            return TxnResult(True)
+        current = {c.key: next((kv.value for kv in r.response_range.kvs), None)
+                   for c, r in zip(compares, resp.responses, strict=True)}  # type: ignore[attr-defined]
+        return TxnResult(False, current)
 
     async def grant_lease(self, ttl_s: int) -> int:
         resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl_s))

@@ -151,7 +151,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
 
     @maps_errors
     async def ListNodes(self, request: pb.ListNodesRequest, context: Any) -> pb.ListNodesResponse:
-        return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._cluster.nodes()])
+        return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._cluster.nodes()],
+                                    stale=self._cluster.stale)
 
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Any) -> AsyncIterator[pb.Event]:
         """The subscription is registered before the initial metadata goes out, so a client that has
