@@ -20,8 +20,8 @@ import grpc
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 
 class Bare(pb_grpc.TaskManagerServicer):

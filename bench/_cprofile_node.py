@@ -12,7 +12,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.cli import main
+from taskward.cli import main
 
 if __name__ == "__main__":
     prof = cProfile.Profile()

@@ -34,8 +34,8 @@ import time
 import grpc
 from _common import REPO, MachineLoad, md_table, run_load, scratch_dir
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.cluster_procs import Cluster
 from tests.etcd_procs import EtcdCluster
 from tests.procs import NodeProc, poll

@@ -22,15 +22,15 @@ from pathlib import Path
 
 from _common import REPO, NodeProc, cpu_seconds, free_port, md_table, scratch_dir, stop_node
 
-from node.api.resp_commands import TypeListCache
-from node.model import TypeStats
+from taskward.api.resp.commands import TypeListCache
+from taskward.model import TypeStats
 
 TARGET_RATE = 5000.0
 
 
 def write_task_module(directory: Path, types: int) -> str:
     """A module with ``types`` distinct no-op task types across ten modules (``bench0:type-0000`` ...)."""
-    lines = ["from node import task_type", "", "", "def _make():", "    async def body(ctx) -> None:",
+    lines = ["from taskward import task_type", "", "", "def _make():", "    async def body(ctx) -> None:",
              "        return None", "", "    return body", ""]
     lines += [f't{i:05d} = task_type("bench{i % 10}", "type-{i:04d}")(_make())' for i in range(types)]
     (directory / "bench_many_types.py").write_text("\n".join(lines) + "\n")

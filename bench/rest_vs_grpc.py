@@ -21,8 +21,8 @@ import grpc
 import orjson
 from _common import Load, cpu_seconds, md_table, rounds_main, run_load, start_node, stop_node
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.rest_procs import GatewayProc
 
 TARGET = 0.5

@@ -31,11 +31,11 @@ from pathlib import Path
 import grpc
 from _common import Load, md_table, rss_mb, run_in_scratch, spawn_script, start_node, stop_node
 
-from node.events import Event, EventType
-from node.model import TaskRecord, new_task_id
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from node.store import SCHEMA, Tx
+from taskward.events import Event, EventType
+from taskward.model import TaskRecord, new_task_id
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.store import SCHEMA, Tx
 
 TARGET_P50_MS = 50.0
 TARGET_RSS_MB = 300.0

@@ -27,8 +27,8 @@ from _common import (
     stop_node,
 )
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 TARGET = 0.6
 

@@ -30,11 +30,11 @@ from pathlib import Path
 import grpc
 from _common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node
 
-from node.events import Event, EventType
-from node.model import TaskRecord, new_task_id
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from node.store import SCHEMA, Statement, Tx
+from taskward.events import Event, EventType
+from taskward.model import TaskRecord, new_task_id
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.store import SCHEMA, Statement, Tx
 
 TARGET_RATIO = 0.3
 TARGET_RATE = 1000.0

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from coordinator.records import (
+from taskward.coordinator.records import (
     LEADER,
     MEMBERS,
     TASKS,
@@ -24,8 +24,8 @@ from coordinator.records import (
     decode_member,
     decode_task,
 )
-from coordinator.store.base import ClusterStore, KeyValue, WatchEventType, WatchGap
-from node.errors import CoordinatorUnavailable
+from taskward.coordinator.store.base import ClusterStore, KeyValue, WatchEventType, WatchGap
+from taskward.errors import CoordinatorUnavailable
 
 logger = logging.getLogger(__name__)
 

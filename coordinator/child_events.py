@@ -38,20 +38,21 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from coordinator.cache import ClusterSnapshot
-from coordinator.node_client import NodeClients
-from coordinator.records import ClusterChild
-from node.events import SUBSCRIBED
-from node.model import TaskState
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward import convert
+from taskward.coordinator.cache import ClusterSnapshot
+from taskward.coordinator.node_client import NodeClients
+from taskward.coordinator.records import ClusterChild
+from taskward.events import SUBSCRIBED, Event, EventType
+from taskward.model import TaskState
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 RETRY_S = 0.5
 RECONCILE_S = 5.0
 
-_STATES = {"task.started": TaskState.RUNNING, "task.progress": TaskState.RUNNING,
-           "task.completed": TaskState.DONE, "task.failed": TaskState.FAILED, "task.aborted": TaskState.FAILED}
+_STATES = {EventType.STARTED: TaskState.RUNNING, EventType.PROGRESS: TaskState.RUNNING,
+           EventType.COMPLETED: TaskState.DONE, EventType.FAILED: TaskState.FAILED, EventType.ABORTED: TaskState.FAILED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,8 +151,9 @@ class ChildEvents:
                     self._generations += 1
                     s.generation = self._generations
                     logger.debug("following events of %s (generation %d)", node, s.generation)
-                async for ev in call:
-                    self._record(node, ev)
+                async for msg in call:
+                    if (ev := convert.event_from_pb(msg)) is not None:
+                        self._record(node, ev)
             except grpc.aio.AioRpcError as exc:
                 logger.debug("event stream of %s ended: %s", node, exc.code().name)
             finally:
@@ -159,15 +161,15 @@ class ChildEvents:
                 call.cancel()
             await asyncio.sleep(RETRY_S)
 
-    def _record(self, node: str, ev: pb.Event) -> None:
+    def _record(self, node: str, ev: Event) -> None:
         state = _STATES.get(ev.type)
-        if not ev.cluster_parent_id or state is None:
+        if not ev.cluster_parent or state is None:
             return
         self._stamp += 1
-        news = News(stamp=self._stamp, state=state, progress=ev.type != "task.started",
+        news = News(stamp=self._stamp, state=state, progress=ev.type is not EventType.STARTED,
                     progress_completed=ev.progress_completed, progress_total=ev.progress_total, error=ev.error,
-                    time=float(ev.time.seconds))
-        self._groups.setdefault((node, ev.cluster_parent_id), {})[ev.task_id] = news
+                    time=float(int(ev.time)))
+        self._groups.setdefault((node, ev.cluster_parent), {})[ev.task_id] = news
         if state.finished:
             self._on_change()  # a child (or a descendant) finished: worth a cycle now, not at the next tick
 

@@ -19,17 +19,19 @@ from datetime import UTC, datetime
 
 import grpc
 
-from coordinator.cache import ClusterCache, ClusterSnapshot
-from coordinator.child_events import ChildEvents
-from coordinator.config import CoordinatorConfig
-from coordinator.election import Election, NotLeader
-from coordinator.forwarding import Forwarder
-from coordinator.leader import Leader
-from coordinator.membership import Membership
-from coordinator.node_client import NodeClients
-from coordinator.records import IDEMPOTENCY, TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
-from coordinator.store.base import ClusterStore, Compare, Put
-from node.errors import (
+from taskward import convert
+from taskward.cluster_view import ChildStatus, UnreachableChild
+from taskward.coordinator.cache import ClusterCache, ClusterSnapshot
+from taskward.coordinator.child_events import ChildEvents
+from taskward.coordinator.config import CoordinatorConfig
+from taskward.coordinator.election import Election, NotLeader
+from taskward.coordinator.forwarding import Forwarder
+from taskward.coordinator.leader import Leader
+from taskward.coordinator.membership import Membership
+from taskward.coordinator.node_client import NodeClients
+from taskward.coordinator.records import IDEMPOTENCY, TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
+from taskward.coordinator.store.base import ClusterStore, Compare, Put
+from taskward.errors import (
     CoordinatorUnavailable,
     IdempotencyConflict,
     InvalidArgument,
@@ -39,8 +41,8 @@ from node.errors import (
     UnknownNode,
     WaitTimeout,
 )
-from node.model import NodeInfo, TaskRecord
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.model import NodeInfo, TaskRecord
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,10 @@ START_BATCH_S = 0.005
 
 ArgsValidator = Callable[[str, str, str], tuple[str, bool, str]]
 """(module, type, args_json) -> (canonical args json, abortable, progress units); raises InvalidArgument."""
+
+
+def _dt(ts: float) -> datetime | None:
+    return datetime.fromtimestamp(ts, UTC) if ts else None
 
 
 class Coordinator:
@@ -233,7 +239,7 @@ class Coordinator:
                 raise WaitTimeout(task_id, timeout_s or 0)
             await self.cache.wait_change(min(remaining, 1.0))
 
-    async def child_statuses(self, task_id: str) -> list[pb.TaskStatus]:
+    async def child_statuses(self, task_id: str) -> list[ChildStatus]:
         """Each child's subtree from the node that runs it; a node that cannot answer within the
         timeout yields one entry with an error naming it, never a failure of the whole call."""
         t = self.cache.snapshot.tasks.get(task_id)
@@ -241,7 +247,7 @@ class Coordinator:
             return []
         addresses = self.addresses()
 
-        async def one(c: ClusterChild) -> list[pb.TaskStatus]:
+        async def one(c: ClusterChild) -> list[ChildStatus]:
             address = addresses.get(c.node)
             err = f"node {c.node} is down"
             if address is not None and c.task_id:
@@ -249,17 +255,15 @@ class Coordinator:
                     resp = await self._clients.stub(address).GetTaskStatusRecursive(
                         pb.TaskIdRequest(task_id=c.task_id, keep=True), timeout=self.config.child_rpc_timeout_s,
                         metadata=self._clients.metadata)
-                    return list(resp.statuses)
+                    return [convert.status_from_pb(s) for s in resp.statuses]
                 except grpc.aio.AioRpcError as exc:
                     err = f"node {c.node} unreachable: {exc.code().name}"
-            stats = pb.TaskStats(task_id=c.task_id, type=t.type, kind="node", scope="node",
-                                 state=c.state.value if c.state.finished else "unknown", keyspace=t.keyspace,
-                                 table=t.table, entity=t.entity)
-            stats.start_time.seconds = int(c.start_time)
-            stats.end_time.seconds = int(c.end_time)
-            return [pb.TaskStatus(stats=stats, error=c.error or err, parent_id=t.id, module=t.module,
-                                  progress_completed=c.progress_completed, progress_total=c.progress_total,
-                                  children_ids=[], is_abortable=t.is_abortable)]
+            return [UnreachableChild(
+                task_id=c.task_id, parent_id=t.id, module=t.module, type=t.type,
+                state=c.state.value if c.state.finished else "unknown", error=c.error or err, keyspace=t.keyspace,
+                table=t.table, entity=t.entity, start_time=_dt(c.start_time), end_time=_dt(c.end_time),
+                progress_completed=c.progress_completed, progress_total=c.progress_total, is_abortable=t.is_abortable,
+            )]
 
         results = await asyncio.gather(*(one(c) for c in t.children if c.task_id or c.state.finished))
         return [s for r in results for s in r]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from node.errors import ConfigError
+from taskward.errors import ConfigError
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

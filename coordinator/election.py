@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from coordinator.records import LEADER, encode_leader
-from coordinator.store.base import ClusterStore, Compare, Delete, Op, TxnResult
+from taskward.coordinator.records import LEADER, encode_leader
+from taskward.coordinator.store.base import ClusterStore, Compare, Delete, Op, TxnResult
 
 logger = logging.getLogger(__name__)
 

@@ -14,18 +14,14 @@ import logging
 
 import grpc
 
-from coordinator.cache import ClusterCache
-from coordinator.node_client import NodeClients
-from node.errors import CoordinatorUnavailable, TaskwardError
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.coordinator.cache import ClusterCache
+from taskward.coordinator.node_client import NodeClients
+from taskward.errors import CoordinatorUnavailable, TaskwardError
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
 _NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN})
-
-_HTTP = {grpc.StatusCode.INVALID_ARGUMENT: 400, grpc.StatusCode.NOT_FOUND: 400,
-         grpc.StatusCode.FAILED_PRECONDITION: 403, grpc.StatusCode.DEADLINE_EXCEEDED: 408,
-         grpc.StatusCode.UNAUTHENTICATED: 401}
 
 
 class ForwardedError(TaskwardError):
@@ -33,8 +29,11 @@ class ForwardedError(TaskwardError):
 
     def __init__(self, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
-        self.grpc_code = code  # type: ignore[misc]
-        self.http_status = _HTTP.get(code, 503)  # type: ignore[misc]
+        self._code = code
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        return self._code
 
 
 class Forwarder:

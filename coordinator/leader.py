@@ -25,14 +25,15 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from coordinator.cache import ClusterSnapshot
-from coordinator.child_events import ChildEvents
-from coordinator.election import Election, NotLeader
-from coordinator.node_client import NodeClients
-from coordinator.records import TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
-from coordinator.store.base import Compare, Delete, Put
-from node.model import TaskState
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward import convert
+from taskward.coordinator.cache import ClusterSnapshot
+from taskward.coordinator.child_events import ChildEvents
+from taskward.coordinator.election import Election, NotLeader
+from taskward.coordinator.node_client import NodeClients
+from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
+from taskward.coordinator.store.base import Compare, Delete, Put
+from taskward.model import TaskState
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -229,11 +230,11 @@ class Leader:
             if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # not abortable: let it finish
                 return c
             return c
-        state = TaskState(st.stats.state)
+        rec = convert.status_from_pb(st).record
         c = replace(
-            c, state=state, error=st.error, progress_completed=st.progress_completed,
-            progress_total=st.progress_total,
-            end_time=float(st.stats.end_time.seconds) if state.finished else 0.0,
+            c, state=rec.state, error=rec.error, progress_completed=rec.progress_completed,
+            progress_total=rec.progress_total,
+            end_time=rec.end_time.timestamp() if rec.state.finished and rec.end_time else 0.0,
         )
         self._events.polled(c, mark)
         return c

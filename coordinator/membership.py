@@ -5,9 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from coordinator.records import MEMBERS, Member, decode_member, encode_member
-from coordinator.store.base import ClusterStore, Compare, Put
-from node.errors import ConfigError
+from taskward.coordinator.records import MEMBERS, Member, decode_member, encode_member
+from taskward.coordinator.store.base import ClusterStore, Compare, Put
+from taskward.errors import ConfigError
 
 logger = logging.getLogger(__name__)
 

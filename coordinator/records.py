@@ -12,8 +12,8 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
-from node.model import ChildRef, TaskKind, TaskRecord, TaskState
-from node.pb.taskward.v1 import cluster_pb2 as cpb
+from taskward.model import ChildRef, TaskKind, TaskRecord, TaskState
+from taskward.pb.taskward.v1 import cluster_pb2 as cpb
 
 logger = logging.getLogger(__name__)
 

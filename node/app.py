@@ -17,18 +17,18 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from coordinator.cluster import Coordinator
-from coordinator.store.base import ClusterStore
-from coordinator.store.embedded import EmbeddedStore
-from coordinator.store.etcd import EtcdOptions, EtcdStore
-from node import __version__
-from node.api.grpc import BearerAuthInterceptor, TaskManagerServicer, TestApiServicer
-from node.config import NodeConfig
-from node.manager import TaskManager
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from node.registry import Registry
-from node.store import Store
-from node.test_module import TestModule
+from taskward import __version__
+from taskward.api.grpc.servicers import BearerAuthInterceptor, TaskManagerServicer, TestApiServicer
+from taskward.config import NodeConfig
+from taskward.coordinator.cluster import Coordinator
+from taskward.coordinator.store.base import ClusterStore
+from taskward.coordinator.store.embedded import EmbeddedStore
+from taskward.coordinator.store.etcd import EtcdOptions, EtcdStore
+from taskward.manager import TaskManager
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.registry import Registry
+from taskward.scylla_test_api import ScyllaTestApi
+from taskward.store import Store
 
 logger = logging.getLogger(__name__)
 
@@ -100,7 +100,7 @@ class NodeApp:
         self.config = config
         self.store = Store(config.db_path, synchronous=config.sqlite_synchronous)
         self.manager = TaskManager(config.manager, self.store, build_registry(config))
-        self.test_module = TestModule(self.manager)
+        self.test_api = ScyllaTestApi(self.manager)
         self.coordinator = build_coordinator(config, self.manager)
         self.coordinator.on_fatal = self._fatal
         self.fatal_error: BaseException | None = None
@@ -125,7 +125,7 @@ class NodeApp:
         )
         pb_grpc.add_TaskManagerServicer_to_server(TaskManagerServicer(self.manager, self.coordinator), server)
         if self.config.manager.enable_test_api:
-            pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_module), server)
+            pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         server.add_insecure_port(self.config.listen)
@@ -163,11 +163,11 @@ class NodeApp:
 
     async def _start_surfaces(self) -> None:
         if self.config.rest:
-            from node.api.rest import start_rest_server
+            from taskward.api.rest.app import start_rest_server
 
             self._surfaces.append(await start_rest_server(self.config))
         if self.config.admin:
-            from node.api.resp import start_resp_server
+            from taskward.api.resp.server import start_resp_server
 
             self._surfaces.append(await start_resp_server(self.config, self.manager))
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from node.context import TaskContext
-from node.errors import InvalidArgument
-from node.registry import task_type
+from taskward.context import TaskContext
+from taskward.errors import InvalidArgument
+from taskward.registry import task_type
 
 MAX_SLEEP_S = 7 * 24 * 3600
 MAX_STEPS = 1_000_000

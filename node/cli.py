@@ -10,8 +10,8 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from node.config import add_node_arguments, node_config_from
-from node.errors import ConfigError, TaskwardError
+from taskward.config import add_node_arguments, node_config_from
+from taskward.errors import ConfigError, TaskwardError
 
 USAGE = """usage: taskward {node,gateway,tasks,demo} ...
 
@@ -24,7 +24,7 @@ USAGE = """usage: taskward {node,gateway,tasks,demo} ...
 
 def _serve(build: Callable[[], Coroutine[Any, Any, None]]) -> int:
     """Run a server process to its end, turning start-up errors into a message and an exit code."""
-    from node.app import setup_logging
+    from taskward.app import setup_logging
 
     listener = setup_logging()
     try:
@@ -49,7 +49,7 @@ def _serve(build: Callable[[], Coroutine[Any, Any, None]]) -> int:
 
 
 def run_node(argv: Sequence[str]) -> int:
-    from node.app import NodeApp
+    from taskward.app import NodeApp
 
     p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
     add_node_arguments(p)
@@ -58,8 +58,8 @@ def run_node(argv: Sequence[str]) -> int:
 
 
 def run_gateway(argv: Sequence[str]) -> int:
-    from node.config import add_gateway_arguments, gateway_config_from
-    from node.gateway import GatewayApp
+    from taskward.config import add_gateway_arguments, gateway_config_from
+    from taskward.gateway import GatewayApp
 
     p = argparse.ArgumentParser(prog="taskward gateway", description="Serve the REST API in front of nodes.")
     add_gateway_arguments(p)
@@ -78,16 +78,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "gateway":
         return run_gateway(rest)
     if command == "tasks":
-        from node.cli_tasks import main as tasks_main
+        from taskward.cli_tasks import main as tasks_main
 
         return tasks_main(rest, dict(os.environ))
     if command == "demo":
-        from node.demo import main as demo_main
+        from taskward.demo import main as demo_main
 
         return demo_main(rest)
     print(f"taskward: unknown command {command!r}\n{USAGE}", file=sys.stderr, end="")
     return 2
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -16,9 +16,10 @@ from typing import Any, NoReturn
 
 import grpc
 
-from node.convert import node_pb_to_dict, stats_pb_to_dict, status_pb_to_dict
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.channels import bearer, sync_channel
+from taskward.convert import node_pb_to_dict, stats_pb_to_dict, status_pb_to_dict
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 LIST_COLUMNS = ("task_id", "type", "kind", "scope", "state", "sequence_number", "keyspace", "table",
                 "entity", "shard", "start_time", "end_time")
@@ -119,9 +120,9 @@ def parse_arg(item: str) -> tuple[str, Any]:
 class Client:
     def __init__(self, host: str, port: int, token: str | None) -> None:
         self.address = f"{host}:{port}"
-        self._channel = grpc.insecure_channel(self.address)
+        self._channel = sync_channel(self.address)
         self.stub = pb_grpc.TaskManagerStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._metadata = bearer(token)
 
     def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
         return getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)

@@ -1,14 +1,39 @@
-"""What the node's surfaces need from the coordinator (implemented by ``coordinator.cluster``).
+"""What the node's surfaces need from the coordinator (implemented by ``taskward.coordinator.cluster``).
 
 Declared here so that ``node`` never imports ``coordinator``; ``node/app.py`` plugs one in.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Protocol
 
-from node.model import NodeInfo, TaskRecord
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.model import NodeInfo, TaskRecord, TaskView
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UnreachableChild:
+    """A cluster task's child whose node could not be asked: what the replicated record last knew, with
+    ``state`` its final state or ``unknown``, and an error naming the node."""
+
+    task_id: str
+    parent_id: str
+    module: str
+    type: str
+    state: str
+    error: str
+    keyspace: str = ""
+    table: str = ""
+    entity: str = ""
+    start_time: datetime | None = None
+    end_time: datetime | None = None
+    progress_completed: float = 0.0
+    progress_total: float = 0.0
+    is_abortable: bool = False
+
+
+ChildStatus = TaskView | UnreachableChild
 
 
 class ClusterView(Protocol):
@@ -31,7 +56,10 @@ class ClusterView(Protocol):
 
     async def wait(self, task_id: str, timeout_s: float | None) -> TaskRecord: ...
 
-    async def child_statuses(self, task_id: str) -> list[pb.TaskStatus]: ...
+    async def child_statuses(self, task_id: str) -> list[ChildStatus]:
+        """Each child's subtree, BFS, as its own node reports it; a node that cannot answer yields one
+        ``UnreachableChild`` instead of failing the call."""
+        ...
 
     async def start_task(self, module: str, type_name: str, args_json: str, *, nodes: list[str],
                          idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "",

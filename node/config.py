@@ -12,9 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coordinator.config import CoordinatorConfig
-from node.errors import ConfigError
-from node.model import NODE_ID_RE
+from taskward.coordinator.config import CoordinatorConfig
+from taskward.errors import ConfigError
+from taskward.model import NODE_ID_RE
 
 DEFAULT_LISTEN = "127.0.0.1:7100"
 

@@ -8,7 +8,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from node.errors import TaskAborted
+from taskward.errors import TaskAborted
 
 
 class ContextHost(Protocol):

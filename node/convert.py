@@ -1,4 +1,8 @@
-"""The only place where domain values and protobuf messages meet."""
+"""The only place where domain values and protobuf messages meet.
+
+Both directions: the servicers answer with ``*_to_pb``; the coordinator, which calls other nodes over
+gRPC, reads their answers back into domain values with ``*_from_pb`` before deciding anything.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +10,20 @@ from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from node.events import Event
-from node.model import EPOCH, NodeInfo, TaskRecord, TaskView, TypeStats
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.cluster_view import UnreachableChild
+from taskward.events import Event, EventType
+from taskward.model import (
+    EPOCH,
+    ChildRef,
+    NodeInfo,
+    Progress,
+    TaskKind,
+    TaskRecord,
+    TaskState,
+    TaskView,
+    TypeStats,
+)
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 
 def _ts(value: datetime | None) -> Timestamp:
@@ -42,6 +57,49 @@ def status_to_pb(view: TaskView, addresses: dict[str, str]) -> pb.TaskStatus:
     if progress.eta_ms is not None:
         msg.eta_ms = progress.eta_ms
     return msg
+
+
+def _dt(ts: Timestamp) -> datetime | None:
+    return datetime.fromtimestamp(ts.seconds, UTC) if ts.seconds else None
+
+
+def status_from_pb(msg: pb.TaskStatus) -> TaskView:
+    """A status another node answered, as a view that ``status_to_pb`` turns back into the same message
+    (the fields a status carries; ``created_at`` and the like are not on the wire)."""
+    s = msg.stats
+    rec = TaskRecord(
+        id=s.task_id, module=msg.module, type=s.type, kind=TaskKind(s.kind), scope=s.scope, state=TaskState(s.state),
+        sequence_number=s.sequence_number, keyspace=s.keyspace, table=s.table, entity=s.entity, shard=s.shard,
+        created_at=EPOCH, start_time=_dt(s.start_time), end_time=_dt(s.end_time), is_abortable=msg.is_abortable,
+        error=msg.error, aborted=msg.aborted, parent_id=None if msg.parent_id == "none" else msg.parent_id,
+        children=tuple(ChildRef(c.task_id, c.node) for c in msg.children_ids), progress_units=msg.progress_units,
+        progress_total=msg.progress_total, progress_completed=msg.progress_completed,
+        progress_message=msg.progress_message, own_progress=True,
+    )
+    return TaskView(rec, Progress(msg.progress_completed, msg.progress_total,
+                                  msg.eta_ms if msg.HasField("eta_ms") else None))
+
+
+def unreachable_child_to_pb(c: UnreachableChild) -> pb.TaskStatus:
+    """A child its node could not describe: the cluster record's last word, and why."""
+    stats = pb.TaskStats(task_id=c.task_id, type=c.type, kind=TaskKind.NODE.value, scope="node", state=c.state,
+                         keyspace=c.keyspace, table=c.table, entity=c.entity, start_time=_ts(c.start_time),
+                         end_time=_ts(c.end_time))
+    return pb.TaskStatus(stats=stats, error=c.error, parent_id=c.parent_id, module=c.module,
+                         progress_completed=c.progress_completed, progress_total=c.progress_total,
+                         is_abortable=c.is_abortable)
+
+
+def event_from_pb(msg: pb.Event) -> Event | None:
+    """An event another node streamed; None for a type this version does not know."""
+    try:
+        etype = EventType(msg.type)
+    except ValueError:
+        return None
+    return Event(sequence=msg.sequence, type=etype, task_id=msg.task_id, module=msg.module, task_type=msg.task_type,
+                 time=msg.time.seconds + msg.time.nanos / 1e9, progress_completed=msg.progress_completed,
+                 progress_total=msg.progress_total, message=msg.message, error=msg.error,
+                 cluster_parent=msg.cluster_parent_id)
 
 
 def event_to_pb(ev: Event) -> pb.Event:

@@ -24,8 +24,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.channels import sync_channel
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 READY_TIMEOUT_S = 30.0
 REFRESH_S = 0.1
@@ -85,7 +86,7 @@ class Supervisor:
 
 def _wait_serving(sup: Supervisor, address: str) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
-    with grpc.insecure_channel(address) as ch:
+    with sync_channel(address) as ch:
         stub = health_pb2_grpc.HealthStub(ch)
         while time.monotonic() < deadline:
             sup.check_alive()
@@ -136,10 +137,10 @@ def _start_cluster(sup: Supervisor, data: Path, etcd: str) -> list[str]:
     nodes = [f"127.0.0.1:{p}" for p in NODE_PORTS]
     for i, address in enumerate(nodes, start=1):
         extra = ["--admin", ADMIN] if i == 1 else []
-        sup.spawn(f"n{i}", [sys.executable, "-m", "node.cli", "node", "--id", f"n{i}", "--listen", address,
+        sup.spawn(f"n{i}", [sys.executable, "-m", "taskward", "node", "--id", f"n{i}", "--listen", address,
                             "--data-dir", str(data / f"n{i}"), "--etcd", f"http://127.0.0.1:{etcd_client}",
-                            "--tasks", "node.demo_tasks", "--shutdown-grace", "1", *extra])
-    sup.spawn("gateway", [sys.executable, "-m", "node.cli", "gateway", "--listen", GATEWAY, "--node", ",".join(nodes)])
+                            "--tasks", "taskward.demo_tasks", "--shutdown-grace", "1", *extra])
+    sup.spawn("gateway", [sys.executable, "-m", "taskward", "gateway", "--listen", GATEWAY, "--node", ",".join(nodes)])
     for address in nodes:
         _wait_serving(sup, address)
     return nodes
@@ -161,7 +162,7 @@ def main(argv: Sequence[str]) -> int:
         sup = Supervisor(Path(tmp))
         try:
             nodes = _start_cluster(sup, Path(tmp), etcd)
-            with grpc.insecure_channel(nodes[1]) as ch:
+            with sync_channel(nodes[1]) as ch:
                 stub = pb_grpc.TaskManagerStub(ch)
                 _wait_members(sup, stub, len(nodes))
                 print(f"taskward demo: 3 nodes on {', '.join(nodes)} (logs and data in {tmp})")

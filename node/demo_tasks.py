@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from node.context import TaskContext
-from node.registry import task_type
+from taskward.context import TaskContext
+from taskward.registry import task_type
 
 
 @task_type("demo", "reindex", abortable=True, retryable=True, progress_units="tables")

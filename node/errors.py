@@ -12,24 +12,50 @@ from typing import ClassVar
 
 import grpc
 
+HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.NOT_FOUND: 400,  # ScyllaDB's REST API answers 400 for an unknown task id
+    grpc.StatusCode.INVALID_ARGUMENT: 400,
+    grpc.StatusCode.FAILED_PRECONDITION: 403,
+    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
+    grpc.StatusCode.UNAUTHENTICATED: 401,
+    grpc.StatusCode.PERMISSION_DENIED: 403,
+    grpc.StatusCode.UNIMPLEMENTED: 404,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
+    grpc.StatusCode.UNAVAILABLE: 503,
+}
+"""The one table from gRPC status to REST status, for errors raised here and for a node's gRPC answers
+that REST passes on: REST says exactly what gRPC said. Anything else is 500."""
+
+
+def http_status_for(code: grpc.StatusCode) -> int:
+    return HTTP_FOR_GRPC.get(code, 500)
+
 
 class TaskwardError(Exception):
-    """Root of every error a client may see."""
+    """Root of every error a client may see. A class names its gRPC code; its REST status follows from
+    ``HTTP_FOR_GRPC`` unless ``http_override`` says otherwise (a REST-only condition such as 413)."""
 
     grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
-    http_status: ClassVar[int] = 500
-    retryable: ClassVar[bool] = False
+    http_override: ClassVar[int | None] = None
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
+
+    @property
+    def code(self) -> grpc.StatusCode:
+        """The gRPC status code to answer with."""
+        return self.grpc_code
+
+    @property
+    def http_status(self) -> int:
+        return self.http_override or http_status_for(self.code)
 
 
 class InvalidArgument(TaskwardError):
     """Malformed ids, bad parameters, wrong argument types, oversized payloads."""
 
     grpc_code = grpc.StatusCode.INVALID_ARGUMENT
-    http_status = 400
 
 
 class MalformedTaskId(InvalidArgument):
@@ -58,7 +84,6 @@ class IdempotencyConflict(InvalidArgument):
 
 class TaskNotFound(TaskwardError):
     grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 400  # ScyllaDB's REST API answers 400 for unknown ids
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"task with id {task_id} not found")
@@ -67,7 +92,6 @@ class TaskNotFound(TaskwardError):
 
 class NotAbortable(TaskwardError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
-    http_status = 403
 
     def __init__(self, task_id: str) -> None:
         super().__init__(f"Task with id {task_id} is not abortable")
@@ -76,7 +100,6 @@ class NotAbortable(TaskwardError):
 
 class WaitTimeout(TaskwardError):
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
-    http_status = 408
 
     def __init__(self, task_id: str, timeout_s: float) -> None:
         super().__init__(f"timed out after {timeout_s:g}s waiting for task {task_id}")
@@ -84,7 +107,6 @@ class WaitTimeout(TaskwardError):
 
 class TestApiDisabled(TaskwardError):
     grpc_code = grpc.StatusCode.UNIMPLEMENTED
-    http_status = 404
 
     def __init__(self) -> None:
         super().__init__("the test API is disabled; start the node with --enable-test-api")
@@ -92,8 +114,6 @@ class TestApiDisabled(TaskwardError):
 
 class ShuttingDown(TaskwardError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
-    retryable = True
 
     def __init__(self) -> None:
         super().__init__("node is shutting down")
@@ -101,7 +121,6 @@ class ShuttingDown(TaskwardError):
 
 class Unauthenticated(TaskwardError):
     grpc_code = grpc.StatusCode.UNAUTHENTICATED
-    http_status = 401
 
     def __init__(self) -> None:
         super().__init__("missing or wrong bearer token")
@@ -122,8 +141,6 @@ class CoordinatorUnavailable(TaskwardError):
     """The cluster store cannot be reached or has no quorum: cluster writes are refused."""
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
-    retryable = True
 
     def __init__(self, detail: str = "") -> None:
         super().__init__("cluster store unavailable" + (f": {detail}" if detail else ""))
@@ -131,7 +148,6 @@ class CoordinatorUnavailable(TaskwardError):
 
 class UnknownNode(TaskwardError):
     grpc_code = grpc.StatusCode.NOT_FOUND
-    http_status = 400
 
     def __init__(self, node_id: str) -> None:
         super().__init__(f"node {node_id} is not a live member of the cluster")

@@ -15,7 +15,7 @@ from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
-from node.store import Store
+from taskward.store import Store
 
 logger = logging.getLogger(__name__)
 

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol
 
-from node.context import TaskContext
-from node.errors import TaskAborted
-from node.registry import TaskType
+from taskward.context import TaskContext
+from taskward.errors import TaskAborted
+from taskward.registry import TaskType
 
 logger = logging.getLogger(__name__)
 

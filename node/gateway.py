@@ -1,6 +1,6 @@
 """Composition root of ``taskward gateway``: the REST app in front of a list of nodes, and nothing else.
 
-A gateway holds no task state: every call is forwarded over gRPC (``node.api.node_client``), so any
+A gateway holds no task state: every call is forwarded over gRPC (``taskward.api.rest.node_pool``), so any
 number of gateways can front the same cluster and one can be restarted at any time.
 """
 
@@ -11,8 +11,8 @@ import contextlib
 import logging
 import signal
 
-from node.api.rest import RestServer, RestSettings, create_app
-from node.config import GatewayConfig
+from taskward.api.rest.app import RestServer, RestSettings, create_app
+from taskward.config import GatewayConfig
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 It owns the in-memory task table and keeps it in step with SQLite: each transition builds one
 transaction, commits it, and only then publishes the matching event. Reads are answered from memory.
-Test-API operations live in ``node.test_module``; TTL and retention sweeps in ``node.retention``.
+Test-API operations live in ``taskward.scylla_test_api``; TTL and retention sweeps in ``taskward.retention``.
 """
 
 from __future__ import annotations
@@ -17,9 +17,9 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
-from node.config import ManagerConfig
-from node.context import TaskContext
-from node.errors import (
+from taskward.config import ManagerConfig
+from taskward.context import TaskContext
+from taskward.errors import (
     IdempotencyConflict,
     InvalidArgument,
     NotAbortable,
@@ -27,9 +27,9 @@ from node.errors import (
     UnknownModule,
     WaitTimeout,
 )
-from node.events import Event, EventLog, EventType
-from node.executor import Executor, Run
-from node.model import (
+from taskward.events import Event, EventLog, EventType
+from taskward.executor import Executor, Run
+from taskward.model import (
     BatchClock,
     ChildRef,
     TaskRecord,
@@ -45,10 +45,10 @@ from node.model import (
     new_task_id,
     rolled_up_progress,
 )
-from node.registry import Registry, TaskType
-from node.retention import Retention
-from node.store import Store, Tx
-from node.task_table import TaskTable
+from taskward.registry import Registry, TaskType
+from taskward.retention import Retention
+from taskward.store import Store, Tx
+from taskward.task_table import TaskTable
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +162,9 @@ class TaskManager:
 
     def now(self) -> datetime:
         return self._now()
+
+    def record(self, task_id: str) -> TaskRecord | None:
+        return self.table.get(task_id)
 
     async def prune_events(self, keep: int) -> None:
         """Drop persisted events older than the newest ``keep``."""

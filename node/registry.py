@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 from types import ModuleType
 from typing import Any, get_type_hints
 
-from node.errors import InvalidArgument, UnknownModule, UnknownTaskType
+from taskward.errors import InvalidArgument, UnknownModule, UnknownTaskType
 
 logger = logging.getLogger(__name__)
 

@@ -13,21 +13,32 @@ import heapq
 import logging
 from collections import OrderedDict
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from node.config import ManagerConfig
-from node.model import TaskRecord
-
-if TYPE_CHECKING:
-    from node.manager import TaskManager
+from taskward.config import ManagerConfig
+from taskward.model import TaskRecord
 
 logger = logging.getLogger(__name__)
 
 MAX_SWEEP_SLEEP_S = 1.0
 
 
+class RetentionHost(Protocol):
+    """What retention needs of the task manager (which implements it and owns the Retention)."""
+
+    def now(self) -> datetime: ...
+
+    def record(self, task_id: str) -> TaskRecord | None:
+        """The registered task, or None once it is gone."""
+        ...
+
+    async def unregister_tree(self, root_id: str) -> int: ...
+
+    async def prune_events(self, keep: int) -> None: ...
+
+
 class Retention:
-    def __init__(self, manager: TaskManager, config: ManagerConfig) -> None:
+    def __init__(self, manager: RetentionHost, config: ManagerConfig) -> None:
         self._manager = manager
         self._max_age = timedelta(seconds=config.retention_max_age_s)
         self._max_per_module = config.retention_max_per_module
@@ -57,7 +68,7 @@ class Retention:
         while ids and len(ids) > self._max_per_module:
             oldest = next(iter(ids))
             ids.pop(oldest)
-            if oldest in self._manager.table:
+            if self._manager.record(oldest) is not None:
                 await self._manager.unregister_tree(oldest)
 
     def start(self) -> None:
@@ -84,10 +95,9 @@ class Retention:
 
     async def sweep(self) -> None:
         now = self._manager.now()
-        table = self._manager.table
         while self._expiries and self._expiries[0][0] <= now:
             _, tid = heapq.heappop(self._expiries)
-            rec = table.get(tid)
+            rec = self._manager.record(tid)
             if rec is not None and rec.expires_at is not None and rec.expires_at <= now:
                 await self._manager.unregister_tree(tid)
         cutoff = now - self._max_age
@@ -97,6 +107,6 @@ class Retention:
                 if end > cutoff:
                     break
                 ids.pop(tid)
-                if tid in table:
+                if self._manager.record(tid) is not None:
                     await self._manager.unregister_tree(tid)
         await self._manager.prune_events(self._event_retention)

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from node.model import ChildRef, TaskKind, TaskRecord, TaskState
+from taskward.model import ChildRef, TaskKind, TaskRecord, TaskState
 
 logger = logging.getLogger(__name__)
 

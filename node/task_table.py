@@ -10,7 +10,7 @@ import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from node.model import TaskRecord
+from taskward.model import TaskRecord
 
 
 @dataclass(slots=True)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import grpc
 
-from node.pb.taskward.v1 import cluster_pb2 as cpb
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import cluster_pb2 as cpb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.etcd_procs import range_prefix
 from tests.procs import TIMEOUT_MULT, NodeProc, poll
 

@@ -16,8 +16,8 @@ from typing import TypeVar
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 TIMEOUT_MULT = float(os.environ.get("TASKWARD_TEST_TIMEOUT_MULT", "1"))
 T = TypeVar("T")
@@ -51,7 +51,7 @@ def poll(fn: Callable[[], T | None], timeout: float, what: str, interval: float 
 
 
 def taskward_cmd() -> list[str]:
-    return [sys.executable, "-m", "node.cli"]
+    return [sys.executable, "-m", "taskward"]
 
 
 class NodeProc:

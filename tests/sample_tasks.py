@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from node import TaskContext, task_type
+from taskward import TaskContext, task_type
 
 _forever = threading.Event()
 

@@ -6,8 +6,8 @@ import json
 import re
 import subprocess
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.procs import REPO, TIMEOUT_MULT, NodeProc, new_test_module, run_cli, taskward_cmd
 
 LIST_COLUMNS = ["task_id", "type", "kind", "scope", "state", "sequence_number", "keyspace", "table", "entity",

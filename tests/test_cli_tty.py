@@ -6,7 +6,7 @@ import os
 import pty
 import subprocess
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.procs import REPO, TIMEOUT_MULT, NodeProc, run_cli, taskward_cmd
 
 

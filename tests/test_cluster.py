@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.cluster_procs import (
     LEASE_TTL,
     Cluster,

@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 import pytest
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.cluster_procs import (
     LEASE_TTL,
     Cluster,
@@ -188,6 +188,6 @@ def random_kills(etcd: EtcdCluster, tmp_path: Path, seed: int) -> None:
 
 
 def pb_stub(channel: grpc.Channel):  # type: ignore[no-untyped-def]
-    from node.pb.taskward.v1 import tasks_pb2_grpc
+    from taskward.pb.taskward.v1 import tasks_pb2_grpc
 
     return tasks_pb2_grpc.TaskManagerStub(channel)

@@ -9,12 +9,12 @@ import uuid
 from dataclasses import replace
 from pathlib import Path
 
-from coordinator.cache import ClusterCache
-from coordinator.leader import RETAIN_FINISHED, RETAIN_S, expired
-from coordinator.records import TASKS, ClusterChild, ClusterTask, encode_task
-from coordinator.store.base import Put
-from coordinator.store.embedded import EmbeddedStore
-from node.model import TaskState
+from taskward.coordinator.cache import ClusterCache
+from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, expired
+from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, encode_task
+from taskward.coordinator.store.base import Put
+from taskward.coordinator.store.embedded import EmbeddedStore
+from taskward.model import TaskState
 
 
 def task(state: TaskState = TaskState.RUNNING, *, end_time: float = 0.0, down_child: bool = False) -> ClusterTask:

@@ -19,14 +19,14 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from coordinator.cluster import Coordinator
-from coordinator.config import CoordinatorConfig
-from coordinator.records import MEMBERS, TASKS, ClusterTask, Member, decode_task, encode_member
-from coordinator.store.base import Compare, Op, TxnResult, WatchEvent
-from coordinator.store.embedded import EmbeddedStore
-from node.model import TaskState
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.coordinator.cluster import Coordinator
+from taskward.coordinator.config import CoordinatorConfig
+from taskward.coordinator.records import MEMBERS, TASKS, ClusterTask, Member, decode_task, encode_member
+from taskward.coordinator.store.base import Compare, Op, TxnResult, WatchEvent
+from taskward.coordinator.store.embedded import EmbeddedStore
+from taskward.model import TaskState
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.grpc_proxy import CountingProxy
 from tests.procs import TIMEOUT_MULT, NodeProc
 

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from node.errors import MalformedTaskId
-from node.model import (
+from taskward.errors import MalformedTaskId
+from taskward.model import (
     BatchClock,
     ChildRef,
     TaskRecord,

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from node.context import TaskContext
-from node.errors import InvalidArgument, UnknownModule, UnknownTaskType
-from node.registry import MAX_ARGS_BYTES, Registry, task_type
+from taskward.context import TaskContext
+from taskward.errors import InvalidArgument, UnknownModule, UnknownTaskType
+from taskward.registry import MAX_ARGS_BYTES, Registry, task_type
 
 
 @task_type("unit", "typed")
@@ -16,7 +16,7 @@ async def typed(ctx: TaskContext, *, n: int, x: float = 1.0, s: str = "", b: boo
 def registry() -> Registry:
     r = Registry()
     r.load_module(__name__)
-    r.load_module("node.builtin_tasks")
+    r.load_module("taskward.builtin_tasks")
     return r
 
 

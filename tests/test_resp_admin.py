@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.procs import TIMEOUT_MULT
 from tests.resp_client import AdminNode, RespError, admin_node, needs_redis_cli
 

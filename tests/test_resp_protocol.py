@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.resp_client import AdminNode, RespConn, RespError, admin_node, cmd
 
 LIST = cmd("TASK.ADMIN", "LIST")

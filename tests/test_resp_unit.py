@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from node.api.resp_commands import AdminCommands, Session, TypeListCache, type_stats_reply
-from node.api.resp_protocol import MAX_ARGS, MAX_BULK_BYTES, Error, Reply, RequestParser, Simple, encode
-from node.model import TypeStats
+from taskward.api.resp.commands import AdminCommands, Session, TypeListCache, type_stats_reply
+from taskward.api.resp.protocol import MAX_ARGS, MAX_BULK_BYTES, Error, Reply, RequestParser, Simple, encode
+from taskward.model import TypeStats
 from tests.resp_client import cmd
 
 STREAM = (cmd("HELLO", "3") + b"PING\r\n" + cmd("TASK.ADMIN", "LIST") + b"*0\r\n" + cmd("SET", "k", b"a\r\nb")

@@ -15,7 +15,7 @@ from typing import Any
 import httpx
 import pytest
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.conftest import NODE_ARGS
 from tests.procs import NodeProc, poll
 from tests.rest_procs import GatewayProc, client, expect_error

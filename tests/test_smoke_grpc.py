@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import json
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.procs import NodeProc
 
 

@@ -7,8 +7,8 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
-from node.model import ChildRef, TaskRecord, TaskState
-from node.store import Store, Tx, record_from_json, record_to_json
+from taskward.model import ChildRef, TaskRecord, TaskState
+from taskward.store import Store, Tx, record_from_json, record_to_json
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 

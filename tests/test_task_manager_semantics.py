@@ -13,8 +13,8 @@ from typing import Any
 import grpc
 import pytest
 
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.procs import TIMEOUT_MULT, NodeProc, new_test_module, poll
 
 LONG_TTL = 1_000_000

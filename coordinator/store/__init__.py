@@ -1,5 +1,14 @@
 """Cluster-state backends behind one interface."""
 
-from coordinator.store.base import ClusterStore, Compare, Delete, KeyValue, Put, WatchEvent, WatchEventType, WatchGap
+from taskward.coordinator.store.base import (
+    ClusterStore,
+    Compare,
+    Delete,
+    KeyValue,
+    Put,
+    WatchEvent,
+    WatchEventType,
+    WatchGap,
+)
 
 __all__ = ["ClusterStore", "Compare", "Delete", "KeyValue", "Put", "WatchEvent", "WatchEventType", "WatchGap"]

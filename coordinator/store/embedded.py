@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from coordinator.store.base import (
+from taskward.coordinator.store.base import (
     ClusterStore,
     Compare,
     Delete,
@@ -26,7 +26,7 @@ from coordinator.store.base import (
     WatchEventType,
     WatchGap,
 )
-from node.errors import CoordinatorUnavailable
+from taskward.errors import CoordinatorUnavailable
 
 HISTORY = 10_000
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import grpc
 from aetcd import rpc
 
-from coordinator.store.base import (
+from taskward.coordinator.store.base import (
     ClusterStore,
     Compare,
     Delete,
@@ -31,7 +31,7 @@ from coordinator.store.base import (
     WatchEventType,
     WatchGap,
 )
-from node.errors import ConfigError, CoordinatorUnavailable
+from taskward.errors import ConfigError, CoordinatorUnavailable
 
 logger = logging.getLogger(__name__)
 

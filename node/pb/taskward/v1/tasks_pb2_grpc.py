@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from node.pb.taskward.v1 import tasks_pb2 as node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2
+from taskward.pb.taskward.v1 import tasks_pb2 as taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in node/pb/taskward/v1/tasks_pb2_grpc.py depends on'
+        + ' but the generated code in taskward/pb/taskward/v1/tasks_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,68 +36,68 @@ class TaskManagerStub:
         """
         self.ListModules = channel.unary_unary(
                 '/taskward.v1.TaskManager/ListModules',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesResponse.FromString,
                 _registered_method=True)
         self.ListTasks = channel.unary_unary(
                 '/taskward.v1.TaskManager/ListTasks',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksResponse.FromString,
                 _registered_method=True)
         self.GetTaskStatus = channel.unary_unary(
                 '/taskward.v1.TaskManager/GetTaskStatus',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
                 _registered_method=True)
         self.GetTaskStatusRecursive = channel.unary_unary(
                 '/taskward.v1.TaskManager/GetTaskStatusRecursive',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatusList.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatusList.FromString,
                 _registered_method=True)
         self.AbortTask = channel.unary_unary(
                 '/taskward.v1.TaskManager/AbortTask',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.AbortTaskResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.AbortTaskResponse.FromString,
                 _registered_method=True)
         self.WaitTask = channel.unary_unary(
                 '/taskward.v1.TaskManager/WaitTask',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WaitTaskRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WaitTaskRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
                 _registered_method=True)
         self.GetTtl = channel.unary_unary(
                 '/taskward.v1.TaskManager/GetTtl',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTtlRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTtlRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
                 _registered_method=True)
         self.SetTtl = channel.unary_unary(
                 '/taskward.v1.TaskManager/SetTtl',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.SetTtlRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.SetTtlRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
                 _registered_method=True)
         self.Drain = channel.unary_unary(
                 '/taskward.v1.TaskManager/Drain',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainResponse.FromString,
                 _registered_method=True)
         self.StartTask = channel.unary_unary(
                 '/taskward.v1.TaskManager/StartTask',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
                 _registered_method=True)
         self.ListTaskTypes = channel.unary_unary(
                 '/taskward.v1.TaskManager/ListTaskTypes',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesResponse.FromString,
                 _registered_method=True)
         self.WatchEvents = channel.unary_stream(
                 '/taskward.v1.TaskManager/WatchEvents',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.FromString,
                 _registered_method=True)
         self.ListNodes = channel.unary_unary(
                 '/taskward.v1.TaskManager/ListNodes',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
 
 
@@ -201,68 +201,68 @@ def add_TaskManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'ListModules': grpc.unary_unary_rpc_method_handler(
                     servicer.ListModules,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesResponse.SerializeToString,
             ),
             'ListTasks': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTasks,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksResponse.SerializeToString,
             ),
             'GetTaskStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTaskStatus,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.SerializeToString,
             ),
             'GetTaskStatusRecursive': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTaskStatusRecursive,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatusList.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatusList.SerializeToString,
             ),
             'AbortTask': grpc.unary_unary_rpc_method_handler(
                     servicer.AbortTask,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.AbortTaskResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.AbortTaskResponse.SerializeToString,
             ),
             'WaitTask': grpc.unary_unary_rpc_method_handler(
                     servicer.WaitTask,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WaitTaskRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WaitTaskRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.SerializeToString,
             ),
             'GetTtl': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTtl,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTtlRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTtlRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.SerializeToString,
             ),
             'SetTtl': grpc.unary_unary_rpc_method_handler(
                     servicer.SetTtl,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.SetTtlRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.SetTtlRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.SerializeToString,
             ),
             'Drain': grpc.unary_unary_rpc_method_handler(
                     servicer.Drain,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainResponse.SerializeToString,
             ),
             'StartTask': grpc.unary_unary_rpc_method_handler(
                     servicer.StartTask,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.SerializeToString,
             ),
             'ListTaskTypes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTaskTypes,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesResponse.SerializeToString,
             ),
             'WatchEvents': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchEvents,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.SerializeToString,
             ),
             'ListNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNodes,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -290,8 +290,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/ListModules',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListModulesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -317,8 +317,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/ListTasks',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -344,8 +344,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/GetTaskStatus',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -371,8 +371,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/GetTaskStatusRecursive',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatusList.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatusList.FromString,
             options,
             channel_credentials,
             insecure,
@@ -398,8 +398,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/AbortTask',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.AbortTaskResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.AbortTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -425,8 +425,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/WaitTask',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WaitTaskRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WaitTaskRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
             options,
             channel_credentials,
             insecure,
@@ -452,8 +452,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/GetTtl',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTtlRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTtlRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -479,8 +479,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/SetTtl',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.SetTtlRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.SetTtlRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TtlResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -506,8 +506,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/Drain',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.DrainResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -533,8 +533,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/StartTask',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -560,8 +560,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/ListTaskTypes',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -587,8 +587,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/WatchEvents',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.FromString,
             options,
             channel_credentials,
             insecure,
@@ -614,8 +614,8 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/ListNodes',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -639,28 +639,28 @@ class TestApiStub:
         """
         self.RegisterTestModule = channel.unary_unary(
                 '/taskward.v1.TestApi/RegisterTestModule',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
                 _registered_method=True)
         self.UnregisterTestModule = channel.unary_unary(
                 '/taskward.v1.TestApi/UnregisterTestModule',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
                 _registered_method=True)
         self.CreateTestTask = channel.unary_unary(
                 '/taskward.v1.TestApi/CreateTestTask',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.CreateTestTaskRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.CreateTestTaskRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
                 _registered_method=True)
         self.UnregisterTestTask = channel.unary_unary(
                 '/taskward.v1.TestApi/UnregisterTestTask',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
                 _registered_method=True)
         self.FinishTestTask = channel.unary_unary(
                 '/taskward.v1.TestApi/FinishTestTask',
-                request_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.FinishTestTaskRequest.SerializeToString,
-                response_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.FinishTestTaskRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
                 _registered_method=True)
 
 
@@ -703,28 +703,28 @@ def add_TestApiServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'RegisterTestModule': grpc.unary_unary_rpc_method_handler(
                     servicer.RegisterTestModule,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
             ),
             'UnregisterTestModule': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterTestModule,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
             ),
             'CreateTestTask': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateTestTask,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.CreateTestTaskRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.CreateTestTaskRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.SerializeToString,
             ),
             'UnregisterTestTask': grpc.unary_unary_rpc_method_handler(
                     servicer.UnregisterTestTask,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
             ),
             'FinishTestTask': grpc.unary_unary_rpc_method_handler(
                     servicer.FinishTestTask,
-                    request_deserializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.FinishTestTaskRequest.FromString,
-                    response_serializer=node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.FinishTestTaskRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -753,8 +753,8 @@ class TestApi:
             request,
             target,
             '/taskward.v1.TestApi/RegisterTestModule',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -780,8 +780,8 @@ class TestApi:
             request,
             target,
             '/taskward.v1.TestApi/UnregisterTestModule',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -807,8 +807,8 @@ class TestApi:
             request,
             target,
             '/taskward.v1.TestApi/CreateTestTask',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.CreateTestTaskRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.CreateTestTaskRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -834,8 +834,8 @@ class TestApi:
             request,
             target,
             '/taskward.v1.TestApi/UnregisterTestTask',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,
@@ -861,8 +861,8 @@ class TestApi:
             request,
             target,
             '/taskward.v1.TestApi/FinishTestTask',
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.FinishTestTaskRequest.SerializeToString,
-            node_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.FinishTestTaskRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Empty.FromString,
             options,
             channel_credentials,
             insecure,

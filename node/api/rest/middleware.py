@@ -15,8 +15,8 @@ import orjson
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from node.api.rest_common import BodyTooLarge
-from node.errors import Unauthenticated
+from taskward.api.rest.common import BodyTooLarge
+from taskward.errors import Unauthenticated
 
 # Reachable without a token: probes and scrapers rarely carry secrets, and none of these reveal or
 # change task state (/metrics shows counts per module and state, no ids or arguments).

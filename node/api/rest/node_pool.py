@@ -24,19 +24,13 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from node.errors import TaskwardError
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.channels import Metadata, aio_channel, bearer
+from taskward.errors import TaskwardError
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
-CHANNEL_OPTIONS = [
-    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
-    # A killed node must be retried soon after it returns, not after gRPC's default 120 s backoff cap.
-    ("grpc.initial_reconnect_backoff_ms", 100),
-    ("grpc.min_reconnect_backoff_ms", 100),
-    ("grpc.max_reconnect_backoff_ms", 1000),
-]
 FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 FOUND_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -45,8 +39,6 @@ class NoNodeReachable(TaskwardError):
     """Every listed node answered UNAVAILABLE (or could not be asked); REST answers 503."""
 
     grpc_code = grpc.StatusCode.UNAVAILABLE
-    http_status = 503
-    retryable = True
 
 
 class NodeStubs:
@@ -56,11 +48,11 @@ class NodeStubs:
 
     def __init__(self, address: str, token: str | None) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = aio_channel(address)
         self.tm = pb_grpc.TaskManagerStub(self.channel)
         self.test = pb_grpc.TestApiStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata: tuple[tuple[str, str], ...] = (("authorization", f"Bearer {token}"),) if token else ()
+        self.metadata: Metadata = bearer(token)
 
 
 class NodePool:

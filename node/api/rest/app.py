@@ -23,21 +23,21 @@ import uvicorn
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
-from node import __version__
-from node.api.node_client import NodePool
-from node.api.rest_common import EXCEPTION_HANDLERS, JsonResponse
-from node.api.rest_extra import EventStreams
-from node.api.rest_extra import router as extra_router
-from node.api.rest_middleware import (
+from taskward import __version__
+from taskward.api.rest.common import EXCEPTION_HANDLERS, JsonResponse
+from taskward.api.rest.middleware import (
     OPEN_PATHS,
     BearerAuthMiddleware,
     BodyLimitMiddleware,
     MetricsMiddleware,
     RestMetrics,
 )
-from node.api.rest_routes import router as task_manager_router
-from node.api.rest_routes import test_router
-from node.config import NodeConfig, check_address
+from taskward.api.rest.node_pool import NodePool
+from taskward.api.rest.scylla_routes import router as task_manager_router
+from taskward.api.rest.scylla_routes import test_router
+from taskward.api.rest.taskward_routes import EventStreams
+from taskward.api.rest.taskward_routes import router as extra_router
+from taskward.config import NodeConfig, check_address
 
 logger = logging.getLogger(__name__)
 

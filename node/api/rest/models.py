@@ -1,6 +1,6 @@
 """Pydantic models that document the REST answers in OpenAPI (``/docs``).
 
-They are documentation only: handlers return pre-rendered JSON built by ``node.convert`` (the field
+They are documentation only: handlers return pre-rendered JSON built by ``taskward.convert`` (the field
 names and time format of DESIGN §2), so no answer is re-validated on the hot path.
 """
 

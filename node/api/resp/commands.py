@@ -14,8 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
-from node.api.resp_protocol import OK, PONG, Command, Reply, Simple, encode, error, simple
-from node.model import TypeStats
+from taskward.api.resp.protocol import OK, PONG, Command, Reply, Simple, encode, error, simple
+from taskward.model import TypeStats
 
 NOAUTH = error("NOAUTH Authentication required.")
 WRONGPASS = error("WRONGPASS invalid username-password pair or user is disabled.")

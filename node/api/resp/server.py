@@ -16,10 +16,10 @@ import contextlib
 import itertools
 import logging
 
-from node import __version__
-from node.api.resp_commands import AdminCommands, Session, TypeStatsSource
-from node.api.resp_protocol import Command, RequestParser, error
-from node.config import NodeConfig, check_address
+from taskward import __version__
+from taskward.api.resp.commands import AdminCommands, Session, TypeStatsSource
+from taskward.api.resp.protocol import Command, RequestParser, error
+from taskward.config import NodeConfig, check_address
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 
 Each handler validates its parameters, makes one gRPC call through the ``NodePool`` (routed to the
 task's owner when it names a task, else to the first reachable node) and renders the answer with
-``node.convert``. Errors are raised and mapped once in ``rest_common``.
+``taskward.convert``. Errors are raised and mapped once in ``rest_common``.
 
 Id parameters use the ``:path`` converter so that an id containing ``/`` (e.g. ``..%2F..%2Fetc``,
 which the server decodes before routing) reaches the id check and answers 400 malformed instead of a
@@ -19,12 +19,20 @@ from fastapi import APIRouter, Query, Request
 from fastapi.routing import APIRoute
 from starlette.responses import Response
 
-from node.api.node_client import NodePool
-from node.api.rest_common import JsonResponse, bad_request, check_id, parse_bool, parse_shard, parse_timeout, parse_uint
-from node.api.rest_models import TaskStats, TaskStatus, errors
-from node.convert import stats_pb_to_dict, status_pb_to_dict
-from node.errors import TestApiDisabled
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.api.rest.common import (
+    JsonResponse,
+    bad_request,
+    check_id,
+    parse_bool,
+    parse_shard,
+    parse_timeout,
+    parse_uint,
+)
+from taskward.api.rest.models import TaskStats, TaskStatus, errors
+from taskward.api.rest.node_pool import NodePool
+from taskward.convert import stats_pb_to_dict, status_pb_to_dict
+from taskward.errors import TestApiDisabled
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 
 class LeanRoute(APIRoute):
@@ -51,7 +59,7 @@ router = APIRouter(tags=["task_manager"], route_class=LeanRoute)
 test_router = APIRouter(tags=["task_manager_test"])
 
 BoolQ = Annotated[str | None, Query(description="true/false/1/0")]
-MAX_SHARD = 1 << 16  # as node.test_module checks
+MAX_SHARD = 1 << 16  # as taskward.scylla_test_api checks
 WAIT_SLACK_S = 10.0  # the gRPC deadline of a wait exceeds the node's own timeout, so the node's 408 wins
 
 

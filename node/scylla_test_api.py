@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from node.errors import InvalidArgument, TaskNotFound, TestApiDisabled, UnknownModule
-from node.manager import TEST_MODULE, TaskManager
-from node.model import ChildRef, TaskRecord, TaskState, check_task_id
-from node.store import Tx
+from taskward.errors import InvalidArgument, TaskNotFound, TestApiDisabled, UnknownModule
+from taskward.manager import TEST_MODULE, TaskManager
+from taskward.model import ChildRef, TaskRecord, TaskState, check_task_id
+from taskward.store import Tx
 
 
-class TestModule:
+class ScyllaTestApi:
     __test__ = False  # not a pytest class
 
     def __init__(self, manager: TaskManager) -> None:

@@ -2,7 +2,7 @@
 
 Every 4xx/5xx answer is ``{"message": ..., "code": N}`` (DESIGN §8), whoever produced it: a node's gRPC
 status, our own parameter checks, or FastAPI/Starlette themselves (404, 405, validation). The gRPC →
-HTTP table is the inverse of ``node.errors``, so REST says exactly what gRPC said.
+HTTP table is ``taskward.errors.HTTP_FOR_GRPC``, so REST says exactly what gRPC said.
 """
 
 from __future__ import annotations
@@ -19,23 +19,12 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from node.errors import InvalidArgument, TaskwardError
-from node.model import check_task_id
+from taskward.errors import InvalidArgument, TaskwardError, http_status_for
+from taskward.model import check_task_id
 
 logger = logging.getLogger(__name__)
 
 MAX_INT64 = (1 << 63) - 1
-HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.NOT_FOUND: 400,  # ScyllaDB answers 400 for an unknown task id
-    grpc.StatusCode.INVALID_ARGUMENT: 400,
-    grpc.StatusCode.FAILED_PRECONDITION: 403,
-    grpc.StatusCode.DEADLINE_EXCEEDED: 408,
-    grpc.StatusCode.UNAUTHENTICATED: 401,
-    grpc.StatusCode.PERMISSION_DENIED: 403,
-    grpc.StatusCode.UNIMPLEMENTED: 404,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: 429,
-    grpc.StatusCode.UNAVAILABLE: 503,
-}
 _UINT_RE = re.compile(r"[0-9]+")
 _TRUE, _FALSE = frozenset({"true", "1"}), frozenset({"false", "0"})
 
@@ -57,7 +46,7 @@ class BodyTooLarge(TaskwardError):
     """A REST body over the limit (gRPC's own message cap answers RESOURCE_EXHAUSTED too)."""
 
     grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
-    http_status = 413
+    http_override = 413
 
     def __init__(self, limit: int) -> None:
         super().__init__(f"request body larger than {limit} bytes")
@@ -73,7 +62,7 @@ def bad_request(message: str) -> InvalidArgument:
 
 async def _on_rpc_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, grpc.aio.AioRpcError)
-    status = HTTP_FOR_GRPC.get(exc.code(), 500)
+    status = http_status_for(exc.code())
     message = exc.details() or exc.code().name.lower()
     if status == 500:
         logger.error("node answered %s to %s %s: %s", exc.code().name, request.method, request.url.path, message)

@@ -10,15 +10,15 @@ from typing import Any, TypeVar
 
 import grpc
 
-from node import convert
-from node.cluster_view import ClusterView
-from node.errors import InvalidArgument, TaskwardError, Unauthenticated
-from node.events import SUBSCRIBED, EventLogClosed, SubscriberLagged
-from node.manager import TaskManager
-from node.model import Progress, TaskRecord, TaskView, check_task_id, matches
-from node.pb.taskward.v1 import tasks_pb2 as pb
-from node.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from node.test_module import TestModule
+from taskward import convert
+from taskward.cluster_view import ClusterView, UnreachableChild
+from taskward.errors import InvalidArgument, TaskwardError, Unauthenticated
+from taskward.events import SUBSCRIBED, EventLogClosed, SubscriberLagged
+from taskward.manager import TaskManager
+from taskward.model import Progress, TaskRecord, TaskView, check_task_id, matches
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.scylla_test_api import ScyllaTestApi
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def maps_errors(fn: Handler[R]) -> Handler[R]:
         try:
             return await fn(self, request, context)
         except TaskwardError as exc:
-            await context.abort(exc.grpc_code, exc.message)
+            await context.abort(exc.code, exc.message)
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
@@ -53,7 +53,7 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         self._m = manager
         self._cluster = cluster
 
-    def _status(self, view: Any) -> pb.TaskStatus:
+    def _status(self, view: TaskView) -> pb.TaskStatus:
         return convert.status_to_pb(view, self._cluster.addresses())
 
     def _cluster_status(self, rec: TaskRecord) -> pb.TaskStatus:
@@ -89,7 +89,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
     @maps_errors
     async def GetTaskStatusRecursive(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatusList:
         if (rec := self._cluster_task(request.task_id)) is not None:
-            children = await self._cluster.child_statuses(rec.id)
+            children = [convert.unreachable_child_to_pb(c) if isinstance(c, UnreachableChild) else self._status(c)
+                        for c in await self._cluster.child_statuses(rec.id)]
             return pb.TaskStatusList(statuses=[self._cluster_status(rec), *children])
         views = await self._m.status_recursive(request.task_id, keep=request.keep)
         return pb.TaskStatusList(statuses=[self._status(v) for v in views])
@@ -174,8 +175,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
 class TestApiServicer(pb_grpc.TestApiServicer):
     __test__ = False
 
-    def __init__(self, test_module: TestModule) -> None:
-        self._t = test_module
+    def __init__(self, test_api: ScyllaTestApi) -> None:
+        self._t = test_api
 
     @maps_errors
     async def RegisterTestModule(self, request: pb.Empty, context: Any) -> pb.Empty:

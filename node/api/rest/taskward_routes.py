@@ -15,13 +15,13 @@ from fastapi import APIRouter, Header, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response, StreamingResponse
 
-from node.api.node_client import NodePool, NodeStubs
-from node.api.rest_common import JsonResponse, bad_request, error_response, parse_bool, parse_uint
-from node.api.rest_middleware import RestMetrics
-from node.api.rest_models import NodeInfo, errors
-from node.api.rest_routes import pool_of
-from node.convert import node_pb_to_dict, ts_to_iso
-from node.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.api.rest.common import JsonResponse, bad_request, error_response, parse_bool, parse_uint
+from taskward.api.rest.middleware import RestMetrics
+from taskward.api.rest.models import NodeInfo, errors
+from taskward.api.rest.node_pool import NodePool, NodeStubs
+from taskward.api.rest.scylla_routes import pool_of
+from taskward.convert import node_pb_to_dict, ts_to_iso
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
