@@ -21,9 +21,9 @@ import grpc
 
 from taskward import convert
 from taskward.cluster_view import ChildStatus, UnreachableChild
+from taskward.config import ClusterConfig
 from taskward.coordinator.cache import ClusterCache, ClusterSnapshot
 from taskward.coordinator.child_events import ChildEvents
-from taskward.coordinator.config import CoordinatorConfig
 from taskward.coordinator.election import Election, NotLeader
 from taskward.coordinator.forwarding import Forwarder
 from taskward.coordinator.leader import Leader
@@ -57,7 +57,7 @@ def _dt(ts: float) -> datetime | None:
 
 
 class Coordinator:
-    def __init__(self, config: CoordinatorConfig, store: ClusterStore, *, node_id: str, address: str,
+    def __init__(self, config: ClusterConfig, store: ClusterStore, *, node_id: str, address: str,
                  version: str, instance: str, token: str | None, validate: ArgsValidator) -> None:
         self.config = config
         self.node_id = node_id
@@ -68,7 +68,7 @@ class Coordinator:
                                                    started_at=time.time(), instance=instance), config.lease_ttl_s)
         self._election = Election(store, node_id, instance)
         self._clients = NodeClients(token)
-        self._to_leader = Forwarder(self._clients, self.cache, timeout_s=config.etcd_timeout_s)
+        self._to_leader = Forwarder(self._clients, self.cache, timeout_s=config.etcd.timeout_s)
         self._child_events = ChildEvents(self._clients, self._full_cycle_after_batch,
                                          reconcile_s=config.reconcile_interval_s)
         self._leader = Leader(self._election, self._clients, self._child_events,

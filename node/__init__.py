@@ -13,8 +13,19 @@ if __name__ != "taskward":  # e.g. ``import node`` from the repository root woul
 
 from taskward.context import TaskContext
 from taskward.errors import TaskAborted
+from taskward.middleware import FinishInput, ProgressInput, RunInput, TaskMiddleware, task_middleware
 from taskward.registry import task_type
 
 __version__ = "0.1.0"
 
-__all__ = ["TaskAborted", "TaskContext", "__version__", "task_type"]
+__all__ = [
+    "FinishInput",
+    "ProgressInput",
+    "RunInput",
+    "TaskAborted",
+    "TaskContext",
+    "TaskMiddleware",
+    "__version__",
+    "task_middleware",
+    "task_type",
+]

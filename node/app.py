@@ -23,7 +23,7 @@ from taskward.config import NodeConfig
 from taskward.coordinator.cluster import Coordinator
 from taskward.coordinator.store.base import ClusterStore
 from taskward.coordinator.store.embedded import EmbeddedStore
-from taskward.coordinator.store.etcd import EtcdOptions, EtcdStore
+from taskward.coordinator.store.etcd import EtcdStore
 from taskward.manager import TaskManager
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.registry import Registry
@@ -69,12 +69,10 @@ def instance_token(data_dir: Path) -> str:
 
 def build_coordinator(config: NodeConfig, manager: TaskManager) -> Coordinator:
     """etcd when ``--etcd`` is given, else the embedded single-node store in the data dir."""
-    cc = config.coordinator
+    cc = config.cluster
     store: ClusterStore
-    if cc.etcd_endpoints:
-        store = EtcdStore(EtcdOptions(endpoints=cc.etcd_endpoints, prefix=cc.prefix, timeout_s=cc.etcd_timeout_s,
-                                      cacert=cc.etcd_cacert, cert=cc.etcd_cert, key=cc.etcd_key,
-                                      user=cc.etcd_user, password=cc.etcd_password))
+    if cc.etcd.endpoints:
+        store = EtcdStore(cc.etcd, prefix=cc.prefix)
     else:
         store = EmbeddedStore(config.data_dir / "cluster.sqlite3")
 

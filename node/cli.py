@@ -10,8 +10,9 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from taskward.config import add_node_arguments, node_config_from
+from taskward.config import gateway_config_from, node_config_from
 from taskward.errors import ConfigError, TaskwardError
+from taskward.settings import GATEWAY_SETTINGS, NODE_SETTINGS, add_arguments, resolve
 
 USAGE = """usage: taskward {node,gateway,tasks,demo} ...
 
@@ -52,19 +53,18 @@ def run_node(argv: Sequence[str]) -> int:
     from taskward.app import NodeApp
 
     p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
-    add_node_arguments(p)
+    add_arguments(p, NODE_SETTINGS)
     args = p.parse_args(argv)
-    return _serve(lambda: NodeApp(node_config_from(args)).run())
+    return _serve(lambda: NodeApp(node_config_from(resolve(NODE_SETTINGS, args, os.environ))).run())
 
 
 def run_gateway(argv: Sequence[str]) -> int:
-    from taskward.config import add_gateway_arguments, gateway_config_from
     from taskward.gateway import GatewayApp
 
     p = argparse.ArgumentParser(prog="taskward gateway", description="Serve the REST API in front of nodes.")
-    add_gateway_arguments(p)
+    add_arguments(p, GATEWAY_SETTINGS)
     args = p.parse_args(argv)
-    return _serve(lambda: GatewayApp(gateway_config_from(args)).run())
+    return _serve(lambda: GatewayApp(gateway_config_from(resolve(GATEWAY_SETTINGS, args, os.environ))).run())
 
 
 def main(argv: Sequence[str] | None = None) -> int:

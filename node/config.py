@@ -1,22 +1,22 @@
-"""Node configuration: frozen sections, validated once, built from CLI > ``TASKWARD_*`` env > defaults.
+"""Configuration sections, frozen and validated once, built from the resolved settings.
 
-Nothing else in the code base reads the environment; each component receives only its own section.
+``taskward.settings`` describes every setting and resolves CLI > ``TASKWARD_*`` env > ``--config`` file
+> defaults; this module turns the resolved values into the sections each component receives: the
+manager its ``ManagerConfig``, the coordinator its ``ClusterConfig`` (with the ``EtcdConfig`` its etcd
+store gets), the REST and RESP surfaces what they need from ``NodeConfig``.
 """
 
 from __future__ import annotations
 
-import argparse
 import ipaddress
-import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from taskward.coordinator.config import CoordinatorConfig
 from taskward.errors import ConfigError
 from taskward.model import NODE_ID_RE
-
-DEFAULT_LISTEN = "127.0.0.1:7100"
+from taskward.settings import DEFAULT_GATEWAY_LISTEN, DEFAULT_LISTEN
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -44,6 +44,58 @@ class ManagerConfig:
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
+class EtcdConfig:
+    """Where etcd is and how to log in: what the etcd store needs, spelled once."""
+
+    endpoints: tuple[str, ...] = ()
+    timeout_s: float = 2.0
+    cacert: str = ""
+    cert: str = ""
+    key: str = ""
+    user: str = ""
+    password: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ClusterConfig:
+    """The coordinator's section (Patroni's timing rule checked once: a cycle and two store calls fit
+    in a lease)."""
+
+    etcd: EtcdConfig = field(default_factory=EtcdConfig)
+    cluster: str = "default"
+    lease_ttl_s: int = 6
+    loop_interval_s: float = 0.5
+    dead_node_grace_s: float = 60.0
+    child_rpc_timeout_s: float = 2.0
+    reconcile_interval_s: float = 5.0
+    """A child followed through its node's events is still polled this often (defence in depth)."""
+
+    def __post_init__(self) -> None:
+        if self.loop_interval_s + 2 * self.etcd.timeout_s > self.lease_ttl_s:
+            raise ConfigError("need loop_interval_s + 2*etcd timeout <= lease_ttl_s")
+        if self.reconcile_interval_s <= 0:
+            raise ConfigError("reconcile interval must be > 0")
+        if self.dead_node_grace_s < 0:
+            raise ConfigError("dead node grace must be >= 0")
+        if not self.cluster or "/" in self.cluster:
+            raise ConfigError("cluster name must be non-empty and contain no '/'")
+
+    @property
+    def prefix(self) -> str:
+        return f"/taskward/{self.cluster}/"
+
+
+def etcd_timeout_for(lease_ttl_s: int) -> float:
+    """etcd calls time out well within the lease, so a short lease (tests use 3 s) stays consistent."""
+    return min(2.0, max(0.5, (lease_ttl_s - 0.5) / 2.5))
+
+
+def loop_interval_for(lease_ttl_s: int) -> float:
+    """The leader's cycle runs at least six times per lease."""
+    return min(0.5, lease_ttl_s / 6)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
 class NodeConfig:
     node_id: str
     listen: str = DEFAULT_LISTEN
@@ -56,7 +108,7 @@ class NodeConfig:
     task_modules: tuple[str, ...] = ()
     sqlite_synchronous: str = "FULL"
     manager: ManagerConfig = field(default_factory=lambda: ManagerConfig(node_id="invalid"))
-    coordinator: CoordinatorConfig = field(default_factory=CoordinatorConfig)
+    cluster: ClusterConfig = field(default_factory=ClusterConfig)
 
     def __post_init__(self) -> None:
         if not NODE_ID_RE.fullmatch(self.node_id):
@@ -96,51 +148,10 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
-def add_node_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--id", dest="node_id", help="node id (env TASKWARD_NODE_ID)")
-    p.add_argument("--listen", help=f"gRPC HOST:PORT (default {DEFAULT_LISTEN})")
-    p.add_argument("--advertise", help="gRPC HOST:PORT other nodes use (default: --listen)")
-    p.add_argument("--data-dir", help="data directory (default ./taskward-data/ID)")
-    p.add_argument("--rest", help="serve the ScyllaDB-compatible REST API on HOST:PORT")
-    p.add_argument("--admin", help="serve the RESP3 admin protocol (redis-cli -3) on HOST:PORT")
-    p.add_argument("--insecure-bind", action="store_true", default=None,
-                   help="allow non-loopback addresses without a token")
-    p.add_argument("--enable-test-api", action="store_true", default=None)
-    p.add_argument("--task-ttl", type=int, help="task_ttl on first start of a data dir (default 0)")
-    p.add_argument("--user-task-ttl", type=int, help="user_task_ttl on first start (default 3600)")
-    p.add_argument("--token-file", help="file holding the bearer token (env TASKWARD_TOKEN)")
-    p.add_argument("--tasks", action="append", default=[], metavar="MODULE", help="import task types")
-    p.add_argument("--concurrency", type=int, help="root operations run at once (default 16)")
-    p.add_argument("--retention-max-age", type=float, help="seconds finished tasks are kept (86400)")
-    p.add_argument("--retention-max-per-module", type=int, help="finished tasks kept per module (100)")
-    p.add_argument("--sqlite-synchronous", help="SQLite synchronous setting (default FULL)")
-    p.add_argument("--etcd", help="etcd endpoints URL[,URL...]: join the cluster kept there (default: run alone)")
-    p.add_argument("--cluster", help="cluster name inside etcd (default 'default')")
-    p.add_argument("--dead-node-grace", type=float, help="seconds before children on a dead node fail (60)")
-    p.add_argument("--lease-ttl", type=int, help="membership/leader lease TTL in seconds (6)")
-    p.add_argument("--etcd-cacert", help="CA bundle for etcd TLS")
-    p.add_argument("--etcd-cert", help="client certificate for etcd TLS")
-    p.add_argument("--etcd-key", help="client key for etcd TLS")
-    p.add_argument("--etcd-user", help="etcd user (password from TASKWARD_ETCD_PASSWORD)")
-    p.add_argument("--shutdown-grace", type=float, help="seconds running tasks get to finish on shutdown (5)")
-
-
-def _pick(cli: object, env: Mapping[str, str], name: str, default: object, conv: type = str) -> object:
-    if cli is not None:
-        return cli
-    raw = env.get(f"TASKWARD_{name.upper()}")
-    if raw is None:
-        return default
-    try:
-        return conv(raw)
-    except ValueError:
-        raise ConfigError(f"TASKWARD_{name.upper()}={raw!r} is not a valid {conv.__name__}") from None
-
-
-def read_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
+def read_token(token_file: str, token: str) -> str | None:
     """The bearer token: ``--token-file`` wins over ``TASKWARD_TOKEN``; None means auth is off."""
     if not token_file:
-        return env.get("TASKWARD_TOKEN") or None
+        return token or None
     try:
         token = Path(token_file).read_text().strip()
     except OSError as exc:
@@ -150,53 +161,30 @@ def read_token(token_file: str | None, env: Mapping[str, str]) -> str | None:
     return token
 
 
-def node_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> NodeConfig:
-    """The only place that reads the environment."""
-    env = os.environ if env is None else env
-    node_id = str(_pick(args.node_id, env, "node_id", ""))
+def node_config_from(values: Mapping[str, Any]) -> NodeConfig:
+    """The node's sections from resolved settings (``taskward.settings.resolve`` over ``NODE_SETTINGS``)."""
+    node_id: str = values["node_id"] or ""
     if not node_id:
         raise ConfigError("--id is required")
-    token = read_token(args.token_file, env)
     manager = ManagerConfig(
-        node_id=node_id,
-        initial_task_ttl=int(_pick(args.task_ttl, env, "task_ttl", 0, int)),  # type: ignore[call-overload]
-        initial_user_task_ttl=int(_pick(args.user_task_ttl, env, "user_task_ttl", 3600, int)),  # type: ignore[call-overload]
-        retention_max_age_s=float(_pick(args.retention_max_age, env, "retention_max_age", 86400.0, float)),  # type: ignore[arg-type]
-        retention_max_per_module=int(
-            _pick(args.retention_max_per_module, env, "retention_max_per_module", 100, int)  # type: ignore[call-overload]
-        ),
-        concurrency=int(_pick(args.concurrency, env, "concurrency", 16, int)),  # type: ignore[call-overload]
-        shutdown_grace_s=float(_pick(args.shutdown_grace, env, "shutdown_grace", 5.0, float)),  # type: ignore[arg-type]
-        enable_test_api=bool(args.enable_test_api or env.get("TASKWARD_ENABLE_TEST_API") == "1"),
+        node_id=node_id, initial_task_ttl=values["task_ttl"], initial_user_task_ttl=values["user_task_ttl"],
+        retention_max_age_s=values["retention_max_age"], retention_max_per_module=values["retention_max_per_module"],
+        concurrency=values["concurrency"], shutdown_grace_s=values["shutdown_grace"],
+        enable_test_api=values["enable_test_api"],
     )
-    lease_ttl = int(_pick(args.lease_ttl, env, "lease_ttl", 6, int))  # type: ignore[call-overload]
-    coordinator = CoordinatorConfig(
-        etcd_endpoints=tuple(e for e in str(_pick(args.etcd, env, "etcd", "")).split(",") if e),
-        cluster=str(_pick(args.cluster, env, "cluster", "default")),
-        lease_ttl_s=lease_ttl,
-        etcd_timeout_s=min(2.0, max(0.5, (lease_ttl - 0.5) / 2.5)),
-        loop_interval_s=min(0.5, lease_ttl / 6),
-        dead_node_grace_s=float(_pick(args.dead_node_grace, env, "dead_node_grace", 60.0, float)),  # type: ignore[arg-type]
-        etcd_cacert=args.etcd_cacert or "", etcd_cert=args.etcd_cert or "", etcd_key=args.etcd_key or "",
-        etcd_user=args.etcd_user or "", etcd_password=env.get("TASKWARD_ETCD_PASSWORD", ""),
-    )
+    lease: int = values["lease_ttl"]
+    etcd = EtcdConfig(endpoints=values["etcd"], timeout_s=etcd_timeout_for(lease), cacert=values["etcd_cacert"],
+                      cert=values["etcd_cert"], key=values["etcd_key"], user=values["etcd_user"],
+                      password=values["etcd_password"])
+    cluster = ClusterConfig(etcd=etcd, cluster=values["cluster"], lease_ttl_s=lease,
+                            loop_interval_s=loop_interval_for(lease), dead_node_grace_s=values["dead_node_grace"])
     return NodeConfig(
-        coordinator=coordinator,
-        node_id=node_id,
-        listen=str(_pick(args.listen, env, "listen", DEFAULT_LISTEN)),
-        advertise=str(_pick(args.advertise, env, "advertise", "")),
-        data_dir=Path(str(_pick(args.data_dir, env, "data_dir", f"./taskward-data/{node_id}"))),
-        rest=str(_pick(args.rest, env, "rest", "")),
-        admin=str(_pick(args.admin, env, "admin", "")),
-        insecure_bind=bool(args.insecure_bind or env.get("TASKWARD_INSECURE_BIND") == "1"),
-        token=token,
-        task_modules=tuple(args.tasks),
-        sqlite_synchronous=str(_pick(args.sqlite_synchronous, env, "sqlite_synchronous", "FULL")).upper(),
-        manager=manager,
+        node_id=node_id, listen=values["listen"], advertise=values["advertise"],
+        data_dir=Path(values["data_dir"] or f"./taskward-data/{node_id}"), rest=values["rest"], admin=values["admin"],
+        insecure_bind=values["insecure_bind"], token=read_token(values["token_file"], values["token"]),
+        task_modules=values["tasks"], sqlite_synchronous=values["sqlite_synchronous"], manager=manager,
+        cluster=cluster,
     )
-
-
-DEFAULT_GATEWAY_LISTEN = "127.0.0.1:10000"
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -220,22 +208,8 @@ class GatewayConfig:
             check_address("--node", address)
 
 
-def add_gateway_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--listen", help=f"REST HOST:PORT (default {DEFAULT_GATEWAY_LISTEN})")
-    p.add_argument("--node", help=f"gRPC HOST:PORT[,HOST:PORT...] of the nodes, in failover order "
-                                  f"(default {DEFAULT_LISTEN})")
-    p.add_argument("--token-file", help="bearer token file (env TASKWARD_TOKEN); required on REST and sent to nodes")
-    p.add_argument("--insecure-bind", action="store_true", default=None,
-                   help="allow a non-loopback --listen without a token")
-
-
-def gateway_config_from(args: argparse.Namespace, env: Mapping[str, str] | None = None) -> GatewayConfig:
-    env = os.environ if env is None else env
-    token = read_token(args.token_file, env)
-    nodes = str(_pick(args.node, env, "gateway_nodes", DEFAULT_LISTEN))
-    return GatewayConfig(
-        listen=str(_pick(args.listen, env, "gateway_listen", DEFAULT_GATEWAY_LISTEN)),
-        nodes=tuple(n.strip() for n in nodes.split(",") if n.strip()),
-        token=token,
-        insecure_bind=bool(args.insecure_bind or env.get("TASKWARD_INSECURE_BIND") == "1"),
-    )
+def gateway_config_from(values: Mapping[str, Any]) -> GatewayConfig:
+    """The gateway's section from resolved settings (over ``GATEWAY_SETTINGS``)."""
+    return GatewayConfig(listen=values["listen"], nodes=values["node"],
+                         token=read_token(values["token_file"], values["token"]),
+                         insecure_bind=values["insecure_bind"])

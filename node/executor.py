@@ -1,8 +1,9 @@
 """Runs task bodies: a bounded pool for root operations, children inside their root's budget.
 
 Async bodies run on the event loop; synchronous ones in a worker thread, so a body that blocks never
-stalls the node. A type's ``time_limit_s`` fails a run that overstays; the body's coroutine is
-cancelled, or its thread abandoned (its next ``ctx`` call raises), and the slot is freed either way.
+stalls the node. A time limit set by the middleware (a type's ``time_limit_s``) fails a run that
+overstays; the body's coroutine is cancelled, or its thread abandoned (its next ``ctx`` call raises),
+and the slot is freed either way.
 Shutdown cancels running bodies without recording an outcome: start-up recovery then treats them as
 interrupted (re-queued if retryable, else failed with ``node restarted``), exactly as after a crash.
 """
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 
 from taskward.context import TaskContext
 from taskward.errors import TaskAborted
+from taskward.middleware import RunInput
 from taskward.registry import TaskType
 
 logger = logging.getLogger(__name__)
@@ -34,8 +36,9 @@ class RunState(Enum):
 class ExecutorHost(Protocol):
     """Lifecycle callbacks implemented by ``TaskManager``."""
 
-    async def begin(self, task_id: str) -> bool:
-        """Mark the task running (durably); False when it must not run (finished or aborted)."""
+    async def begin(self, task_id: str, spec: TaskType) -> RunInput | None:
+        """Mark the task running (durably, with the middleware's ``before_run``); None when it must not
+        run (finished or aborted)."""
         ...
 
     async def complete(self, task_id: str, *, error: str = "", aborted: bool = False) -> None: ...
@@ -98,16 +101,23 @@ class Executor:
                 self._running.pop(run.task_id, None)
 
     async def _run_one(self, run: Run) -> None:
-        if not await self._host.begin(run.task_id):
+        started = await self._host.begin(run.task_id, run.spec)
+        if started is None:
             return
+        limits = started.limits  # set by the middleware's before_run (a type's time limit, ...)
         ctx = self._host.make_context(run.task_id, run.spec)
+        deadline = asyncio.timeout(limits.time_limit_s)
         try:
-            async with asyncio.timeout(run.spec.time_limit_s):
+            async with deadline:
                 await self._invoke(run, ctx)
-        except TimeoutError:
+        except TimeoutError as exc:
+            if not deadline.expired():  # the body's own TimeoutError: an ordinary failure
+                ctx.log.info("failed: %s", exc)
+                await self._host.complete(run.task_id, error=str(exc) or type(exc).__name__)
+                return
             ctx.abandoned = True
-            ctx.log.warning("time limit of %ss exceeded", run.spec.time_limit_s)
-            await self._host.complete(run.task_id, error=f"time limit of {run.spec.time_limit_s:g}s exceeded")
+            ctx.log.warning("%s", limits.time_limit_error)
+            await self._host.complete(run.task_id, error=limits.time_limit_error)
         except TaskAborted:
             ctx.log.info("aborted")
             await self._host.complete(run.task_id, aborted=True)

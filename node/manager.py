@@ -29,8 +29,16 @@ from taskward.errors import (
 )
 from taskward.events import Event, EventLog, EventType
 from taskward.executor import Executor, Run
+from taskward.middleware import (
+    EtaMiddleware,
+    FinishInput,
+    MiddlewareChain,
+    ProgressInput,
+    RunInput,
+    TimeLimitMiddleware,
+    TypeStatsMiddleware,
+)
 from taskward.model import (
-    BatchClock,
     ChildRef,
     TaskRecord,
     TaskState,
@@ -89,9 +97,12 @@ class TaskManager:
         self.test_module_registered = False
         self._seq: dict[tuple[str, int], int] = {}
         self._waiters: dict[str, list[asyncio.Future[TaskView]]] = {}
-        self._clocks: dict[str, BatchClock] = {}
-        self._type_stats: dict[str, TypeStats] = {}
-        self.type_stats_version = 0  # bumped whenever list_task_types() may change (RESP caches on it)
+        self.type_stats = TypeStatsMiddleware()
+        self._eta_clocks = EtaMiddleware()
+        self.middleware = MiddlewareChain([
+            self.type_stats, self._eta_clocks, TimeLimitMiddleware(), *(cls() for cls in registry.middleware),
+        ])
+        self._runs: set[str] = set()  # tasks whose run began in this process (before_run was called)
         self._events_pruned_to = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -109,8 +120,7 @@ class TaskManager:
                 module, _, shard = key[4:].rpartition(":")
                 if module != TEST_MODULE:
                     self._seq[(module, int(shard))] = int(value)
-            elif key.startswith("type:"):
-                self._type_stats[key[5:]] = TypeStats(key[5:], **json.loads(value))
+        self.type_stats.load(s)
         for rec in loaded.tasks:
             self.table.put(rec)
         await self._recover()
@@ -204,10 +214,9 @@ class TaskManager:
 
     def _eta(self, task_id: str) -> int | None:
         rec = self.table.records[task_id]
-        clock = self._clocks.get(task_id)
-        if clock is None or rec.state.finished:
+        if rec.state.finished:
             return 0 if rec.state is TaskState.DONE and rec.own_progress else None
-        return clock.eta_ms(rec.progress_completed, rec.progress_total)
+        return self._eta_clocks.eta_ms(task_id, rec.progress_completed, rec.progress_total)
 
     def new_id(self) -> str:
         return new_task_id()
@@ -302,14 +311,15 @@ class TaskManager:
         self._waiters.setdefault(task_id, []).append(fut)
         return await fut
 
+    @property
+    def type_stats_version(self) -> int:
+        """Changes whenever ``list_task_types()`` may (RESP caches its reply on it)."""
+        return self.type_stats.version
+
     def list_task_types(self) -> list[TypeStats]:
         running = {f"{r.module}:{r.type}" for r in self.table.records.values() if r.state is TaskState.RUNNING}
-        out = []
-        for spec in self.registry.all():
-            name = spec.qualified_name
-            st = self._type_stats.get(name, TypeStats(name))
-            out.append(replace(st, running=name in running))
-        return out
+        return [replace(self.type_stats.get(spec.qualified_name), running=spec.qualified_name in running)
+                for spec in self.registry.all()]
 
     # ---------------------------------------------------------------- settings
 
@@ -401,32 +411,30 @@ class TaskManager:
             loop=asyncio.get_running_loop(), logger=adapter,
         )
 
-    async def begin(self, task_id: str) -> bool:
+    async def begin(self, task_id: str, spec: TaskType) -> RunInput | None:
+        """Make the task running, durably, with the middleware's ``before_run`` in the same transaction;
+        None when it must not run (finished, unregistered or aborted meanwhile)."""
         rec = self.table.get(task_id)
         if rec is None or rec.state is not TaskState.CREATED:
-            return False
+            return None
         if rec.abort_requested:
             await self.complete(task_id, aborted=True)
-            return False
+            return None
         before, rec = rec, rec.started(self._now())
         tx = Tx().put(rec)
         ev = self._event(tx, EventType.STARTED, rec)
-        name = f"{rec.module}:{rec.type}"
-        st = replace(self._type_stats.get(name, TypeStats(name)), started_at=int(time.time()))
-        self._type_stats[name] = st
-        self.type_stats_version += 1
-        tx.setting(f"type:{name}", json.dumps({"completed": st.completed, "started_at": st.started_at,
-                                               "last_run": st.last_run}))
-        self._clocks[task_id] = BatchClock()
+        run = RunInput(record=rec, spec=spec, tx=tx)
+        self.middleware.before_run(run)
+        self._runs.add(task_id)
         await self._commit(tx, ev)
         # Readers see `running` only once it is durable: a crash before this point re-queues the task.
         cur = self.table.get(task_id)
         if cur is not before:  # changed while the start was being committed (aborted, unregistered)
             if cur is None or cur.state.finished:
-                return False
+                return None
             rec = replace(rec, abort_requested=cur.abort_requested)
         self.table.put(rec)
-        return True
+        return run
 
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
         rec = self.table.get(task_id)
@@ -434,9 +442,9 @@ class TaskManager:
             return
         rec = rec.with_progress(done, total, message[:MAX_LABEL_LEN])
         self.table.put(rec)
-        clock = self._clocks.setdefault(task_id, BatchClock())
-        clock.record(time.monotonic(), done)
         tx = Tx().put(rec)
+        self.middleware.on_progress(ProgressInput(record=rec, spec=self.registry.find(rec.module, rec.type), tx=tx,
+                                                  done=done, total=total, monotonic=time.monotonic()))
         ev = self._event(tx, EventType.PROGRESS, rec, progress_completed=done, progress_total=total,
                          message=rec.progress_message)
         self._submit(tx, ev).add_done_callback(self._progress_written)
@@ -459,21 +467,15 @@ class TaskManager:
         rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
         rec = replace(rec, expires_at=expiry(rec, self.ttl)) if rec.is_root else replace(rec, folded=True)
         self.table.put(rec)
-        self.type_stats_version += 1
-        self._clocks.pop(task_id, None)
         tx = Tx().put(rec)
         self._drop_folded(rec.id, tx)
         etype = EventType.ABORTED if aborted else EventType.FAILED if rec.error else EventType.COMPLETED
         ev = self._event(tx, etype, rec, error=rec.error, progress_completed=rec.progress_completed,
                          progress_total=rec.progress_total)
-        name = f"{rec.module}:{rec.type}"
-        if self.registry.find(rec.module, rec.type) is not None:
-            st = self._type_stats.get(name, TypeStats(name))
-            if rec.state is TaskState.DONE:
-                st = replace(st, completed=True, last_run=int(time.time()))
-            self._type_stats[name] = st
-            tx.setting(f"type:{name}", json.dumps({"completed": st.completed, "started_at": st.started_at,
-                                                   "last_run": st.last_run}))
+        ran = task_id in self._runs
+        self._runs.discard(task_id)
+        self.middleware.on_finish(FinishInput(record=rec, spec=self.registry.find(rec.module, rec.type), tx=tx,
+                                              ran=ran))
         view = self.view(rec.id)
         await self._commit(tx, ev)
         for fut in self._waiters.pop(rec.id, []):

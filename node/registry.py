@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 MAX_ARGS_BYTES = 64 * 1024
 ENTRY_POINT_GROUP = "taskward.tasks"
 _MARK = "__taskward_task_type__"
+MIDDLEWARE_MARK = "__taskward_middleware__"
+"""Set by ``taskward.task_middleware`` to the class itself, so a subclass of a marked class is not marked."""
 
 TaskBody = Callable[..., Awaitable[Any] | Any]
 
@@ -139,6 +141,7 @@ class Registry:
 
     def __init__(self) -> None:
         self._types: dict[tuple[str, str], TaskType] = {}
+        self._middleware: list[type] = []
 
     def add(self, spec: TaskType) -> None:
         self._types[(spec.module, spec.name)] = spec
@@ -150,6 +153,9 @@ class Registry:
         found = [getattr(v, _MARK) for v in vars(mod).values() if hasattr(v, _MARK)]
         for spec in found:
             self.add(spec)
+        for v in vars(mod).values():
+            if isinstance(v, type) and getattr(v, MIDDLEWARE_MARK, None) is v and v not in self._middleware:
+                self._middleware.append(v)
         return len(found)
 
     def load_entry_points(self) -> None:
@@ -172,6 +178,11 @@ class Registry:
 
     def modules(self) -> set[str]:
         return {m for m, _ in self._types}
+
+    @property
+    def middleware(self) -> list[type]:
+        """Middleware classes marked with ``task_middleware`` in the loaded modules, in load order."""
+        return list(self._middleware)
 
     def all(self) -> Iterable[TaskType]:
         return sorted(self._types.values(), key=lambda t: t.qualified_name)

@@ -19,8 +19,8 @@ from typing import TypeVar
 import grpc
 import pytest
 
+from taskward.config import ClusterConfig, EtcdConfig
 from taskward.coordinator.cluster import Coordinator
-from taskward.coordinator.config import CoordinatorConfig
 from taskward.coordinator.records import MEMBERS, TASKS, ClusterTask, Member, decode_task, encode_member
 from taskward.coordinator.store.base import Compare, Op, TxnResult, WatchEvent
 from taskward.coordinator.store.embedded import EmbeddedStore
@@ -84,8 +84,8 @@ class Leader:
     def __init__(self, root: Path, nodes: Sequence[NodeProc], proxies: dict[str, CountingProxy], *,
                  node_id: str = "lead", reconcile_s: float = NO_RECONCILE) -> None:
         self.store = HeldBackStore(root / "cluster.sqlite3")
-        config = CoordinatorConfig(lease_ttl_s=3, loop_interval_s=0.5, etcd_timeout_s=1.0,
-                                   reconcile_interval_s=reconcile_s)
+        config = ClusterConfig(etcd=EtcdConfig(timeout_s=1.0), lease_ttl_s=3, loop_interval_s=0.5,
+                               reconcile_interval_s=reconcile_s)
         self.coord = Coordinator(config, self.store, node_id=node_id, address="127.0.0.1:9", version="test",
                                  instance=node_id, token=None, validate=_validate)
         self._nodes = nodes

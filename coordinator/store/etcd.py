@@ -13,12 +13,12 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
 from aetcd import rpc
 
+from taskward.config import EtcdConfig
 from taskward.coordinator.store.base import (
     ClusterStore,
     Compare,
@@ -34,18 +34,6 @@ from taskward.coordinator.store.base import (
 from taskward.errors import ConfigError, CoordinatorUnavailable
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True, slots=True, kw_only=True)
-class EtcdOptions:
-    endpoints: tuple[str, ...]
-    prefix: str
-    timeout_s: float = 2.0
-    cacert: str = ""
-    cert: str = ""
-    key: str = ""
-    user: str = ""
-    password: str = ""
 
 
 def channel_target(endpoints: Sequence[str]) -> str:
@@ -72,9 +60,9 @@ def _prefix_end(prefix: bytes) -> bytes:
 
 
 class EtcdStore(ClusterStore):
-    def __init__(self, options: EtcdOptions) -> None:
-        self._o = options
-        self._prefix = options.prefix.encode()
+    def __init__(self, config: EtcdConfig, *, prefix: str) -> None:
+        self._o = config
+        self._prefix = prefix.encode()
         self._channel: grpc.aio.Channel | None = None
         self._metadata: tuple[tuple[str, str], ...] = ()
 

@@ -1,0 +1,27 @@
+"""Executor middleware: cross-cutting concerns of every run, one per file (see ``base``)."""
+
+from taskward.middleware.base import (
+    FinishInput,
+    ProgressInput,
+    RunInput,
+    RunLimits,
+    TaskMiddleware,
+    task_middleware,
+)
+from taskward.middleware.chain import MiddlewareChain
+from taskward.middleware.eta import EtaMiddleware
+from taskward.middleware.time_limit import TimeLimitMiddleware
+from taskward.middleware.type_stats import TypeStatsMiddleware
+
+__all__ = [
+    "EtaMiddleware",
+    "FinishInput",
+    "MiddlewareChain",
+    "ProgressInput",
+    "RunInput",
+    "RunLimits",
+    "TaskMiddleware",
+    "TimeLimitMiddleware",
+    "TypeStatsMiddleware",
+    "task_middleware",
+]

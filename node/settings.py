@@ -1,0 +1,250 @@
+"""Every setting of ``taskward node`` and ``taskward gateway``, described once.
+
+A ``Setting`` names its flag, its environment variable, its default, its help and its parser; the
+argparse flags, the environment reading, the ``--config`` file's keys and the README's tables all come
+from these lists, so a setting cannot exist on one path and be missing on another. ``resolve`` applies
+the precedence CLI > ``TASKWARD_*`` environment > ``--config`` file (TOML) > default, and every value,
+from whichever source, goes through the same parser, so a bad value is refused with the same words.
+
+The config objects (``taskward.config``) are built from the resolved values; nothing else in the code
+base reads the environment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from taskward.errors import ConfigError
+
+DEFAULT_LISTEN = "127.0.0.1:7100"
+DEFAULT_GATEWAY_LISTEN = "127.0.0.1:10000"
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+# ---------------------------------------------------------------------- parsers (str -> value)
+
+
+def text(raw: str) -> str:
+    return raw
+
+
+def boolean(raw: str) -> bool:
+    """``true/false/1/0/yes/no``, any case."""
+    word = raw.strip().lower()
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    raise ValueError("expected true/false/1/0/yes/no")
+
+
+def integer(lo: int = 0, hi: int = 2**63 - 1) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip(), 10)
+        except ValueError:
+            raise ValueError("expected an integer") from None
+        if not lo <= value <= hi:
+            raise ValueError(f"expected an integer from {lo} to {hi}")
+        return value
+
+    return parse
+
+
+def number(lo: float = 0.0) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError("expected a number") from None
+        if not value >= lo or value == float("inf"):
+            raise ValueError(f"expected a finite number >= {lo:g}")
+        return value
+
+    return parse
+
+
+def comma_list(raw: str) -> tuple[str, ...]:
+    return tuple(part.strip() for part in raw.split(",") if part.strip())
+
+
+def one_of(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.upper() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw.upper()
+
+    return parse
+
+
+# ---------------------------------------------------------------------- the description
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class Setting:
+    """One setting. ``name`` is the long flag without ``--`` and the key in a config file (``_`` is
+    accepted for ``-`` there). ``flag=False``: environment and file only (a secret kept out of argv).
+    ``switch``: a flag that takes no value. ``repeatable``: the flag may be given again, each adding
+    one value; the environment and the file give a comma-separated list (or a TOML array)."""
+
+    name: str
+    help: str
+    parse: Callable[[str], Any] = text
+    default: Any = None
+    dest: str = ""
+    env: str = ""
+    metavar: str = ""
+    flag: bool = True
+    switch: bool = False
+    repeatable: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.dest or self.name.replace("-", "_")
+
+    @property
+    def env_name(self) -> str:
+        return self.env or "TASKWARD_" + self.name.replace("-", "_").upper()
+
+    def read(self, raw: str, source: str) -> Any:
+        """``raw`` through the parser; a bad value is a ``ConfigError`` naming where it came from."""
+        try:
+            if self.repeatable:
+                return tuple(self.parse(part) for part in comma_list(raw))
+            return self.parse(raw)
+        except ValueError as exc:
+            raise ConfigError(f"invalid {source} {raw!r}: {exc}") from None
+
+
+CONFIG = Setting(name="config", metavar="FILE",
+                 help="read settings from this TOML file (keys are the long flag names); CLI and environment win")
+
+NODE_SETTINGS: tuple[Setting, ...] = (
+    Setting(name="id", dest="node_id", env="TASKWARD_NODE_ID", metavar="ID",
+            help="node id, [A-Za-z0-9][A-Za-z0-9._-]{0,62} (required)"),
+    Setting(name="listen", default=DEFAULT_LISTEN, metavar="HOST:PORT", help="gRPC address"),
+    Setting(name="advertise", default="", metavar="HOST:PORT",
+            help="address other nodes and gateways use (default: the listen address)"),
+    Setting(name="data-dir", default="", metavar="DIR",
+            help="SQLite database and node state (default ./taskward-data/ID)"),
+    Setting(name="rest", default="", metavar="HOST:PORT", help="serve the ScyllaDB-compatible REST API"),
+    Setting(name="admin", default="", metavar="HOST:PORT", help="serve the RESP3 admin protocol for redis-cli -3"),
+    Setting(name="insecure-bind", parse=boolean, default=False, switch=True,
+            help="allow non-loopback --listen/--rest/--admin addresses without a token"),
+    Setting(name="enable-test-api", parse=boolean, default=False, switch=True,
+            help="serve ScyllaDB's test API (module test)"),
+    Setting(name="task-ttl", parse=integer(), default=0, metavar="S", help="task_ttl on the first start of a data dir"),
+    Setting(name="user-task-ttl", parse=integer(), default=3600, metavar="S",
+            help="user_task_ttl on the first start of a data dir"),
+    Setting(name="token-file", default="", metavar="FILE",
+            help="file holding the bearer token (or the token itself in TASKWARD_TOKEN)"),
+    Setting(name="token", flag=False, default="", help="the bearer token itself"),
+    Setting(name="tasks", repeatable=True, default=(), metavar="MODULE",
+            help="import task types (and middleware) from a Python module (repeatable)"),
+    Setting(name="concurrency", parse=integer(1), default=16, metavar="N", help="root operations running at once"),
+    Setting(name="retention-max-age", parse=number(0.001), default=86400.0, metavar="S",
+            help="finished tasks are kept at most this long"),
+    Setting(name="retention-max-per-module", parse=integer(1), default=100, metavar="N",
+            help="finished tasks kept per module"),
+    Setting(name="shutdown-grace", parse=number(), default=5.0, metavar="S",
+            help="on SIGTERM, seconds running bodies get before they are cancelled"),
+    Setting(name="sqlite-synchronous", parse=one_of("OFF", "NORMAL", "FULL", "EXTRA"), default="FULL", metavar="MODE",
+            help="SQLite synchronous (FULL survives power loss; NORMAL survives process crashes)"),
+    Setting(name="etcd", parse=comma_list, default=(), metavar="URL[,URL...]",
+            help="etcd endpoints: join the cluster kept there (default: run alone on an embedded store)"),
+    Setting(name="cluster", default="default", metavar="NAME", help="keys live under /taskward/NAME/ in etcd"),
+    Setting(name="lease-ttl", parse=integer(2, 3600), default=6, metavar="S",
+            help="membership and leader lease: a dead node or leader is noticed after this"),
+    Setting(name="dead-node-grace", parse=number(), default=60.0, metavar="S",
+            help="a child whose node stays down longer fails with 'node ID unavailable'"),
+    Setting(name="etcd-cacert", default="", metavar="FILE", help="CA bundle for etcd TLS"),
+    Setting(name="etcd-cert", default="", metavar="FILE", help="client certificate for etcd TLS"),
+    Setting(name="etcd-key", default="", metavar="FILE", help="client key for etcd TLS"),
+    Setting(name="etcd-user", default="", metavar="USER", help="etcd user (password in TASKWARD_ETCD_PASSWORD)"),
+    Setting(name="etcd-password", flag=False, default="", help="the etcd user's password"),
+)
+
+GATEWAY_SETTINGS: tuple[Setting, ...] = (
+    Setting(name="listen", env="TASKWARD_GATEWAY_LISTEN", default=DEFAULT_GATEWAY_LISTEN, metavar="HOST:PORT",
+            help="REST address"),
+    Setting(name="node", env="TASKWARD_GATEWAY_NODES", parse=comma_list, default=(DEFAULT_LISTEN,),
+            metavar="HOST:PORT[,HOST:PORT...]", help="gRPC addresses of the nodes, in failover order"),
+    Setting(name="token-file", default="", metavar="FILE",
+            help="bearer token file (or TASKWARD_TOKEN): required on REST and sent to the nodes"),
+    Setting(name="token", flag=False, default="", help="the bearer token itself"),
+    Setting(name="insecure-bind", parse=boolean, default=False, switch=True,
+            help="allow a non-loopback --listen without a token"),
+)
+
+
+# ---------------------------------------------------------------------- resolution
+
+
+def add_arguments(parser: argparse.ArgumentParser, settings: Sequence[Setting]) -> None:
+    """One flag per setting (``--config`` too); every default is None, so ``resolve`` sees what was given."""
+    for s in (CONFIG, *settings):
+        if not s.flag:
+            continue
+        help_text = f"{s.help} (env {s.env_name})"
+        if s.switch:
+            parser.add_argument(f"--{s.name}", dest=s.key, action="store_const", const="true", default=None,
+                                help=help_text)
+        elif s.repeatable:
+            parser.add_argument(f"--{s.name}", dest=s.key, action="append", default=None, metavar=s.metavar,
+                                help=help_text)
+        else:
+            parser.add_argument(f"--{s.name}", dest=s.key, default=None, metavar=s.metavar or None, help=help_text)
+
+
+def read_config_file(path: str, settings: Sequence[Setting]) -> dict[str, str]:
+    """A TOML file's settings as raw strings, keyed by setting; an unknown key is an error."""
+    try:
+        with Path(path).open("rb") as f:
+            data = tomllib.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read --config {path}: {exc.strerror or exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"--config {path} is not valid TOML: {exc}") from None
+    by_name = {s.name: s for s in settings}
+    out: dict[str, str] = {}
+    for key, value in data.items():
+        s = by_name.get(key.replace("_", "-"))
+        if s is None:
+            raise ConfigError(f"unknown setting {key!r} in {path}")
+        out[s.key] = _toml_text(value, s, path)
+    return out
+
+
+def _toml_text(value: object, s: Setting, path: str) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float | str):
+        return str(value)
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return ",".join(value)
+    raise ConfigError(f"invalid {s.name} in {path}: expected a string, number, boolean or list of strings")
+
+
+def resolve(settings: Sequence[Setting], args: argparse.Namespace, env: Mapping[str, str]) -> dict[str, Any]:
+    """Each setting's value: CLI > environment > ``--config`` file > default, parsed alike."""
+    config_path = getattr(args, CONFIG.key, None) or env.get(CONFIG.env_name)
+    from_file = read_config_file(config_path, settings) if config_path else {}
+    values: dict[str, Any] = {}
+    for s in settings:
+        given = getattr(args, s.key, None) if s.flag else None
+        if given is not None:
+            raw = ",".join(given) if isinstance(given, list) else str(given)
+            values[s.key] = s.read(raw, f"--{s.name}")
+        elif s.env_name in env:
+            values[s.key] = s.read(env[s.env_name], s.env_name)
+        elif s.key in from_file:
+            values[s.key] = s.read(from_file[s.key], f"{s.name} in {config_path}")
+        else:
+            values[s.key] = s.default
+    return values
