@@ -1,5 +1,8 @@
 """Shared helpers for the benchmark scripts: real node processes, a bounded load loop, /proc readings.
 
+Run a bench from the repository root as a module: ``python -m bench.NAME`` (it uses the tests' process
+harness, ``tests.support``, on top of ``taskward.processes``).
+
 Everything runs on loopback (127.0.0.1). Every load loop is bounded both in calls and in seconds.
 """
 
@@ -22,15 +25,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parent.parent
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))
+from taskward.processes import free_port
+from tests.support.procs import REPO, NodeProc
 
-import tests.procs  # noqa: E402
-from tests.procs import NodeProc, free_port  # noqa: E402
-
-if os.environ.get("BENCH_NODE_CPROFILE"):  # profile the node's event-loop thread (bench/_cprofile_node.py)
-    tests.procs.taskward_cmd = lambda: [sys.executable, str(REPO / "bench" / "_cprofile_node.py")]
+# BENCH_NODE_CPROFILE=FILE profiles the node's event-loop thread (bench/_cprofile_node.py).
+NODE_COMMAND = [sys.executable, str(REPO / "bench" / "_cprofile_node.py")] if os.environ.get("BENCH_NODE_CPROFILE") \
+    else None
 
 __all__ = [
     "REPO",
@@ -69,7 +69,7 @@ def scratch_dir(prefix: str) -> Iterator[Path]:
 def start_node(data_dir: Path, extra: Sequence[str] = (), timeout: float = 60.0) -> tuple[NodeProc, float]:
     """Start a real ``taskward node`` (as tests/procs.py does); returns it and its start-up seconds
     (spawn until the health check answers SERVING)."""
-    node = NodeProc(data_dir, extra=list(extra))
+    node = NodeProc(data_dir, extra=list(extra), command=NODE_COMMAND)
     t0 = time.perf_counter()
     node.start(timeout=timeout)
     return node, time.perf_counter() - t0

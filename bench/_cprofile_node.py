@@ -8,9 +8,6 @@ from __future__ import annotations
 import cProfile
 import os
 import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from taskward.cli import main
 

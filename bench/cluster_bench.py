@@ -32,13 +32,13 @@ import sys
 import time
 
 import grpc
-from _common import REPO, MachineLoad, md_table, run_load, scratch_dir
 
+from bench._common import REPO, MachineLoad, md_table, run_load, scratch_dir
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from tests.cluster_procs import Cluster
-from tests.etcd_procs import EtcdCluster
-from tests.procs import NodeProc, poll
+from tests.support.cluster import Cluster
+from tests.support.etcd import EtcdCluster
+from tests.support.procs import NodeProc, poll
 
 LEASE_TTL = 3
 TARGET_A = 4.0

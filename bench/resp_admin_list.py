@@ -20,8 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from _common import REPO, NodeProc, cpu_seconds, free_port, md_table, scratch_dir, stop_node
-
+from bench._common import REPO, NodeProc, cpu_seconds, free_port, md_table, scratch_dir, stop_node
 from taskward.api.resp.commands import TypeListCache
 from taskward.model import TypeStats
 

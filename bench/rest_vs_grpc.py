@@ -19,11 +19,11 @@ from pathlib import Path
 
 import grpc
 import orjson
-from _common import Load, cpu_seconds, md_table, rounds_main, run_load, start_node, stop_node
 
+from bench._common import Load, cpu_seconds, md_table, rounds_main, run_load, start_node, stop_node
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from tests.rest_procs import GatewayProc
+from tests.support.rest import GatewayProc
 
 TARGET = 0.5
 

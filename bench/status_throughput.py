@@ -16,7 +16,8 @@ import time
 from pathlib import Path
 
 import grpc
-from _common import (
+
+from bench._common import (
     Load,
     cpu_seconds,
     md_table,
@@ -26,7 +27,6 @@ from _common import (
     start_node,
     stop_node,
 )
-
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 

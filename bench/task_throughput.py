@@ -28,8 +28,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
-from _common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node
 
+from bench._common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node
 from taskward.events import Event, EventType
 from taskward.model import TaskRecord, new_task_id
 from taskward.pb.taskward.v1 import tasks_pb2 as pb

@@ -82,12 +82,14 @@ class ClusterCache:
             self._task = None
 
     async def wait_synced(self, timeout_s: float) -> None:
-        await asyncio.wait_for(self._synced.wait(), timeout_s)
+        async with asyncio.timeout(timeout_s):
+            await self._synced.wait()
 
     async def wait_change(self, timeout_s: float) -> None:
         """Return after the next change (or after ``timeout_s``)."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._change.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._change.wait()
 
     async def wait_for_task(self, task_id: str) -> None:
         """Return once the replica holds ``task_id`` (callers bound the wait)."""

@@ -166,7 +166,8 @@ class Coordinator:
                 logger.info("%s", status)
                 self._status = status
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._kick.wait(), max(0.0, next_full - time.monotonic()))
+                async with asyncio.timeout(max(0.0, next_full - time.monotonic())):
+                    await self._kick.wait()
 
     def _request_full_cycle(self) -> None:
         self._full_cycle_wanted = True

@@ -69,7 +69,8 @@ class Forwarder:
         """Read-your-writes: the node that answers a start can be asked about the task at once. Bounded:
         an answer is never withheld for long because this replica lags."""
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._cache.wait_for_task(task_id), self._timeout_s)
+            async with asyncio.timeout(self._timeout_s):
+                await self._cache.wait_for_task(task_id)
 
     def _finished(self, fut: asyncio.Future[object]) -> None:
         self._background.discard(fut)

@@ -13,89 +13,44 @@ import contextlib
 import json
 import shutil
 import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from typing import TypeVar
 
 from taskward.channels import sync_channel
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.processes import ChildExited, ChildProcess, EtcdProcess, GatewayProcess, NodeProcess, port_free
 
 READY_TIMEOUT_S = 30.0
 REFRESH_S = 0.1
 NODE_PORTS = (7100, 7101, 7102)
 GATEWAY = "127.0.0.1:10000"
 ADMIN = "127.0.0.1:3320"
+C = TypeVar("C", bound=ChildProcess)
 INSTALL_ETCD = "etcd was not found on PATH; install it first, e.g. `sudo apt-get install etcd-server` (Debian/Ubuntu)"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _port_free(address: str) -> bool:
-    host, _, port = address.rpartition(":")
-    with socket.socket() as s:
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME-WAIT is fine
-        try:
-            s.bind((host, int(port)))
-        except OSError:
-            return False
-    return True
-
-
 class Supervisor:
-    """Starts child processes with their logs in one folder and stops them in reverse order."""
+    """The demo's child processes, stopped newest first."""
 
-    def __init__(self, root: Path) -> None:
-        self.root = root
-        self.procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+    def __init__(self) -> None:
+        self.children: list[ChildProcess] = []
 
-    def spawn(self, name: str, cmd: list[str]) -> subprocess.Popen[bytes]:
-        with open(self.root / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-        self.procs.append((name, proc))
-        return proc
+    def add(self, child: C) -> C:
+        self.children.append(child)
+        return child
 
     def check_alive(self) -> None:
-        for name, proc in self.procs:
-            if proc.poll() is not None:
-                log = (self.root / f"{name}.log").read_text(errors="replace")[-2000:]
-                raise SystemExit(f"error: {name} exited with code {proc.returncode}:\n{log}")
+        for child in self.children:
+            child.check_alive()
 
     def stop_all(self) -> None:
-        for _, proc in reversed(self.procs):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for _, proc in reversed(self.procs):
-            try:
-                proc.wait(15)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
-
-
-def _wait_serving(sup: Supervisor, address: str) -> None:
-    deadline = time.monotonic() + READY_TIMEOUT_S
-    with sync_channel(address) as ch:
-        stub = health_pb2_grpc.HealthStub(ch)
-        while time.monotonic() < deadline:
-            sup.check_alive()
-            with contextlib.suppress(grpc.RpcError):
-                if stub.Check(health_pb2.HealthCheckRequest(), timeout=0.5).status == \
-                        health_pb2.HealthCheckResponse.SERVING:
-                    return
-            time.sleep(0.1)
-    raise SystemExit(f"error: node at {address} did not become ready")
+        for child in reversed(self.children):
+            child.stop(grace_s=15)
 
 
 def _wait_members(sup: Supervisor, stub: pb_grpc.TaskManagerStub, n: int) -> None:
@@ -106,7 +61,7 @@ def _wait_members(sup: Supervisor, stub: pb_grpc.TaskManagerStub, n: int) -> Non
         if len(nodes) == n and any(x.leader for x in nodes):
             return
         time.sleep(0.1)
-    raise SystemExit("error: the cluster did not form")
+    raise TimeoutError("the cluster did not form")
 
 
 def _follow(stub: pb_grpc.TaskManagerStub, root: str) -> str:
@@ -124,44 +79,39 @@ def _follow(stub: pb_grpc.TaskManagerStub, root: str) -> str:
         time.sleep(REFRESH_S)
 
 
-def _start_cluster(sup: Supervisor, data: Path, etcd: str) -> list[str]:
-    etcd_client, etcd_peer = _free_port(), _free_port()
-    sup.spawn("etcd", [
-        etcd, "--name", "demo", "--data-dir", str(data / "etcd"),
-        "--listen-client-urls", f"http://127.0.0.1:{etcd_client}",
-        "--advertise-client-urls", f"http://127.0.0.1:{etcd_client}",
-        "--listen-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-        "--initial-advertise-peer-urls", f"http://127.0.0.1:{etcd_peer}",
-        "--initial-cluster", f"demo=http://127.0.0.1:{etcd_peer}",
-    ])
-    nodes = [f"127.0.0.1:{p}" for p in NODE_PORTS]
-    for i, address in enumerate(nodes, start=1):
-        extra = ["--admin", ADMIN] if i == 1 else []
-        sup.spawn(f"n{i}", [sys.executable, "-m", "taskward", "node", "--id", f"n{i}", "--listen", address,
-                            "--data-dir", str(data / f"n{i}"), "--etcd", f"http://127.0.0.1:{etcd_client}",
-                            "--tasks", "taskward.demo_tasks", "--shutdown-grace", "1", *extra])
-    sup.spawn("gateway", [sys.executable, "-m", "taskward", "gateway", "--listen", GATEWAY, "--node", ",".join(nodes)])
-    for address in nodes:
-        _wait_serving(sup, address)
-    return nodes
+def _start_cluster(sup: Supervisor, data: Path) -> list[str]:
+    """etcd, three nodes and the gateway, each in its own session: Ctrl-C reaches only the demo, which
+    then stops them in order."""
+    etcd = sup.add(EtcdProcess("etcd", data / "etcd", fast=False)).start(own_session=True).wait_ready(READY_TIMEOUT_S)
+    nodes = []
+    for i, port in enumerate(NODE_PORTS, start=1):
+        extra = ["--etcd", etcd.url, "--tasks", "taskward.demo_tasks", "--shutdown-grace", "1",
+                 *(["--admin", ADMIN] if i == 1 else [])]
+        nodes.append(sup.add(NodeProcess(data / f"n{i}", node_id=f"n{i}", port=port, extra=extra))
+                     .launch(own_session=True))
+    gateway = sup.add(GatewayProcess(data, [n.address for n in nodes], port=int(GATEWAY.rpartition(":")[2])))
+    gateway.launch(own_session=True)
+    for n in nodes:
+        n.wait_ready(READY_TIMEOUT_S)
+    gateway.wait_ready(READY_TIMEOUT_S)
+    return [n.address for n in nodes]
 
 
 def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="taskward demo", description=__doc__)
     p.add_argument("--once", action="store_true", help="exit after the sample operation instead of waiting")
     a = p.parse_args(argv)
-    etcd = shutil.which("etcd")
-    if etcd is None:
+    if shutil.which("etcd") is None:
         print(f"error: {INSTALL_ETCD}", file=sys.stderr)
         return 1
-    busy = [x for x in (*(f"127.0.0.1:{p}" for p in NODE_PORTS), GATEWAY, ADMIN) if not _port_free(x)]
+    busy = [x for x in (*(f"127.0.0.1:{p}" for p in NODE_PORTS), GATEWAY, ADMIN) if not port_free(x)]
     if busy:
         print(f"error: address(es) already in use: {', '.join(busy)} (is another demo running?)", file=sys.stderr)
         return 1
     with tempfile.TemporaryDirectory(prefix="taskward-demo-") as tmp:
-        sup = Supervisor(Path(tmp))
+        sup = Supervisor()
         try:
-            nodes = _start_cluster(sup, Path(tmp), etcd)
+            nodes = _start_cluster(sup, Path(tmp))
             with sync_channel(nodes[1]) as ch:
                 stub = pb_grpc.TaskManagerStub(ch)
                 _wait_members(sup, stub, len(nodes))
@@ -179,6 +129,9 @@ def main(argv: Sequence[str]) -> int:
             return 0
         except KeyboardInterrupt:  # Ctrl-C before the operation finished
             return 130
+        except (ChildExited, TimeoutError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         finally:
             sup.stop_all()
             print("demo stopped")

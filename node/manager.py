@@ -291,7 +291,8 @@ class TaskManager:
         fut: asyncio.Future[TaskView] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(rec.id, []).append(fut)
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.shield(fut)
         except TimeoutError:
             raise WaitTimeout(task_id, timeout_s or 0) from None
         finally:

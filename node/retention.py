@@ -91,7 +91,8 @@ class Retention:
                 delay = min(delay, max(0.0, (self._expiries[0][0] - self._manager.now()).total_seconds()))
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), delay)
+                async with asyncio.timeout(delay):  # not wait_for: on 3.11 it can swallow a cancel (stop hangs)
+                    await self._wake.wait()
 
     async def sweep(self) -> None:
         now = self._manager.now()

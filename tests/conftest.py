@@ -5,11 +5,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster_procs import Cluster, unique_cluster_name
-from tests.etcd_procs import EtcdCluster, etcd_available
-from tests.procs import NodeProc
+from tests.support.cluster import Cluster, unique_cluster_name
+from tests.support.etcd import EtcdCluster, etcd_available
+from tests.support.procs import NodeProc
 
-NODE_ARGS = ["--enable-test-api", "--tasks", "tests.sample_tasks"]
+NODE_ARGS = ["--enable-test-api", "--tasks", "tests.support.sample_tasks"]
 
 
 def _serve(n: NodeProc) -> Iterator[NodeProc]:
@@ -23,7 +23,7 @@ def _serve(n: NodeProc) -> Iterator[NodeProc]:
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProc]:
-    """A real node with the test API and the sample task types of ``tests.sample_tasks``."""
+    """A real node with the test API and the sample task types of ``tests.support.sample_tasks``."""
     yield from _serve(NodeProc(tmp_path / "n1", extra=NODE_ARGS))
 
 

@@ -168,7 +168,8 @@ async def events(
             yield b": connected\n\n"
             while True:
                 try:
-                    frame = await asyncio.wait_for(q.get(), SSE_PING_S)
+                    async with asyncio.timeout(SSE_PING_S):
+                        frame = await q.get()
                 except TimeoutError:
                     yield b": ping\n\n"
                     continue

@@ -1,0 +1,97 @@
+"""The leader follows its children through the nodes' event streams instead of polling them each cycle:
+counted at the nodes, through real gRPC proxies each node advertises to its peers."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from tests.support.cluster import (
+    Cluster,
+    recursive,
+    start_cluster_task,
+    status,
+    unique_cluster_name,
+    wait_finished,
+    wait_task,
+)
+from tests.support.etcd import EtcdCluster
+from tests.support.grpc_proxy import CountingProxy
+from tests.support.procs import TIMEOUT_MULT, poll
+
+pytestmark = pytest.mark.needs_etcd
+
+LOOP_INTERVAL = 0.5  # the nodes' loop interval with the tests' lease TTL of 3 s
+
+
+@pytest.fixture
+def proxied(etcd: EtcdCluster, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[
+        tuple[Cluster, dict[str, CountingProxy]]]:
+    """Three nodes, each reached by its peers only through a counting proxy of its own."""
+    c = Cluster(tmp_path, etcd.endpoints, name=unique_cluster_name(request.node.name))
+    proxies = {n.node_id: CountingProxy(n.address).start() for n in c.nodes}
+    for n in c.nodes:
+        n.extra += ["--advertise", proxies[n.node_id].address]
+    try:
+        c.start()
+        yield c, proxies
+    finally:
+        c.stop()
+        for p in proxies.values():
+            p.stop()
+
+
+def test_running_children_are_followed_not_polled(proxied: tuple[Cluster, dict[str, CountingProxy]]) -> None:
+    c, proxies = proxied
+    duration = 4.0
+    leader = c.leader()
+    # An idle cluster streams nothing: every node task's event would go to the leader for nothing.
+    assert {n: p.count("WatchEvents") for n, p in proxies.items()} == dict.fromkeys(proxies, 0)
+    before = {n: p.count("GetTaskStatus") for n, p in proxies.items()}
+    t0 = time.monotonic()
+    tid = start_cluster_task(c.nodes[0], duration=duration, steps=8)
+    final = wait_task(c.nodes[0], tid, timeout=20)
+    took = time.monotonic() - t0
+    assert (final.stats.state, final.progress_completed, final.progress_total) == ("done", 24.0, 24.0), final
+    assert all(p.count("WatchEvents") >= 1 for p in proxies.values())  # followed while the task ran
+    polls = {n: p.count("GetTaskStatus") - before[n] for n, p in proxies.items()}
+    # A polling leader asks each node about its child every cycle: ~duration/LOOP_INTERVAL = 8 times.
+    # Following the streams it asks once (the poll that makes the stream trustworthy for that child).
+    assert all(1 <= k <= 2 for k in polls.values()), (polls, leader.node_id)
+    # The completion events wake the leader: the record is done soon after the last child, not a tick later.
+    assert took < duration + 1.5 * TIMEOUT_MULT, took
+    kids = recursive(c.nodes[1], tid)[1:]
+    assert [(s.stats.state, s.progress_completed, s.progress_total) for s in kids] == [("done", 8.0, 8.0)] * 3
+
+
+def test_progress_is_followed_while_running(proxied: tuple[Cluster, dict[str, CountingProxy]]) -> None:
+    c, proxies = proxied
+    tid = start_cluster_task(c.nodes[1], duration=4.0, steps=8)
+    def advanced() -> pb.TaskStatus | None:
+        st = status(c.nodes[2], tid)
+        return st if st.progress_completed >= 15 else None
+
+    seen = poll(advanced, 10, "progress to advance")
+    polls = sum(p.count("GetTaskStatus") for p in proxies.values())
+    assert seen.stats.state == "running"
+    assert polls <= 6, polls  # the progress came from the events
+    assert wait_task(c.nodes[0], tid).stats.state == "done"
+
+
+def test_children_with_subtrees_end_with_the_nodes_own_progress(
+        proxied: tuple[Cluster, dict[str, CountingProxy]]) -> None:
+    """A child whose progress is rolled up from its descendants (which its own events do not carry)
+    ends with the progress its node reports, as when every child was polled."""
+    c, _ = proxied
+    tid = start_cluster_task(c.nodes[0], module="sample", type_="tree",
+                             args={"fanout": 2, "depth": 2, "duration": 0.3})
+    final = wait_finished(c.nodes, tid, timeout=30)
+    assert final.stats.state == "done", final
+    kids = [s for s in recursive(c.nodes[0], tid)[1:] if s.parent_id == tid]
+    assert len(kids) == 3
+    assert final.progress_total == sum(k.progress_total for k in kids) > 0
+    assert final.progress_completed == sum(k.progress_completed for k in kids)

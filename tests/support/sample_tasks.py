@@ -1,0 +1,62 @@
+"""Task types used by the tests (loaded with ``--tasks tests.support.sample_tasks``)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from taskward import TaskContext, task_type
+
+_forever = threading.Event()
+
+
+@task_type("sample", "tree", abortable=True)
+async def tree(ctx: TaskContext, *, fanout: int = 2, depth: int = 2, duration: float = 0.0,
+               fail_path: str = "") -> None:
+    """A tree of ``fanout``^depth leaves; a leaf whose path equals ``fail_path`` fails."""
+    await _subtree(ctx, fanout, depth, duration, fail_path, "")
+
+
+async def _subtree(ctx: TaskContext, fanout: int, depth: int, duration: float, fail_path: str, path: str) -> None:
+    if depth == 0:
+        return
+    ids = [await ctx.spawn_child("node", fanout=fanout, depth=depth - 1, duration=duration,
+                                 fail_path=fail_path, path=f"{path}{i}") for i in range(fanout)]
+    failed = [v for v in [await ctx.wait_child(i) for i in ids] if v.record.error]
+    if failed:
+        raise RuntimeError(f"{len(failed)} child(ren) failed")
+
+
+@task_type("sample", "node", abortable=True)
+async def subtree_node(ctx: TaskContext, *, fanout: int, depth: int, duration: float, fail_path: str,
+                       path: str) -> None:
+    if path == fail_path:
+        raise RuntimeError(f"leaf {path} failed")
+    ctx.report_progress(0, 1)
+    if duration:
+        import asyncio
+
+        await asyncio.sleep(duration)
+        ctx.check_aborted()
+    await _subtree(ctx, fanout, depth, duration, fail_path, path)
+    ctx.report_progress(1, 1)
+
+
+@task_type("sample", "blocking", abortable=True, time_limit_s=1.0)
+def blocking(ctx: TaskContext, *, seconds: float = 3600.0) -> None:
+    """A synchronous body that blocks its thread; its time limit fails it."""
+    _forever.wait(seconds)
+
+
+@task_type("sample", "cpu", abortable=True, retryable=False)
+def cpu(ctx: TaskContext, *, batches: int = 5, batch_s: float = 0.05) -> None:
+    """A synchronous body with progress and cooperative abort."""
+    for i in range(batches):
+        ctx.check_aborted()
+        time.sleep(batch_s)
+        ctx.report_progress(i + 1, batches)
+
+
+@task_type("sample", "raises", abortable=False)
+async def raises(ctx: TaskContext) -> None:
+    raise ValueError("boom")

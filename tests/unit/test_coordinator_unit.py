@@ -1,0 +1,61 @@
+"""The leader's bookkeeping in-process: which tasks a cycle looks at, and which finished ones retention
+drops. The replica runs on the real embedded store (SQLite), fed by its real watch."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import replace
+from pathlib import Path
+
+from taskward.coordinator.cache import ClusterCache
+from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, expired
+from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, encode_task
+from taskward.coordinator.store.base import Put
+from taskward.coordinator.store.embedded import EmbeddedStore
+from taskward.model import TaskState
+
+
+def task(state: TaskState = TaskState.RUNNING, *, end_time: float = 0.0, down_child: bool = False) -> ClusterTask:
+    child = ClusterChild(node="n1", task_id=str(uuid.uuid4()), state=TaskState.FAILED if down_child else state,
+                         down_since=time.time() if down_child else 0.0)
+    return ClusterTask(id=str(uuid.uuid4()), module="builtin", type="sleep", state=state, end_time=end_time,
+                       target_nodes=("n1",), children=(child,))
+
+
+def test_expired_keeps_the_newest_finished_and_drops_the_old() -> None:
+    now = time.time()
+    old = task(TaskState.DONE, end_time=now - RETAIN_S - 1)
+    recent = [task(TaskState.DONE, end_time=now - i) for i in range(RETAIN_FINISHED + 5)]
+    running = task(TaskState.RUNNING)
+    dropped = expired([running, old, *recent], now)
+    # the one past the age limit, then the five oldest beyond the count limit; never a running task
+    assert [t.id for t in dropped] == [old.id] + [t.id for t in sorted(recent, key=lambda t: t.end_time)[:5]]
+    assert expired([running, *recent[:10]], now) == []
+
+
+async def test_replica_keeps_the_active_set_the_leader_cycles_over(tmp_path: Path) -> None:
+    store = EmbeddedStore(tmp_path / "cluster.db")
+    await store.start()
+    cache = ClusterCache(store)
+    cache.start()
+    try:
+        await cache.wait_synced(5)
+        running, done, orphan = task(), task(TaskState.DONE, end_time=1.0), task(TaskState.FAILED, down_child=True)
+        for t in (running, done, orphan):
+            await store.txn((), (Put(TASKS + t.id, encode_task(t)),))
+        async with asyncio.timeout(5):
+            await asyncio.gather(*(cache.wait_for_task(t.id) for t in (running, done, orphan)))
+        snap = cache.snapshot
+        assert set(snap.tasks) == {running.id, done.id, orphan.id}
+        assert set(snap.active) == {running.id, orphan.id}  # finished with a child marked down stays watched
+
+        finished = replace(running, state=TaskState.DONE, end_time=2.0)
+        await store.txn((), (Put(TASKS + running.id, encode_task(finished)),))
+        while cache.snapshot.tasks[running.id].state is not TaskState.DONE:
+            await cache.wait_change(5)
+        assert set(cache.snapshot.active) == {orphan.id}
+    finally:
+        await cache.stop()
+        await store.close()
