@@ -48,7 +48,8 @@ async def serve(status: pb.TaskStatus, listing: pb.ListTasksResponse, lifetime: 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), lifetime)
+        async with asyncio.timeout(lifetime):
+            await stop.wait()
     await server.stop(grace=0.5)
 
 
