@@ -38,13 +38,11 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from taskward import convert
 from taskward.coordinator.cache import ClusterSnapshot
 from taskward.coordinator.node_client import NodeClients
 from taskward.coordinator.records import ClusterChild
-from taskward.events import SUBSCRIBED, Event, EventType
+from taskward.events import Event, EventType
 from taskward.model import TaskState
-from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -143,22 +141,19 @@ class ChildEvents:
 
     async def _follow(self, node: str, s: _Stream) -> None:
         while True:
-            call = self._clients.stub(s.address).WatchEvents(pb.WatchEventsRequest(live_only=True),
-                                                             metadata=self._clients.metadata)
+            stream = self._clients.live_events(s.address)
             try:
-                md = await call.initial_metadata()
-                if SUBSCRIBED in tuple(md or ()):  # an older node never says so (nor fills cluster_parent_id)
+                if await stream.subscribed():  # an older node never says so (nor fills cluster_parent_id)
                     self._generations += 1
                     s.generation = self._generations
                     logger.debug("following events of %s (generation %d)", node, s.generation)
-                async for msg in call:
-                    if (ev := convert.event_from_pb(msg)) is not None:
-                        self._record(node, ev)
+                async for ev in stream:
+                    self._record(node, ev)
             except grpc.aio.AioRpcError as exc:
                 logger.debug("event stream of %s ended: %s", node, exc.code().name)
             finally:
                 s.generation = 0
-                call.cancel()
+                stream.cancel()
             await asyncio.sleep(RETRY_S)
 
     def _record(self, node: str, ev: Event) -> None:

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 
 import grpc
 
-from taskward import convert
 from taskward.cluster_view import ChildStatus, UnreachableChild
 from taskward.config import ClusterConfig
 from taskward.coordinator.cache import ClusterCache, ClusterSnapshot
@@ -28,7 +27,7 @@ from taskward.coordinator.election import Election, NotLeader
 from taskward.coordinator.forwarding import Forwarder
 from taskward.coordinator.leader import Leader
 from taskward.coordinator.membership import Membership
-from taskward.coordinator.node_client import NodeClients
+from taskward.coordinator.node_client import NodeClients, StartRequest
 from taskward.coordinator.records import IDEMPOTENCY, TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
 from taskward.coordinator.store.base import ClusterStore, Compare, Put
 from taskward.errors import (
@@ -42,7 +41,6 @@ from taskward.errors import (
     WaitTimeout,
 )
 from taskward.model import NodeInfo, TaskRecord
-from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -253,10 +251,8 @@ class Coordinator:
             err = f"node {c.node} is down"
             if address is not None and c.task_id:
                 try:
-                    resp = await self._clients.stub(address).GetTaskStatusRecursive(
-                        pb.TaskIdRequest(task_id=c.task_id, keep=True), timeout=self.config.child_rpc_timeout_s,
-                        metadata=self._clients.metadata)
-                    return [convert.status_from_pb(s) for s in resp.statuses]
+                    return list(await self._clients.status_recursive(address, c.task_id,
+                                                                     timeout_s=self.config.child_rpc_timeout_s))
                 except grpc.aio.AioRpcError as exc:
                     err = f"node {c.node} unreachable: {exc.code().name}"
             return [UnreachableChild(
@@ -271,26 +267,27 @@ class Coordinator:
 
     # ------------------------------------------------------------------ writes
 
-    def _leader_stub(self) -> tuple[str, object]:
+    def _leader_address(self) -> tuple[str, str]:
+        """The leader's node id and address; ``CoordinatorUnavailable`` while there is none we can trust."""
         snap = self.cache.snapshot
         if snap.stale:
             raise CoordinatorUnavailable("this node has lost the cluster store")
         if snap.leader is None or snap.leader not in snap.members:
             raise CoordinatorUnavailable("no cluster leader at the moment; retry shortly")
-        return snap.leader, self._clients.stub(snap.members[snap.leader].address)
+        return snap.leader, snap.members[snap.leader].address
 
     async def start_task(self, module: str, type_name: str, args_json: str, *, nodes: list[str],
                          idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "",
                          task_id: str = "") -> str:
         """Commit a new cluster task (on the leader) and return its id. ``task_id``: the id to give it,
         chosen by the node that forwarded the start; a new one when empty."""
-        leader, stub = self._leader_stub()
+        leader, address = self._leader_address()
         if leader != self.node_id:
-            req = pb.StartTaskRequest(module=module, type=type_name, args_json=args_json, cluster=True, nodes=nodes,
-                                      idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity,
-                                      cluster_task_id=task_id or str(uuid.uuid4()))
+            req = StartRequest(module=module, type=type_name, args_json=args_json, cluster=True, nodes=tuple(nodes),
+                               idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity,
+                               cluster_task_id=task_id or str(uuid.uuid4()))
             # Only an id we just drew is proof by its mere appearance; a caller's id may name an old task.
-            return await self._to_leader.start(stub.StartTask, req, early_ack=not task_id)  # type: ignore[attr-defined]
+            return await self._to_leader.start(address, req, early_ack=not task_id)
         canon, abortable, units = self._validate(module, type_name, args_json)
         snap = self.cache.snapshot
         targets = sorted(snap.members) if not nodes else list(dict.fromkeys(nodes))
@@ -345,9 +342,9 @@ class Coordinator:
             raise TaskNotFound(task_id)
         if not t.is_abortable:
             raise NotAbortable(task_id)
-        leader, stub = self._leader_stub()
+        leader, address = self._leader_address()
         if leader != self.node_id:
-            await self._to_leader.call(stub.AbortTask, pb.TaskIdRequest(task_id=task_id))  # type: ignore[attr-defined]
+            await self._to_leader.abort(address, task_id)
             return
         kv = await self._store.get(TASKS + task_id)
         cur = decode_task(kv.value) if kv else None

@@ -11,15 +11,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable
+from typing import TypeVar
 
 import grpc
 
 from taskward.coordinator.cache import ClusterCache
-from taskward.coordinator.node_client import NodeClients
+from taskward.coordinator.node_client import NodeClients, StartRequest
 from taskward.errors import CoordinatorUnavailable, TaskwardError
-from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 _NO_ANSWER = frozenset({grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED, grpc.StatusCode.UNKNOWN})
 
@@ -41,15 +43,15 @@ class Forwarder:
         self._clients = clients
         self._cache = cache
         self._timeout_s = timeout_s
-        self._background: set[asyncio.Future[object]] = set()
+        self._background: set[asyncio.Future[str]] = set()
 
-    async def start(self, method: object, req: pb.StartTaskRequest, *, early_ack: bool) -> str:
-        """Forward a start. With ``early_ack`` (the id is one we just drew) answer as soon as either the
-        leader does or our own replica shows the record: the watch event is proof of the commit and
-        usually arrives first, since etcd notifies watchers before the leader's answer has made its way
-        back here. The forward is left to finish on its own: cancelling it could cancel the leader's
-        handler before it kicks its cycle."""
-        forward = asyncio.ensure_future(self.call(method, req))
+    async def start(self, leader: str, req: StartRequest, *, early_ack: bool) -> str:
+        """Forward a start to the leader at ``leader``. With ``early_ack`` (the id is one we just drew)
+        answer as soon as either the leader does or our own replica shows the record: the watch event is
+        proof of the commit and usually arrives first, since etcd notifies watchers before the leader's
+        answer has made its way back here. The forward is left to finish on its own: cancelling it could
+        cancel the leader's handler before it kicks its cycle."""
+        forward = asyncio.ensure_future(self._call(self._clients.start(leader, req, timeout_s=self._timeout_s * 3)))
         self._background.add(forward)
         forward.add_done_callback(self._finished)
         if early_ack:
@@ -60,10 +62,12 @@ class Forwarder:
                 seen.cancel()
             if not forward.done():
                 return req.cluster_task_id
-        resp = await asyncio.shield(forward)
-        task_id = str(resp.task_id)  # type: ignore[attr-defined]  # may differ: idempotency key
+        task_id = await asyncio.shield(forward)  # may differ from ours: an idempotency key named another task
         await self.until_replicated(task_id)
         return task_id
+
+    async def abort(self, leader: str, task_id: str) -> None:
+        await self._call(self._clients.abort(leader, task_id, timeout_s=self._timeout_s * 3))
 
     async def until_replicated(self, task_id: str) -> None:
         """Read-your-writes: the node that answers a start can be asked about the task at once. Bounded:
@@ -72,15 +76,15 @@ class Forwarder:
             async with asyncio.timeout(self._timeout_s):
                 await self._cache.wait_for_task(task_id)
 
-    def _finished(self, fut: asyncio.Future[object]) -> None:
+    def _finished(self, fut: asyncio.Future[str]) -> None:
         self._background.discard(fut)
         if not fut.cancelled() and fut.exception() is not None:
             logger.debug("forwarded start answered after its record was seen: %s", fut.exception())
 
-    async def call(self, method: object, request: object) -> object:
+    @staticmethod
+    async def _call(call: Awaitable[T]) -> T:
         try:
-            return await method(request, timeout=self._timeout_s * 3,  # type: ignore[operator]
-                                metadata=self._clients.metadata)
+            return await call
         except grpc.aio.AioRpcError as exc:
             if exc.code() in _NO_ANSWER:  # the leader never answered: retryable, not the leader's verdict
                 raise CoordinatorUnavailable(f"the leader did not answer ({exc.code().name}); retry") from None

@@ -25,15 +25,13 @@ from dataclasses import dataclass, replace
 
 import grpc
 
-from taskward import convert
 from taskward.coordinator.cache import ClusterSnapshot
 from taskward.coordinator.child_events import ChildEvents
 from taskward.coordinator.election import Election, NotLeader
-from taskward.coordinator.node_client import NodeClients
+from taskward.coordinator.node_client import NodeClients, StartRequest
 from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
 from taskward.coordinator.store.base import Compare, Delete, Put
 from taskward.model import TaskState
-from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
 
@@ -186,28 +184,25 @@ class Leader:
         return c
 
     async def _start_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
-        req = pb.StartTaskRequest(
-            module=t.module, type=t.type, args_json=t.args_json, idempotency_key=child_key(t.id, c.attempt),
-            keyspace=t.keyspace, table=t.table, entity=t.entity, cluster_parent_id=t.id,
-        )
+        req = StartRequest(module=t.module, type=t.type, args_json=t.args_json,
+                           idempotency_key=child_key(t.id, c.attempt), keyspace=t.keyspace, table=t.table,
+                           entity=t.entity, cluster_parent_id=t.id)
         try:
-            resp = await self._clients.stub(member.address).StartTask(
-                req, timeout=self._timeout, metadata=self._clients.metadata)
+            task_id = await self._clients.start(member.address, req, timeout_s=self._timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() in (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND):
                 return replace(c, state=TaskState.FAILED, error=f"cannot start on {c.node}: {exc.details()}",
                                end_time=time.time())
             logger.info("cannot reach %s to start a child of %s: %s", c.node, t.id, exc.code().name)
             return c
-        logger.info("started child %s of cluster task %s on %s", resp.task_id, t.id, c.node)
-        return replace(c, task_id=resp.task_id, state=TaskState.RUNNING, start_time=time.time())
+        logger.info("started child %s of cluster task %s on %s", task_id, t.id, c.node)
+        return replace(c, task_id=task_id, state=TaskState.RUNNING, start_time=time.time())
 
     async def _stop_orphan(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
         """Abort a child already failed as ``node X unavailable`` on its returned node; clear the mark once
         the node has it stopped (or never had it, or it cannot be aborted)."""
         try:
-            await self._clients.stub(member.address).AbortTask(
-                pb.TaskIdRequest(task_id=c.task_id), timeout=self._timeout, metadata=self._clients.metadata)
+            await self._clients.abort(member.address, c.task_id, timeout_s=self._timeout)
         except grpc.aio.AioRpcError as exc:
             if exc.code() not in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.FAILED_PRECONDITION):
                 return c  # unreachable again: retry next cycle
@@ -215,22 +210,16 @@ class Leader:
         return replace(c, down_since=0.0)
 
     async def _poll_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
-        stub = self._clients.stub(member.address)
-        md = self._clients.metadata
         mark = self._events.mark(c.node)  # before asking: events after it are newer than the answer
         try:
             if t.abort_requested:
-                await stub.AbortTask(pb.TaskIdRequest(task_id=c.task_id), timeout=self._timeout, metadata=md)
-            st = await stub.GetTaskStatus(pb.TaskIdRequest(task_id=c.task_id, keep=True), timeout=self._timeout,
-                                          metadata=md)
+                await self._clients.abort(member.address, c.task_id, timeout_s=self._timeout)
+            rec = (await self._clients.status(member.address, c.task_id, timeout_s=self._timeout)).record
         except grpc.aio.AioRpcError as exc:
             if exc.code() == grpc.StatusCode.NOT_FOUND:
                 logger.warning("node %s lost child %s of %s; starting it again", c.node, c.task_id, t.id)
                 return ClusterChild(node=c.node, attempt=c.attempt + 1)
-            if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:  # not abortable: let it finish
-                return c
-            return c
-        rec = convert.status_from_pb(st).record
+            return c  # unreachable, or not abortable (FAILED_PRECONDITION): let it finish
         c = replace(
             c, state=rec.state, error=rec.error, progress_completed=rec.progress_completed,
             progress_total=rec.progress_total,

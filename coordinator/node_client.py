@@ -1,11 +1,61 @@
-"""gRPC clients to other nodes, one channel per address, carrying the cluster's bearer token."""
+"""The coordinator's calls to other nodes, with domain values in and out.
+
+One channel per address (``taskward.channels``), the cluster's bearer token on every call. Requests are
+built and answers read here (through ``taskward.convert``), so the leader, the event follower and the
+forwarder never handle a protobuf message. A node's own answer (NOT_FOUND, UNAVAILABLE, ...) arrives as
+``grpc.aio.AioRpcError``: what it means is the caller's decision.
+"""
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
 import grpc
 
+from taskward import convert
 from taskward.channels import Metadata, aio_channel, bearer
+from taskward.events import SUBSCRIBED, Event
+from taskward.model import TaskView
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StartRequest:
+    """A task start sent to a node: a child of a cluster task (``cluster_parent_id``), or a cluster start
+    forwarded to the leader (``cluster``, with the id the follower drew in ``cluster_task_id``)."""
+
+    module: str
+    type: str
+    args_json: str
+    idempotency_key: str = ""
+    keyspace: str = ""
+    table: str = ""
+    entity: str = ""
+    cluster: bool = False
+    nodes: tuple[str, ...] = ()
+    cluster_task_id: str = ""
+    cluster_parent_id: str = ""
+
+
+class EventStream:
+    """A node's live event stream. ``subscribed()`` waits for the stream's start and tells whether the
+    node promises that every event from then on follows (it says so in the initial metadata)."""
+
+    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]  # grpc-stubs' generic
+        self._call = call
+
+    async def subscribed(self) -> bool:
+        return SUBSCRIBED in tuple(await self._call.initial_metadata() or ())
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        async for msg in self._call:
+            if (ev := convert.event_from_pb(msg)) is not None:
+                yield ev
+
+    def cancel(self) -> None:
+        self._call.cancel()
 
 
 class NodeClients:
@@ -13,12 +63,41 @@ class NodeClients:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.metadata: Metadata = bearer(token)
 
-    def stub(self, address: str) -> pb_grpc.TaskManagerStub:
+    def _stub(self, address: str) -> pb_grpc.TaskManagerStub:
         ch = self._channels.get(address)
         if ch is None:
             ch = aio_channel(address)
             self._channels[address] = ch
         return pb_grpc.TaskManagerStub(ch)
+
+    async def start(self, address: str, req: StartRequest, *, timeout_s: float) -> str:
+        """Start a task on the node at ``address``; its id."""
+        resp = await self._stub(address).StartTask(pb.StartTaskRequest(
+            module=req.module, type=req.type, args_json=req.args_json, idempotency_key=req.idempotency_key,
+            keyspace=req.keyspace, table=req.table, entity=req.entity, cluster=req.cluster, nodes=list(req.nodes),
+            cluster_task_id=req.cluster_task_id, cluster_parent_id=req.cluster_parent_id,
+        ), timeout=timeout_s, metadata=self.metadata)
+        return str(resp.task_id)
+
+    async def abort(self, address: str, task_id: str, *, timeout_s: float) -> None:
+        await self._stub(address).AbortTask(pb.TaskIdRequest(task_id=task_id), timeout=timeout_s,
+                                            metadata=self.metadata)
+
+    async def status(self, address: str, task_id: str, *, timeout_s: float) -> TaskView:
+        """The task's status, read without unregistering it."""
+        msg = await self._stub(address).GetTaskStatus(pb.TaskIdRequest(task_id=task_id, keep=True),
+                                                       timeout=timeout_s, metadata=self.metadata)
+        return convert.status_from_pb(msg)
+
+    async def status_recursive(self, address: str, task_id: str, *, timeout_s: float) -> list[TaskView]:
+        resp = await self._stub(address).GetTaskStatusRecursive(pb.TaskIdRequest(task_id=task_id, keep=True),
+                                                                timeout=timeout_s, metadata=self.metadata)
+        return [convert.status_from_pb(s) for s in resp.statuses]
+
+    def live_events(self, address: str) -> EventStream:
+        """The node's events from now on (no replay)."""
+        return EventStream(self._stub(address).WatchEvents(pb.WatchEventsRequest(live_only=True),
+                                                           metadata=self.metadata))
 
     async def close(self) -> None:
         for ch in self._channels.values():

@@ -101,6 +101,10 @@ def main(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="taskward demo", description=__doc__)
     p.add_argument("--once", action="store_true", help="exit after the sample operation instead of waiting")
     a = p.parse_args(argv)
+    # Ctrl-C and SIGTERM stop the demo cleanly at any point. Both explicitly: a process started in the
+    # background by a shell without job control inherits SIGINT ignored, and Python keeps it so.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     if shutil.which("etcd") is None:
         print(f"error: {INSTALL_ETCD}", file=sys.stderr)
         return 1
@@ -142,7 +146,6 @@ def _wait_for_stop_signal(prompt: str) -> None:
     takes the signal, so a Ctrl-C that follows it at once is a clean stop too. Python runs signal
     handlers on the main thread whichever thread the kernel picked, and a short sleep returns to the
     interpreter to run them."""
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with contextlib.suppress(KeyboardInterrupt):
         print(prompt, flush=True)
         while True:

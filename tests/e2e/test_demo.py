@@ -26,18 +26,27 @@ def test_demo_runs_a_cluster_operation_and_exits() -> None:
 
 
 def test_demo_stops_cleanly_on_ctrl_c() -> None:
-    proc = subprocess.Popen([*taskward_cmd(), "demo"], cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "Press Ctrl-C" in line:
-            break
-    proc.send_signal(signal.SIGINT)
-    rest, _ = proc.communicate(timeout=60 * TIMEOUT_MULT)
-    assert proc.returncode == 0, "".join(seen) + rest
-    assert "demo stopped" in rest
+    """Even when started with SIGINT ignored (as a shell without job control starts a background job)."""
+    proc = subprocess.Popen([*taskward_cmd(), "demo"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:
+            seen.append(line)
+            if "Press Ctrl-C" in line:
+                break
+        proc.send_signal(signal.SIGINT)
+        rest, _ = proc.communicate(timeout=60 * TIMEOUT_MULT)
+        assert proc.returncode == 0, "".join(seen) + rest
+        assert "demo stopped" in rest
+    finally:
+        if proc.poll() is None:  # never leave a demo holding the fixed ports for the next test
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
     # every child process is gone: the ports are free again for the next demo
     again = subprocess.run([*taskward_cmd(), "demo", "--once"], cwd=REPO, capture_output=True, text=True,
                            timeout=90 * TIMEOUT_MULT, check=False)
