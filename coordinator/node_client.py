@@ -43,7 +43,7 @@ class EventStream:
     """A node's live event stream. ``subscribed()`` waits for the stream's start and tells whether the
     node promises that every event from then on follows (it says so in the initial metadata)."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall) -> None:  # type: ignore[type-arg]  # grpc-stubs' generic
+    def __init__(self, call: grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.Event]) -> None:
         self._call = call
 
     async def subscribed(self) -> bool:
@@ -101,5 +101,5 @@ class NodeClients:
 
     async def close(self) -> None:
         for ch in self._channels.values():
-            await ch.close()
+            await ch.close(grace=None)
         self._channels.clear()

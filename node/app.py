@@ -106,7 +106,7 @@ class NodeApp:
         self._server: grpc.aio.Server | None = None
         self._surfaces: list[Surface] = []
         self._coordinator_started = False
-        self._health = health.aio.HealthServicer()
+        self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc-stubs lacks health.aio
 
 
     async def _start_grpc(self) -> None:

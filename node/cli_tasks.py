@@ -132,10 +132,10 @@ class Client:
 
 
 def _rpc_error(exc: grpc.RpcError, address: str) -> CliError:
-    code = exc.code()  # type: ignore[attr-defined]
+    code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
-        return CliError(f"cannot reach node at {address}: {exc.details()}")  # type: ignore[attr-defined]
-    return CliError(str(exc.details()))  # type: ignore[attr-defined]
+        return CliError(f"cannot reach node at {address}: {exc.details()}")
+    return CliError(str(exc.details()))
 
 
 def cmd_list(c: Client, a: argparse.Namespace) -> int:
@@ -177,7 +177,7 @@ def cmd_wait(c: Client, a: argparse.Namespace) -> int:
     try:
         status = c.call("WaitTask", req, timeout=None if a.timeout is None else a.timeout + 10)
     except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:  # type: ignore[attr-defined]
+        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise CliError("Operation timed out", EXIT_TIMEOUT) from None
         raise CliError(_rpc_error(exc, c.address).args[0], EXIT_OTHER) from None
     finally:

@@ -75,7 +75,7 @@ def _follow(stub: pb_grpc.TaskManagerStub, root: str) -> str:
         sys.stdout.flush()
         if st.stats.state in ("done", "failed"):
             sys.stdout.write("\n")
-            return st.stats.state
+            return str(st.stats.state)
         time.sleep(REFRESH_S)
 
 

@@ -326,7 +326,7 @@ class TaskManager:
 
     async def set_ttl(self, *, user: bool, value: int) -> int:
         """Set task_ttl or user_task_ttl (persisted); returns the previous value."""
-        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        if type(value) is not int or value < 0:  # a bool is an int to Python, not a ttl
             raise InvalidArgument(f"ttl must be a non-negative integer, got {value!r}")
         if value > 10 * 365 * 24 * 3600:
             raise InvalidArgument("ttl must be at most ten years")

@@ -26,7 +26,7 @@ MAX_ARGS_BYTES = 64 * 1024
 ENTRY_POINT_GROUP = "taskward.tasks"
 _MARK = "__taskward_task_type__"
 MIDDLEWARE_MARK = "__taskward_middleware__"
-"""Set by ``taskward.task_middleware`` to the class itself, so a subclass of a marked class is not marked."""
+"""Set by ``taskward.task_middleware`` in the marked class's own ``__dict__``: a subclass is not marked."""
 
 TaskBody = Callable[..., Awaitable[Any] | Any]
 
@@ -154,7 +154,7 @@ class Registry:
         for spec in found:
             self.add(spec)
         for v in vars(mod).values():
-            if isinstance(v, type) and getattr(v, MIDDLEWARE_MARK, None) is v and v not in self._middleware:
+            if isinstance(v, type) and MIDDLEWARE_MARK in vars(v) and v not in self._middleware:
                 self._middleware.append(v)
         return len(found)
 

@@ -99,7 +99,7 @@ class EmbeddedStore(ClusterStore):
                 self._data[op.key] = KeyValue(op.key, op.value, rev, op.lease)
                 self._conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", (op.key, op.value, rev, op.lease))
                 events.append(WatchEvent(WatchEventType.PUT, op.key, op.value, rev))
-            elif isinstance(op, Delete) and self._data.pop(op.key, None) is not None:
+            elif self._data.pop(op.key, None) is not None:  # a Delete of a key that exists
                 self._conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
                 events.append(WatchEvent(WatchEventType.DELETE, op.key, b"", rev))
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (rev,))
@@ -139,7 +139,7 @@ class EmbeddedStore(ClusterStore):
                     async with self._lock:
                         self._expire(lease)
 
-    async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:  # type: ignore[override]
+    async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:
         q: asyncio.Queue[WatchEvent] = asyncio.Queue()
         self._watchers.add(q)
         try:

@@ -12,8 +12,9 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import grpc
 from aetcd import rpc
@@ -105,13 +106,15 @@ class EtcdStore(ClusterStore):
 
     async def close(self) -> None:
         if self._channel is not None:
-            await self._channel.close()
+            await self._channel.close(grace=None)
             self._channel = None
 
-    async def _call(self, method: object, request: object) -> object:
+    async def _call(self, method: Callable[..., Awaitable[Any]], request: object) -> Any:
+        """One etcd call with its deadline (and a new login once if etcd forgot our token); aetcd's stubs
+        are untyped, so the answer is ``Any``, read right here."""
         for attempt in (1, 2):
             try:
-                return await method(request, timeout=self._o.timeout_s, metadata=self._metadata)  # type: ignore[operator]
+                return await method(request, timeout=self._o.timeout_s, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
                 if attempt == 1 and self._token_refused(exc):
                     await self._authenticate()
@@ -131,12 +134,12 @@ class EtcdStore(ClusterStore):
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
         key = self._k(prefix)
         resp = await self._call(self._kv.Range, rpc.RangeRequest(key=key, range_end=_prefix_end(key)))
-        kvs = [KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.lease) for kv in resp.kvs]  # type: ignore[attr-defined]
-        return kvs, resp.header.revision  # type: ignore[attr-defined]
+        kvs = [KeyValue(self._unk(kv.key), kv.value, kv.mod_revision, kv.lease) for kv in resp.kvs]
+        return kvs, resp.header.revision
 
     async def get(self, key: str) -> KeyValue | None:
         resp = await self._call(self._kv.Range, rpc.RangeRequest(key=self._k(key)))
-        for kv in resp.kvs:  # type: ignore[attr-defined]
+        for kv in resp.kvs:
             return KeyValue(key, kv.value, kv.mod_revision, kv.lease)
         return None
 
@@ -160,15 +163,15 @@ class EtcdStore(ClusterStore):
         # from values of one revision, not from a second read that may see a later one.
         failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(c.key))) for c in compares]
         resp = await self._call(self._kv.Txn, rpc.TxnRequest(compare=cmp, success=success, failure=failure))
-        if resp.succeeded:  # type: ignore[attr-defined]
+        if resp.succeeded:
             return TxnResult(True)
         current = {c.key: next((kv.value for kv in r.response_range.kvs), None)
-                   for c, r in zip(compares, resp.responses, strict=True)}  # type: ignore[attr-defined]
+                   for c, r in zip(compares, resp.responses, strict=True)}
         return TxnResult(False, current)
 
     async def grant_lease(self, ttl_s: int) -> int:
         resp = await self._call(self._lease.LeaseGrant, rpc.LeaseGrantRequest(TTL=ttl_s))
-        return int(resp.ID)  # type: ignore[attr-defined]
+        return int(resp.ID)
 
     async def keep_alive(self, lease: int) -> bool:
         async def one() -> AsyncIterator[rpc.LeaseKeepAliveRequest]:
@@ -192,7 +195,7 @@ class EtcdStore(ClusterStore):
             if "not found" not in str(exc):
                 raise
 
-    async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:  # type: ignore[override]
+    async def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:
         key = self._k(prefix)
         create = rpc.WatchCreateRequest(key=key, range_end=_prefix_end(key), start_revision=from_revision,
                                         progress_notify=True)

@@ -102,7 +102,8 @@ def task_middleware(cls: M) -> M:
 
     Marking registers nothing by itself (as with ``task_type``): the node's registry finds marked
     classes in the modules it loads, each class once however many modules import it."""
-    if not (isinstance(cls, type) and issubclass(cls, TaskMiddleware)):
+    marked: object = cls  # checked at run time too: a task module need not be type-checked
+    if not (isinstance(marked, type) and issubclass(marked, TaskMiddleware)):
         raise TypeError("@task_middleware marks a subclass of taskward.TaskMiddleware")
-    setattr(cls, MIDDLEWARE_MARK, cls)
+    setattr(cls, MIDDLEWARE_MARK, True)
     return cls

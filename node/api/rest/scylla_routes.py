@@ -137,14 +137,14 @@ async def wait_task(
     return JsonResponse(status_pb_to_dict(msg))
 
 
-async def _get_ttl(request: Request, kind: int) -> Response:
-    resp = await pool_of(request).call("GetTtl", pb.GetTtlRequest(kind=kind))  # type: ignore[arg-type]
+async def _get_ttl(request: Request, kind: pb.TtlKind) -> Response:
+    resp = await pool_of(request).call("GetTtl", pb.GetTtlRequest(kind=kind))
     return JsonResponse(resp.ttl)
 
 
-async def _set_ttl(request: Request, kind: int, name: str, value: str | None) -> Response:
+async def _set_ttl(request: Request, kind: pb.TtlKind, name: str, value: str | None) -> Response:
     ttl = parse_uint(name, value)
-    resp = await pool_of(request).call("SetTtl", pb.SetTtlRequest(kind=kind, ttl=ttl))  # type: ignore[arg-type]
+    resp = await pool_of(request).call("SetTtl", pb.SetTtlRequest(kind=kind, ttl=ttl))
     return JsonResponse(resp.previous)
 
 

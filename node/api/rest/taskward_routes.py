@@ -137,7 +137,7 @@ async def _pump(pool: NodePool, after: int, q: asyncio.Queue[bytes | None]) -> N
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        reason = exc.details() if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        reason = (exc.details() or "") if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
         await q.put(b": stream ended: %s\n\n" % reason.replace("\n", " ").encode())
     _put_end(q)
 
