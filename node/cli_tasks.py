@@ -1,6 +1,6 @@
 """``taskward tasks …``: the nodetool-style client, speaking gRPC to one node.
 
-Output and exit codes are fixed by DESIGN §4: errors go to stderr as ``error: …`` with exit 1;
+Output and exit codes are fixed (README, CLI reference): errors go to stderr as ``error: …`` with exit 1;
 ``wait`` exits 0 done, 123 failed, 124 timed out, 125 any other error.
 """
 

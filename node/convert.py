@@ -31,7 +31,7 @@ def _ts(value: datetime | None) -> Timestamp:
 
 
 def iso(value: datetime | None) -> str:
-    """DESIGN's fixed time form: ISO-8601 UTC, seconds, ``Z``; unset is the epoch."""
+    """The fixed time form of every surface: ISO-8601 UTC, seconds, ``Z``; unset is the epoch."""
     return (value or EPOCH).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 

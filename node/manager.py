@@ -129,7 +129,7 @@ class TaskManager:
         logger.info("task manager ready: %d tasks loaded", len(self.table))
 
     async def _recover(self) -> None:
-        """Re-queue or fail work that a crash or shutdown interrupted (DESIGN §3)."""
+        """Re-queue or fail work that a crash or shutdown interrupted (architecture: Execution and durability)."""
         tx = Tx().setting("task_ttl", str(self.ttl.task_ttl)).setting("user_task_ttl", str(self.ttl.user_task_ttl))
         now = self._now()
         requeue: list[tuple[TaskRecord, TaskType]] = []

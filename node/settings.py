@@ -248,3 +248,18 @@ def resolve(settings: Sequence[Setting], args: argparse.Namespace, env: Mapping[
         else:
             values[s.key] = s.default
     return values
+
+
+def markdown_table(settings: Sequence[Setting]) -> str:
+    """The settings as README shows them (a unit test keeps README equal to this)."""
+    rows = ["| flag | environment | meaning | default |", "|---|---|---|---|"]
+    for s in settings:
+        flag = f"`--{s.name}{' ' + s.metavar if s.metavar and not s.switch else ''}`" if s.flag else "(none)"
+        default = s.default
+        if isinstance(default, tuple):
+            default = ",".join(default)
+        elif isinstance(default, float) and default.is_integer():
+            default = int(default)
+        shown = "off" if default is False else "—" if default in ("", None) else f"`{default}`"
+        rows.append(f"| {flag} | `{s.env_name}` | {s.help.replace('|', chr(92) + '|')} | {shown} |")
+    return "\n".join(rows)

@@ -1,4 +1,4 @@
-"""``taskward tasks`` (DESIGN §4, §8): the real CLI process against a real node."""
+"""``taskward tasks`` (README: CLI reference): the real CLI process against a real node."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """ScyllaDB task-manager REST compatibility, in the style of ScyllaDB's test/rest_api/test_task_manager.py,
-written from the documented semantics (DESIGN §2, §4, §8) and run against a real ``taskward gateway`` in
+written from the documented semantics (README: REST API) and run against a real ``taskward gateway`` in
 front of two real nodes; plus routing to the node that owns a task, and failover when a node dies."""
 
 from __future__ import annotations

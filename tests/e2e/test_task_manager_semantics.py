@@ -1,4 +1,4 @@
-"""ScyllaDB task-manager semantics (DESIGN §2, §8) over gRPC against a real node, in the spirit of ScyllaDB's
+"""ScyllaDB task-manager semantics (architecture: Task model) over gRPC against a real node, in the spirit of ScyllaDB's
 test/rest_api/test_task_manager.py (test tasks driven by hand), plus real task types (builtin, sample)."""
 
 from __future__ import annotations

@@ -60,7 +60,7 @@ def client(base_url: str, token: str | None = None, timeout: float = 30.0) -> ht
 
 
 def expect_error(resp: httpx.Response, status: int, message: str | None = None) -> str:
-    """Asserts DESIGN's error body ``{"message", "code"}`` with the given status; returns the message."""
+    """Asserts the REST error body ``{"message", "code"}`` with the given status; returns the message."""
     assert resp.status_code == status, (resp.status_code, resp.text)
     assert resp.headers["content-type"].startswith("application/json"), resp.headers
     body = resp.json()

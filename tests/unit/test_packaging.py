@@ -49,3 +49,12 @@ def test_a_folder_name_import_fails_loudly(folder: str, name: str) -> None:
     module = importlib.util.module_from_spec(spec)
     with pytest.raises(ImportError, match=f"import taskward.*not {name}"):
         spec.loader.exec_module(module)
+
+
+def test_every_product_module_imports() -> None:
+    """Annotations and base classes are evaluated at import: a type that exists only for the checker
+    fails here, in seconds, not in the first process a slow test starts."""
+    from tests.unit.test_layering import modules
+
+    for name in sorted(set(modules()) - {"taskward.__main__"}):  # __main__ runs the CLI
+        importlib.import_module(name)

@@ -11,7 +11,7 @@ import pytest
 
 from taskward.config import gateway_config_from, node_config_from
 from taskward.errors import ConfigError
-from taskward.settings import GATEWAY_SETTINGS, NODE_SETTINGS, Setting, add_arguments, boolean, resolve
+from taskward.settings import GATEWAY_SETTINGS, NODE_SETTINGS, Setting, add_arguments, boolean, markdown_table, resolve
 
 CANDIDATES = ("7", "2.5", "yes", "NORMAL", "a.b,c.d", "some-text")
 ALL = [pytest.param(s, settings, id=f"{kind}:{s.name}") for kind, settings in (("node", NODE_SETTINGS),
@@ -139,3 +139,11 @@ def test_secrets_have_no_flag() -> None:
     flags = {a for action in p._actions for a in action.option_strings}
     assert "--etcd-password" not in flags and "--token" not in flags
     assert {"--id", "--config", "--etcd-cacert", "--tasks", "--insecure-bind"} <= flags
+
+
+def test_readme_shows_every_setting() -> None:
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    for kind, settings in (("node", NODE_SETTINGS), ("gateway", GATEWAY_SETTINGS)):
+        start = readme.index(f"<!-- settings:{kind} ")
+        table = readme[readme.index("\n", start) + 1:readme.index(f"<!-- /settings:{kind} -->")].strip()
+        assert table == markdown_table(settings), f"README's {kind} settings table is out of date"

@@ -6,7 +6,7 @@ import functools
 import hmac
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
@@ -207,7 +207,13 @@ class TestApiServicer(pb_grpc.TestApiServicer):
         return pb.Empty()
 
 
-class BearerAuthInterceptor(grpc.aio.ServerInterceptor[Any, Any]):
+if TYPE_CHECKING:  # grpc-stubs makes the interceptor generic; grpc's own class is not subscriptable
+    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
+else:
+    _ServerInterceptor = grpc.aio.ServerInterceptor
+
+
+class BearerAuthInterceptor(_ServerInterceptor):
     """Requires ``authorization: Bearer T`` on every call except health checks and reflection."""
 
     OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")

@@ -1,6 +1,6 @@
 """The REST surface: one FastAPI app served by ``taskward node --rest`` and ``taskward gateway``.
 
-The app is a thin adapter over gRPC (DESIGN §1): it holds a ``NodePool`` of gRPC channels — the node's
+The app is a thin adapter over gRPC (architecture: Layering): it holds a ``NodePool`` of gRPC channels — the node's
 own listen address for ``node --rest``, the ``--node`` list for a gateway — and never a TaskManager,
 so a gateway in front of a cluster and a node's own REST port answer with the same code.
 

@@ -1,6 +1,6 @@
 """Shared pieces of the REST surface: the JSON response, the one error mapping, parameter parsing.
 
-Every 4xx/5xx answer is ``{"message": ..., "code": N}`` (DESIGN §8), whoever produced it: a node's gRPC
+Every 4xx/5xx answer is ``{"message": ..., "code": N}`` (architecture: Surfaces), whoever produced it: a node's gRPC
 status, our own parameter checks, or FastAPI/Starlette themselves (404, 405, validation). The gRPC →
 HTTP table is ``taskward.errors.HTTP_FOR_GRPC``, so REST says exactly what gRPC said.
 """
@@ -80,7 +80,7 @@ async def _on_http_exception(request: Request, exc: Exception) -> Response:
 
 
 async def _on_validation(request: Request, exc: Exception) -> Response:
-    """FastAPI's 422 becomes DESIGN's 400 for a bad parameter, with a one-line message."""
+    """FastAPI's 422 becomes the 400 ScyllaDB answers for a bad parameter, with a one-line message."""
     assert isinstance(exc, RequestValidationError)
     parts = []
     for err in exc.errors():

@@ -1,7 +1,7 @@
 """Pydantic models that document the REST answers in OpenAPI (``/docs``).
 
 They are documentation only: handlers return pre-rendered JSON built by ``taskward.convert`` (the field
-names and time format of DESIGN §2), so no answer is re-validated on the hot path.
+names and time format of the task model), so no answer is re-validated on the hot path.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """gRPC client pool that the REST surface (node ``--rest`` and ``taskward gateway``) talks through.
 
 REST is a thin adapter: it never touches a TaskManager, it calls nodes over ``grpc.aio``. This pool
-holds one channel per listed node and implements the routing rules of DESIGN §8:
+holds one channel per listed node and implements the routing rules (architecture: Routing):
 
 - calls that name no task go to the *first reachable* listed node (a node answering ``UNAVAILABLE``
   is skipped, so a dead first node fails over to the next);
@@ -101,7 +101,7 @@ class NodePool:
         raise NoNodeReachable(f"no node reachable: {', '.join(self.addresses)} ({_details(last)})")
 
     async def call(self, method: str, request: Any, *, test: bool = False, deadline: float | None = -1.0) -> Any:
-        """The first listed node that is reachable answers (DESIGN §8: list, modules, ttl, test API)."""
+        """The first listed node that is reachable answers (listings, modules, ttl, the test API)."""
         return (await self._first(method, request, test, self.call_timeout if deadline == -1.0 else deadline))[1]
 
     async def start(self, method: str, request: Any, *, test: bool = False) -> Any:
