@@ -10,10 +10,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from taskward.coordinator.cron.records import (
+    CRON,
+    DOC,
+    SCHEDULES,
+    STATES,
+    decode_doc,
+    decode_schedule,
+    decode_state,
+)
 from taskward.coordinator.records import (
     LEADER,
     MEMBERS,
@@ -25,6 +34,7 @@ from taskward.coordinator.records import (
     decode_task,
 )
 from taskward.coordinator.store.base import ClusterStore, KeyValue, WatchEventType, WatchGap
+from taskward.cron import CronSchedule, CronState
 from taskward.errors import CoordinatorUnavailable
 
 logger = logging.getLogger(__name__)
@@ -42,6 +52,10 @@ class ClusterSnapshot:
     """The tasks the leader has to look at each cycle: unfinished ones, and finished ones with a child
     marked down (``ClusterTask.may_run_orphaned``). Kept apart so a cycle costs O(active), not O(retained history)."""
     stale: bool = True
+    cron_generation: str = ""
+    schedules: Mapping[str, CronSchedule] = field(default_factory=dict)
+    """The schedules of the document in force (``cron/doc``), by id."""
+    cron_states: Mapping[str, CronState] = field(default_factory=dict)
 
 
 class ClusterCache:
@@ -51,6 +65,9 @@ class ClusterCache:
         self._tasks: dict[str, ClusterTask] = {}
         self._active: dict[str, ClusterTask] = {}
         self._leader: str | None = None
+        self._cron_generation = ""
+        self._schedules: dict[str, dict[str, CronSchedule]] = {}  # generation -> id -> schedule
+        self._cron_states: dict[str, CronState] = {}
         self._revision = 0
         self._stale = True
         self._snapshot = ClusterSnapshot()
@@ -67,7 +84,9 @@ class ClusterCache:
             self._snapshot = ClusterSnapshot(
                 revision=self._revision, leader=self._leader, members=MappingProxyType(dict(self._members)),
                 tasks=MappingProxyType(dict(self._tasks)), active=MappingProxyType(dict(self._active)),
-                stale=self._stale,
+                stale=self._stale, cron_generation=self._cron_generation,
+                schedules=MappingProxyType(dict(self._schedules.get(self._cron_generation, {}))),
+                cron_states=MappingProxyType(dict(self._cron_states)),
             )
             self._dirty = False
         return self._snapshot
@@ -90,6 +109,15 @@ class ClusterCache:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout_s):
                 await self._change.wait()
+
+    async def wait_until(self, done: Callable[[ClusterSnapshot], bool], timeout_s: float) -> bool:
+        """Whether the replica came to satisfy ``done`` within ``timeout_s`` (checked at each change)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout_s):
+                while not done(self.snapshot):
+                    await self._change.wait()
+                return True
+        return False
 
     async def wait_for_task(self, task_id: str) -> None:
         """Return once the replica holds ``task_id`` (callers bound the wait)."""
@@ -128,12 +156,36 @@ class ClusterCache:
                 self._active.pop(tid, None)
         elif key == LEADER:
             self._leader = decode_leader(value) if value else None
+        elif key.startswith(CRON):
+            self._apply_cron(key, value)
+
+    def _apply_cron(self, key: str, value: bytes | None) -> None:
+        if key == DOC:
+            self._cron_generation = decode_doc(value) if value else ""
+        elif key.startswith(SCHEDULES):
+            generation, _, sid = key[len(SCHEDULES):].partition("/")
+            s = decode_schedule(value) if value else None
+            if s is None:
+                self._schedules.get(generation, {}).pop(sid, None)
+                if not self._schedules.get(generation, True):
+                    del self._schedules[generation]
+            else:
+                self._schedules.setdefault(generation, {})[sid] = s
+        elif key.startswith(STATES):
+            st = decode_state(value) if value else None
+            if st is None:
+                self._cron_states.pop(key[len(STATES):], None)
+            else:
+                self._cron_states[key[len(STATES):]] = st
 
     def _load(self, kvs: list[KeyValue], revision: int) -> None:
         self._members.clear()
         self._tasks.clear()
         self._active.clear()
         self._leader = None
+        self._cron_generation = ""
+        self._schedules.clear()
+        self._cron_states.clear()
         for kv in kvs:
             self._apply(kv.key, kv.value)
         self._revision = revision

@@ -22,7 +22,12 @@ import grpc
 from taskward.cluster_view import ChildStatus, UnreachableChild
 from taskward.config import ClusterConfig
 from taskward.coordinator.cache import ClusterCache, ClusterSnapshot
+from taskward.coordinator.catalog import TaskCatalog
 from taskward.coordinator.child_events import ChildEvents
+from taskward.coordinator.cron.clock import clock_from
+from taskward.coordinator.cron.front import CronFront
+from taskward.coordinator.cron.scheduler import Fired, Scheduler
+from taskward.coordinator.cron.service import CronService
 from taskward.coordinator.election import Election, NotLeader
 from taskward.coordinator.forwarding import Forwarder
 from taskward.coordinator.leader import Leader
@@ -46,21 +51,17 @@ logger = logging.getLogger(__name__)
 
 START_BATCH_S = 0.005
 
-ArgsValidator = Callable[[str, str, str], tuple[str, bool, str]]
-"""(module, type, args_json) -> (canonical args json, abortable, progress units); raises InvalidArgument."""
-
-
 def _dt(ts: float) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts else None
 
 
 class Coordinator:
     def __init__(self, config: ClusterConfig, store: ClusterStore, *, node_id: str, address: str,
-                 version: str, instance: str, token: str | None, validate: ArgsValidator) -> None:
+                 version: str, instance: str, token: str | None, catalog: TaskCatalog) -> None:
         self.config = config
         self.node_id = node_id
         self._store = store
-        self._validate = validate
+        self._catalog = catalog
         self.cache = ClusterCache(store)
         self.membership = Membership(store, Member(id=node_id, address=address, version=version,
                                                    started_at=time.time(), instance=instance), config.lease_ttl_s)
@@ -71,6 +72,15 @@ class Coordinator:
                                          reconcile_s=config.reconcile_interval_s)
         self._leader = Leader(self._election, self._clients, self._child_events,
                               dead_node_grace_s=config.dead_node_grace_s, rpc_timeout_s=config.child_rpc_timeout_s)
+        clock = clock_from(config.cron_test_clock)
+        self._scheduler = Scheduler(election=self._election, cache=self.cache, clients=self._clients, clock=clock,
+                                    host=self, rpc_timeout_s=config.child_rpc_timeout_s,
+                                    dead_node_grace_s=config.dead_node_grace_s)
+        self.cron = CronFront(CronService(store, self.cache, catalog, clock, replicate_timeout_s=config.etcd.timeout_s),
+                              self._scheduler, self.cache, self._clients, clock,
+                              leader_address=self._leader_address, node_id=node_id)
+        self._cron_task: asyncio.Task[None] | None = None
+        self.on_cron_fired: Callable[[Fired], None] = lambda event: None
         self._tasks: list[asyncio.Task[None]] = []
         self._status = ""
         self._kick = asyncio.Event()
@@ -102,6 +112,7 @@ class Coordinator:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
+        await self._stop_cron()
         await self._child_events.close()
         with contextlib.suppress(TaskwardError):
             if self.is_leader:
@@ -180,6 +191,7 @@ class Coordinator:
         snap = self.cache.snapshot
         if not snap.stale and snap.leader == self.node_id:
             self._child_events.sync(snap)
+            self._ensure_cron()
             try:
                 n = await self._leader.drive_all(snap, new_only=new_only)
                 return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
@@ -194,7 +206,48 @@ class Coordinator:
             status = f"following leader {snap.leader}"
         if self._child_events.active:
             await self._child_events.close()  # not (or no longer) the leader: stop following the nodes
+        await self._stop_cron()
         return status
+
+    def _ensure_cron(self) -> None:
+        """The cron scheduler runs exactly while this node leads (it ends by itself when deposed)."""
+        if self._cron_task is None or self._cron_task.done():
+            if self._cron_task is not None and not self._cron_task.cancelled() and self._cron_task.exception():
+                logger.warning("cron scheduler stopped: %r", self._cron_task.exception())
+            self._cron_task = asyncio.get_running_loop().create_task(self._scheduler.run(),
+                                                                     name=f"cron[{self.node_id}]")
+
+    async def _stop_cron(self) -> None:
+        if self._cron_task is not None:
+            self._cron_task.cancel()
+            await asyncio.gather(self._cron_task, return_exceptions=True)
+            self._cron_task = None
+
+    # ------------------------------------------------------------------ the scheduler's host
+
+    def new_cluster_task(self, module: str, type_name: str, args_json: str, *, entity: str,
+                         task_id: str) -> ClusterTask:
+        snap = self.cache.snapshot
+        if not snap.members:
+            raise InvalidArgument("no live nodes")
+        return self._new_task(task_id, module, type_name, args_json, sorted(snap.members), entity=entity)
+
+    async def abort_cluster_task(self, task_id: str) -> None:
+        await self.abort(task_id)
+
+    def cluster_task_committed(self) -> None:
+        self._kick_after_batch()
+
+    def fired(self, event: Fired) -> None:
+        self.on_cron_fired(event)
+
+    def _new_task(self, task_id: str, module: str, type_name: str, args_json: str, targets: list[str], *,
+                  idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "") -> ClusterTask:
+        checked = self._catalog.check(module, type_name, args_json)
+        return ClusterTask(id=task_id, module=module, type=type_name, args_json=checked.args_json,
+                           created_at=time.time(), target_nodes=tuple(targets), idempotency_key=idempotency_key,
+                           keyspace=keyspace, table=table, entity=entity, is_abortable=checked.abortable,
+                           progress_units=checked.progress_units)
 
     # ------------------------------------------------------------------ reads (ClusterView)
 
@@ -288,7 +341,7 @@ class Coordinator:
                                cluster_task_id=task_id or str(uuid.uuid4()))
             # Only an id we just drew is proof by its mere appearance; a caller's id may name an old task.
             return await self._to_leader.start(address, req, early_ack=not task_id)
-        canon, abortable, units = self._validate(module, type_name, args_json)
+        self._catalog.check(module, type_name, args_json)  # bad arguments before a bad node list, as before
         snap = self.cache.snapshot
         targets = sorted(snap.members) if not nodes else list(dict.fromkeys(nodes))
         for n in targets:
@@ -296,9 +349,8 @@ class Coordinator:
                 raise UnknownNode(n)
         if not targets:
             raise InvalidArgument("no target nodes")
-        t = ClusterTask(id=task_id or str(uuid.uuid4()), module=module, type=type_name, args_json=canon,
-                        created_at=time.time(), target_nodes=tuple(targets), idempotency_key=idempotency_key,
-                        keyspace=keyspace, table=table, entity=entity, is_abortable=abortable, progress_units=units)
+        t = self._new_task(task_id or str(uuid.uuid4()), module, type_name, args_json, targets,
+                           idempotency_key=idempotency_key, keyspace=keyspace, table=table, entity=entity)
         ops = [Put(TASKS + t.id, encode_task(t))]
         extra = [Compare(TASKS + t.id, None)]  # create only: a forwarded id must not be in use
         if idempotency_key:

@@ -17,6 +17,8 @@ from taskward import convert
 from taskward.channels import Metadata, aio_channel, bearer
 from taskward.events import SUBSCRIBED, Event
 from taskward.model import TaskView
+from taskward.pb.taskward.v1 import cron_pb2 as cron_pb
+from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -37,6 +39,7 @@ class StartRequest:
     nodes: tuple[str, ...] = ()
     cluster_task_id: str = ""
     cluster_parent_id: str = ""
+    task_id: str = ""
 
 
 class EventStream:
@@ -63,21 +66,36 @@ class NodeClients:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self.metadata: Metadata = bearer(token)
 
-    def _stub(self, address: str) -> pb_grpc.TaskManagerStub:
+    def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
             ch = aio_channel(address)
             self._channels[address] = ch
-        return pb_grpc.TaskManagerStub(ch)
+        return ch
+
+    def _stub(self, address: str) -> pb_grpc.TaskManagerStub:
+        return pb_grpc.TaskManagerStub(self._channel(address))
 
     async def start(self, address: str, req: StartRequest, *, timeout_s: float) -> str:
         """Start a task on the node at ``address``; its id."""
         resp = await self._stub(address).StartTask(pb.StartTaskRequest(
             module=req.module, type=req.type, args_json=req.args_json, idempotency_key=req.idempotency_key,
             keyspace=req.keyspace, table=req.table, entity=req.entity, cluster=req.cluster, nodes=list(req.nodes),
-            cluster_task_id=req.cluster_task_id, cluster_parent_id=req.cluster_parent_id,
+            cluster_task_id=req.cluster_task_id, cluster_parent_id=req.cluster_parent_id, task_id=req.task_id,
         ), timeout=timeout_s, metadata=self.metadata)
         return str(resp.task_id)
+
+    async def load(self, address: str, *, timeout_s: float) -> tuple[int, int]:
+        """(running, queued) root tasks of the node."""
+        resp = await self._stub(address).GetLoad(pb.GetLoadRequest(), timeout=timeout_s, metadata=self.metadata)
+        return int(resp.running), int(resp.queued)
+
+    async def run_now(self, address: str, schedule_id: str, *, timeout_s: float) -> tuple[str, str]:
+        """Ask the node at ``address`` (the leader) to fire a schedule now: (task id, node)."""
+        ch = self._channel(address)
+        resp = await cron_grpc.CronStub(ch).RunScheduleNow(cron_pb.ScheduleIdRequest(id=schedule_id),
+                                                            timeout=timeout_s, metadata=self.metadata)
+        return str(resp.task_id), str(resp.node)
 
     async def abort(self, address: str, task_id: str, *, timeout_s: float) -> None:
         await self._stub(address).AbortTask(pb.TaskIdRequest(task_id=task_id), timeout=timeout_s,

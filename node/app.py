@@ -18,13 +18,16 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskward import __version__
+from taskward.api.grpc.cron import CronServicer
 from taskward.api.grpc.servicers import BearerAuthInterceptor, TaskManagerServicer, TestApiServicer
 from taskward.config import NodeConfig
+from taskward.coordinator.catalog import CheckedArgs
 from taskward.coordinator.cluster import Coordinator
 from taskward.coordinator.store.base import ClusterStore
 from taskward.coordinator.store.embedded import EmbeddedStore
 from taskward.coordinator.store.etcd import EtcdStore
 from taskward.manager import TaskManager
+from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.registry import Registry
 from taskward.scylla_test_api import ScyllaTestApi
@@ -33,7 +36,7 @@ from taskward.store import Store
 logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
-SERVICE_NAMES = ("taskward.v1.TaskManager", "taskward.v1.TestApi")
+SERVICE_NAMES = ("taskward.v1.TaskManager", "taskward.v1.TestApi", "taskward.v1.Cron")
 
 
 def setup_logging(level: int = logging.INFO) -> logging.handlers.QueueListener:
@@ -76,13 +79,28 @@ def build_coordinator(config: NodeConfig, manager: TaskManager) -> Coordinator:
     else:
         store = EmbeddedStore(config.data_dir / "cluster.sqlite3")
 
-    def validate(module: str, type_name: str, args_json: str) -> tuple[str, bool, str]:
-        spec = manager.registry.get(module, type_name)
-        canon = json.dumps(spec.parse_args(args_json), sort_keys=True, separators=(",", ":"))
-        return canon, spec.abortable, spec.progress_units
+    coordinator = Coordinator(cc, store, node_id=config.node_id, address=config.advertise_address,
+                              version=__version__, instance=instance_token(config.data_dir), token=config.token,
+                              catalog=RegistryCatalog(manager.registry))
+    coordinator.on_cron_fired = lambda f: manager.publish_cron_fired(
+        schedule_id=f.schedule_id, slot=f.slot, task_id=f.task_id, module=f.module, task_type=f.task_type,
+        node=f.node, run_now=f.run_now)
+    return coordinator
 
-    return Coordinator(cc, store, node_id=config.node_id, address=config.advertise_address, version=__version__,
-                       instance=instance_token(config.data_dir), token=config.token, validate=validate)
+
+class RegistryCatalog:
+    """The coordinator's ``TaskCatalog``, answered by this node's registry."""
+
+    def __init__(self, registry: Registry) -> None:
+        self._registry = registry
+
+    def check(self, module: str, type_name: str, args_json: str) -> CheckedArgs:
+        spec = self._registry.get(module, type_name)
+        canon = json.dumps(spec.parse_args(args_json), sort_keys=True, separators=(",", ":"))
+        return CheckedArgs(canon, spec.abortable, spec.progress_units)
+
+    def modules_with(self, type_name: str) -> list[str]:
+        return sorted(t.module for t in self._registry.all() if t.name == type_name)
 
 
 class Surface(Protocol):
@@ -122,6 +140,7 @@ class NodeApp:
             ],
         )
         pb_grpc.add_TaskManagerServicer_to_server(TaskManagerServicer(self.manager, self.coordinator), server)
+        cron_grpc.add_CronServicer_to_server(CronServicer(self.coordinator), server)
         if self.config.manager.enable_test_api:
             pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)

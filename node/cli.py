@@ -14,11 +14,12 @@ from taskward.config import gateway_config_from, node_config_from
 from taskward.errors import ConfigError, TaskwardError
 from taskward.settings import GATEWAY_SETTINGS, NODE_SETTINGS, add_arguments, resolve
 
-USAGE = """usage: taskward {node,gateway,tasks,demo} ...
+USAGE = """usage: taskward {node,gateway,tasks,cron,demo} ...
 
   node    run one node (gRPC task service, durable store)
   gateway REST API (ScyllaDB-compatible) in front of one or more nodes
   tasks   nodetool-style client: taskward tasks --help
+  cron    cluster-wide schedules: taskward cron --help
   demo    start a local 3-node cluster on etcd with a sample cluster operation
 """
 
@@ -81,6 +82,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from taskward.cli_tasks import main as tasks_main
 
         return tasks_main(rest, dict(os.environ))
+    if command == "cron":
+        from taskward.cli_cron import main as cron_main
+
+        return cron_main(rest, dict(os.environ))
     if command == "demo":
         from taskward.demo import main as demo_main
 

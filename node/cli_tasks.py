@@ -18,6 +18,7 @@ import grpc
 
 from taskward.channels import bearer, sync_channel
 from taskward.convert import node_pb_to_dict, stats_pb_to_dict, status_pb_to_dict
+from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
@@ -84,13 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
-    cells = [list(columns)] + [[_cell(r.get(c, "")) for c in columns] for r in rows]
+def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
+    cells = [list(columns)] + [[render_cell(r.get(c, "")) for c in columns] for r in rows]
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-def _cell(value: Any) -> str:
+def render_cell(value: Any) -> str:
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
@@ -104,7 +105,7 @@ def _print_status(d: dict[str, Any]) -> None:
             continue
         if key == "children_ids":
             value = json.dumps(value)
-        print(f"{key}: {_cell(value)}")
+        print(f"{key}: {render_cell(value)}")
 
 
 def parse_arg(item: str) -> tuple[str, Any]:
@@ -122,16 +123,20 @@ class Client:
         self.address = f"{host}:{port}"
         self._channel = sync_channel(self.address)
         self.stub = pb_grpc.TaskManagerStub(self._channel)
+        self.cron = cron_grpc.CronStub(self._channel)
         self._metadata = bearer(token)
 
     def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
         return getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)
 
+    def call_cron(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
+        return getattr(self.cron, method)(request, timeout=timeout, metadata=self._metadata)
+
     def close(self) -> None:
         self._channel.close()
 
 
-def _rpc_error(exc: grpc.RpcError, address: str) -> CliError:
+def rpc_error(exc: grpc.RpcError, address: str) -> CliError:
     code = exc.code()
     if code == grpc.StatusCode.UNAVAILABLE:
         return CliError(f"cannot reach node at {address}: {exc.details()}")
@@ -144,7 +149,7 @@ def cmd_list(c: Client, a: argparse.Namespace) -> int:
         resp = c.call("ListTasks", pb.ListTasksRequest(module=a.module, internal=a.internal,
                                                        keyspace=a.keyspace, table=a.table))
         rows = [stats_pb_to_dict(t) for t in resp.tasks]
-        print(json.dumps(rows) if a.json else _table(rows, LIST_COLUMNS), flush=True)
+        print(json.dumps(rows) if a.json else render_table(rows, LIST_COLUMNS), flush=True)
         if i + 1 < (iterations or 1):
             time.sleep(a.interval)
     return 0
@@ -165,7 +170,7 @@ def cmd_tree(c: Client, a: argparse.Namespace) -> int:
     for rid in roots:
         resp = c.call("GetTaskStatusRecursive", pb.TaskIdRequest(task_id=rid))
         rows.extend(status_pb_to_dict(s) for s in resp.statuses)
-    print(json.dumps(rows) if a.json else _table(rows, TREE_COLUMNS))
+    print(json.dumps(rows) if a.json else render_table(rows, TREE_COLUMNS))
     return 0
 
 
@@ -179,7 +184,7 @@ def cmd_wait(c: Client, a: argparse.Namespace) -> int:
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
             raise CliError("Operation timed out", EXIT_TIMEOUT) from None
-        raise CliError(_rpc_error(exc, c.address).args[0], EXIT_OTHER) from None
+        raise CliError(rpc_error(exc, c.address).args[0], EXIT_OTHER) from None
     finally:
         if bar is not None:
             bar.stop()
@@ -247,7 +252,7 @@ def cmd_start(c: Client, a: argparse.Namespace) -> int:
 
 def cmd_nodes(c: Client, a: argparse.Namespace) -> int:
     resp = c.call("ListNodes", pb.ListNodesRequest())
-    print(_table([node_pb_to_dict(n) for n in resp.nodes], NODE_COLUMNS))
+    print(render_table([node_pb_to_dict(n) for n in resp.nodes], NODE_COLUMNS))
     if resp.stale:
         print(f"warning: {c.address} has lost the cluster store; this is its last known view", file=sys.stderr)
     return 0
@@ -271,7 +276,7 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
 }
 
 
-def _fail(message: str, code: int) -> NoReturn:
+def fail(message: str, code: int) -> NoReturn:
     print(f"error: {message}" if not message.startswith(("Operation timed out", "Task with id")) else message,
           file=sys.stderr)
     sys.exit(code)
@@ -288,8 +293,8 @@ def main(argv: Sequence[str], env: dict[str, str]) -> int:
     try:
         return COMMANDS[a.command](client, a)
     except CliError as exc:
-        _fail(exc.args[0], exc.code)
+        fail(exc.args[0], exc.code)
     except grpc.RpcError as exc:
-        _fail(_rpc_error(exc, client.address).args[0], error_code)
+        fail(rpc_error(exc, client.address).args[0], error_code)
     finally:
         client.close()

@@ -5,10 +5,12 @@ Declared here so that ``node`` never imports ``coordinator``; ``node/app.py`` pl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
+from taskward.cron import ScheduleInput, ScheduleView
 from taskward.model import NodeInfo, TaskRecord, TaskView
 
 
@@ -36,8 +38,36 @@ class UnreachableChild:
 ChildStatus = TaskView | UnreachableChild
 
 
+class CronView(Protocol):
+    """Cluster-wide cron: reads from this node's replica, validated writes from any node, firing on the
+    leader. Bad input raises ``InvalidArgument`` naming the entry; an unknown id ``ScheduleNotFound``."""
+
+    async def all(self) -> list[ScheduleView]:
+        """Every schedule, by id."""
+        ...
+
+    async def get(self, schedule_id: str) -> ScheduleView: ...
+
+    async def put_document(self, inputs: Sequence[ScheduleInput]) -> list[ScheduleView]:
+        """Replace every schedule, atomically: one bad entry changes nothing."""
+        ...
+
+    async def put(self, s: ScheduleInput) -> ScheduleView: ...
+
+    async def delete(self, schedule_id: str) -> None: ...
+
+    async def set_enabled(self, schedule_id: str, enabled: bool) -> ScheduleView: ...
+
+    async def run_now(self, schedule_id: str) -> tuple[str, str]:
+        """Fire now (the policy applies): (task id, node id, empty for a cluster task)."""
+        ...
+
+
 class ClusterView(Protocol):
     node_id: str
+
+    @property
+    def cron(self) -> CronView: ...
 
     @property
     def stale(self) -> bool:

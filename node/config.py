@@ -69,6 +69,8 @@ class ClusterConfig:
     child_rpc_timeout_s: float = 2.0
     reconcile_interval_s: float = 5.0
     """A child followed through its node's events is still polled this often (defence in depth)."""
+    cron_test_clock: str = ""
+    """Test only: ``EPOCH:SPEED`` runs the cron scheduler on an accelerated clock (see coordinator/cron/clock.py)."""
 
     def __post_init__(self) -> None:
         if self.loop_interval_s + 2 * self.etcd.timeout_s > self.lease_ttl_s:
@@ -177,7 +179,8 @@ def node_config_from(values: Mapping[str, Any]) -> NodeConfig:
                       cert=values["etcd_cert"], key=values["etcd_key"], user=values["etcd_user"],
                       password=values["etcd_password"])
     cluster = ClusterConfig(etcd=etcd, cluster=values["cluster"], lease_ttl_s=lease,
-                            loop_interval_s=loop_interval_for(lease), dead_node_grace_s=values["dead_node_grace"])
+                            loop_interval_s=loop_interval_for(lease), dead_node_grace_s=values["dead_node_grace"],
+                            cron_test_clock=values["cron_test_clock"])
     return NodeConfig(
         node_id=node_id, listen=values["listen"], advertise=values["advertise"],
         data_dir=Path(values["data_dir"] or f"./taskward-data/{node_id}"), rest=values["rest"], admin=values["admin"],

@@ -6,11 +6,14 @@ gRPC, reads their answers back into domain values with ``*_from_pb`` before deci
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from taskward.cluster_view import UnreachableChild
+from taskward.cron import ScheduleInput, ScheduleView
+from taskward.errors import InvalidArgument
 from taskward.events import Event, EventType
 from taskward.model import (
     EPOCH,
@@ -23,11 +26,17 @@ from taskward.model import (
     TaskView,
     TypeStats,
 )
+from taskward.pb.taskward.v1 import cron_pb2 as cron_pb
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 
 def _ts(value: datetime | None) -> Timestamp:
     return Timestamp(seconds=int((value or EPOCH).timestamp()))
+
+
+def _ts_ms(value: datetime) -> Timestamp:
+    ms = round(value.timestamp() * 1000)
+    return Timestamp(seconds=ms // 1000, nanos=ms % 1000 * 1_000_000)
 
 
 def iso(value: datetime | None) -> str:
@@ -50,6 +59,7 @@ def status_to_pb(view: TaskView, addresses: dict[str, str]) -> pb.TaskStatus:
         parent_id=rec.parent_id or rec.cluster_parent or "none", progress_units=rec.progress_units,
         progress_total=progress.total, progress_completed=progress.completed,
         progress_fraction=progress.fraction, module=rec.module, progress_message=rec.progress_message,
+        args_json=rec.args, created_at=_ts_ms(rec.created_at),
         children_ids=[
             pb.ChildRef(task_id=c.task_id, node=c.node, address=addresses.get(c.node, "")) for c in rec.children
         ],
@@ -70,7 +80,9 @@ def status_from_pb(msg: pb.TaskStatus) -> TaskView:
     rec = TaskRecord(
         id=s.task_id, module=msg.module, type=s.type, kind=TaskKind(s.kind), scope=s.scope, state=TaskState(s.state),
         sequence_number=s.sequence_number, keyspace=s.keyspace, table=s.table, entity=s.entity, shard=s.shard,
-        created_at=EPOCH, start_time=_dt(s.start_time), end_time=_dt(s.end_time), is_abortable=msg.is_abortable,
+        created_at=datetime.fromtimestamp(msg.created_at.seconds + msg.created_at.nanos / 1e9, UTC),
+        args=msg.args_json or "{}", start_time=_dt(s.start_time), end_time=_dt(s.end_time),
+        is_abortable=msg.is_abortable,
         error=msg.error, aborted=msg.aborted, parent_id=None if msg.parent_id == "none" else msg.parent_id,
         children=tuple(ChildRef(c.task_id, c.node) for c in msg.children_ids), progress_units=msg.progress_units,
         progress_total=msg.progress_total, progress_completed=msg.progress_completed,
@@ -99,7 +111,7 @@ def event_from_pb(msg: pb.Event) -> Event | None:
     return Event(sequence=msg.sequence, type=etype, task_id=msg.task_id, module=msg.module, task_type=msg.task_type,
                  time=msg.time.seconds + msg.time.nanos / 1e9, progress_completed=msg.progress_completed,
                  progress_total=msg.progress_total, message=msg.message, error=msg.error,
-                 cluster_parent=msg.cluster_parent_id)
+                 cluster_parent=msg.cluster_parent_id, schedule_id=msg.schedule_id, slot=msg.slot)
 
 
 def event_to_pb(ev: Event) -> pb.Event:
@@ -107,7 +119,8 @@ def event_to_pb(ev: Event) -> pb.Event:
         sequence=ev.sequence, type=ev.type.value, task_id=ev.task_id, module=ev.module,
         task_type=ev.task_type, time=Timestamp(seconds=int(ev.time), nanos=int(ev.time % 1 * 1e9)),
         progress_completed=ev.progress_completed, progress_total=ev.progress_total,
-        message=ev.message, error=ev.error, cluster_parent_id=ev.cluster_parent,
+        message=ev.message, error=ev.error, cluster_parent_id=ev.cluster_parent, schedule_id=ev.schedule_id,
+        slot=ev.slot,
     )
 
 
@@ -161,3 +174,96 @@ def node_pb_to_dict(n: pb.NodeInfo) -> dict[str, object]:
         "id": n.id, "address": n.address, "alive": n.alive, "leader": n.leader, "version": n.version,
         "started_at": ts_to_iso(n.started_at),
     }
+
+
+def schedule_input_from_pb(msg: cron_pb.CronSchedule) -> ScheduleInput:
+    return ScheduleInput(
+        id=msg.id, module=msg.module, task_type=msg.task_type, schedule=msg.schedule, args_json=msg.args_json,
+        enabled=msg.enabled if msg.HasField("enabled") else None, timezone=msg.timezone, cluster=msg.cluster,
+        concurrency=msg.concurrency, misfire_grace_s=msg.misfire_grace_s if msg.HasField("misfire_grace_s") else None,
+    )
+
+
+def _ts_float(value: float) -> Timestamp:
+    return Timestamp(seconds=int(value), nanos=int(value % 1 * 1e9))
+
+
+def schedule_to_pb(v: ScheduleView) -> cron_pb.ScheduleStatus:
+    s, st = v.schedule, v.state
+    msg = cron_pb.ScheduleStatus(
+        schedule=cron_pb.CronSchedule(
+            id=s.id, module=s.module, task_type=s.task_type, schedule=s.schedule, args_json=s.args_json,
+            enabled=s.enabled, timezone=s.timezone, cluster=s.cluster, concurrency=s.concurrency.value,
+            misfire_grace_s=s.misfire_grace_s,
+        ),
+        last_slot=st.last_slot, last_task_id=st.last_task_id, last_task_state=v.last_task_state,
+        last_node=st.last_node,
+        history=[cron_pb.CronHistoryEntry(slot=h.slot, outcome=h.outcome.value, reason=h.reason, task_id=h.task_id,
+                                          node=h.node, at=_ts_float(h.at), count=h.count) for h in st.history],
+    )
+    if v.next_fire_time is not None:
+        msg.next_fire_time.CopyFrom(_ts_float(v.next_fire_time))
+    return msg
+
+
+_STRINGS = ("id", "module", "task_type", "schedule", "timezone", "concurrency")
+_READ_ONLY = frozenset({"next_fire_time", "last_slot", "last_task_id", "last_task_state", "last_node", "history"})
+_KNOWN = frozenset({*_STRINGS, "args", "enabled", "cluster", "misfire_grace_s"}) | _READ_ONLY
+
+
+def schedule_json_to_pb(index: int, entry: object, *, path_id: str = "") -> cron_pb.CronSchedule:
+    """One document entry as the gRPC message; 400 naming the entry and the field for a wrong shape (the
+    node checks the values)."""
+    if not isinstance(entry, dict):
+        raise InvalidArgument(f"schedule #{index + 1}: must be a JSON object")
+    sid = entry.get("id", path_id)
+    name = f"schedule {sid!r}" if isinstance(sid, str) and sid else f"schedule #{index + 1}"
+
+    def wrong(message: str) -> InvalidArgument:
+        return InvalidArgument(f"{name}: {message}")
+
+    unknown = sorted(set(entry) - _KNOWN)
+    if unknown:
+        raise wrong(f"unknown field(s) {', '.join(unknown)}")
+    for field in _STRINGS:
+        if field in entry and not isinstance(entry[field], str):
+            raise wrong(f"field {field!r} must be a string")
+    for field in ("enabled", "cluster"):
+        if field in entry and not isinstance(entry[field], bool):
+            raise wrong(f"field {field!r} must be true or false")
+    args = entry.get("args", {})
+    if not isinstance(args, dict):
+        raise wrong("field 'args' must be a JSON object")
+    grace = entry.get("misfire_grace_s")
+    if grace is not None and (isinstance(grace, bool) or not isinstance(grace, int | float)):
+        raise wrong("field 'misfire_grace_s' must be a number of seconds")
+    if path_id and sid != path_id:
+        raise wrong(f"the body's id differs from the path's ({path_id!r})")
+    msg = cron_pb.CronSchedule(id=sid or "", module=entry.get("module", ""), task_type=entry.get("task_type", ""),
+                          schedule=entry.get("schedule", ""), args_json=json.dumps(args, separators=(",", ":")),
+                          timezone=entry.get("timezone", ""), cluster=entry.get("cluster", False),
+                          concurrency=entry.get("concurrency", ""))
+    if "enabled" in entry:
+        msg.enabled = entry["enabled"]
+    if grace is not None:
+        msg.misfire_grace_s = float(grace)
+    return msg
+
+
+
+def schedule_pb_to_dict(msg: cron_pb.ScheduleStatus) -> dict[str, object]:
+    """A schedule as REST and the CLI show it: AeorDB's cron.json fields, then taskward's, then its state."""
+    s = msg.schedule
+    out: dict[str, object] = {
+        "id": s.id, "task_type": s.task_type, "schedule": s.schedule, "args": json.loads(s.args_json or "{}"),
+        "enabled": s.enabled, "module": s.module, "timezone": s.timezone, "cluster": s.cluster,
+        "concurrency": s.concurrency, "misfire_grace_s": s.misfire_grace_s,
+        "next_fire_time": ts_to_iso(msg.next_fire_time) if msg.HasField("next_fire_time") else None,
+        "last_slot": ts_to_iso(Timestamp(seconds=msg.last_slot)) if msg.last_slot else None,
+        "last_task_id": msg.last_task_id or None, "last_task_state": msg.last_task_state or None,
+        "last_node": msg.last_node or None,
+        "history": [{"slot": ts_to_iso(Timestamp(seconds=h.slot)), "outcome": h.outcome, "reason": h.reason,
+                     "task_id": h.task_id or None, "node": h.node or None, "at": ts_to_iso(h.at),
+                     "count": h.count} for h in msg.history],
+    }
+    return out

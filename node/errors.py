@@ -90,6 +90,14 @@ class TaskNotFound(TaskwardError):
         self.task_id = task_id
 
 
+class ScheduleNotFound(TaskwardError):
+    grpc_code = grpc.StatusCode.NOT_FOUND  # REST: 400, as for an unknown task id
+
+    def __init__(self, schedule_id: str) -> None:
+        super().__init__(f"schedule {schedule_id} not found")
+        self.schedule_id = schedule_id
+
+
 class NotAbortable(TaskwardError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 

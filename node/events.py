@@ -48,6 +48,8 @@ class Event:
     message: str = ""
     error: str = ""
     cluster_parent: str = ""  # old persisted events lack it
+    schedule_id: str = ""  # cron.fired: the schedule and its slot (Unix seconds)
+    slot: int = 0
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields only, so no deep copy (``dataclasses.asdict``) on this hot path."""

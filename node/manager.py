@@ -19,6 +19,7 @@ from typing import Any
 
 from taskward.config import ManagerConfig
 from taskward.context import TaskContext
+from taskward.cron import iso
 from taskward.errors import (
     IdempotencyConflict,
     InvalidArgument,
@@ -346,7 +347,7 @@ class TaskManager:
     async def start_task(
         self, module: str, type_name: str, args_json: str = "", *, idempotency_key: str = "",
         keyspace: str = "", table: str = "", entity: str = "", user_task: bool = True,
-        internal: bool = False, cluster_parent: str = "",
+        internal: bool = False, cluster_parent: str = "", task_id: str = "",
     ) -> str:
         """Validate, durably record and queue a root task; returns its id.
 
@@ -368,7 +369,7 @@ class TaskManager:
                 return existing_id
         tx = Tx()
         rec = TaskRecord(
-            id=new_task_id(), module=module, type=type_name, created_at=self._now(),
+            id=self._fresh_id(task_id), module=module, type=type_name, created_at=self._now(),
             sequence_number=self.next_sequence(tx, module, 0), keyspace=keyspace, table=table,
             entity=entity, is_abortable=spec.abortable, progress_units=spec.progress_units,
             user_task=user_task, internal=internal or bool(cluster_parent), args=canon,
@@ -382,6 +383,37 @@ class TaskManager:
             raise
         self.executor.enqueue(Run(rec.id, spec, args))
         return rec.id
+
+    def _fresh_id(self, task_id: str) -> str:
+        """``task_id`` when the caller chose one (a canonical UUID not in use), else a new one."""
+        if not task_id:
+            return new_task_id()
+        if check_task_id(task_id) in self.table:
+            raise InvalidArgument(f"task id {task_id} is already in use")
+        return task_id
+
+    def load(self) -> tuple[int, int]:
+        """(running, queued) root tasks: what the cron leader compares to pick a node."""
+        running = queued = 0
+        for rec in self.table.records.values():
+            if rec.is_root:
+                if rec.state is TaskState.RUNNING:
+                    running += 1
+                elif rec.state is TaskState.CREATED:
+                    queued += 1
+        return running, queued
+
+    def publish_cron_fired(self, *, schedule_id: str, slot: int, task_id: str, module: str, task_type: str,
+                           node: str, run_now: bool) -> None:
+        """Record and publish ``cron.fired`` (this node fired it, as the cluster leader); like progress, the
+        event is published once durable without holding up the caller."""
+        where = f"on node {node}" if node else "as a cluster task"
+        message = f"schedule {schedule_id} {'run now' if run_now else 'slot ' + iso(slot)} fired {where}"
+        tx = Tx()
+        ev = Event(sequence=self.events.next_sequence(), type=EventType.CRON_FIRED, task_id=task_id, module=module,
+                   task_type=task_type, time=time.time(), message=message, schedule_id=schedule_id, slot=slot)
+        tx.event(ev.sequence, ev.at, ev.to_dict())
+        self._submit(tx, ev).add_done_callback(self._progress_written)
 
     async def spawn_child(self, parent_id: str, module: str, type_name: str, args: dict[str, Any]) -> str:
         parent = self.table.records[parent_id]

@@ -168,6 +168,9 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting(name="etcd-key", default="", metavar="FILE", help="client key for etcd TLS"),
     Setting(name="etcd-user", default="", metavar="USER", help="etcd user (password in TASKWARD_ETCD_PASSWORD)"),
     Setting(name="etcd-password", flag=False, default="", help="the etcd user's password"),
+    Setting(name="cron-test-clock", default="", metavar="EPOCH:SPEED",
+            help="tests only: run the cron scheduler on a clock SPEED times faster than the wall clock from EPOCH "
+                 "(Unix seconds), the same on every node"),
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (

@@ -60,7 +60,10 @@ class Put:
 
 @dataclass(frozen=True, slots=True)
 class Delete:
+    """Delete ``key``, or with ``prefix`` every key that starts with it."""
+
     key: str
+    prefix: bool = False
 
 
 Op = Put | Delete

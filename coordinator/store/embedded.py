@@ -99,9 +99,12 @@ class EmbeddedStore(ClusterStore):
                 self._data[op.key] = KeyValue(op.key, op.value, rev, op.lease)
                 self._conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", (op.key, op.value, rev, op.lease))
                 events.append(WatchEvent(WatchEventType.PUT, op.key, op.value, rev))
-            elif self._data.pop(op.key, None) is not None:  # a Delete of a key that exists
-                self._conn.execute("DELETE FROM kv WHERE key = ?", (op.key,))
-                events.append(WatchEvent(WatchEventType.DELETE, op.key, b"", rev))
+            else:
+                keys = [k for k in self._data if k.startswith(op.key)] if op.prefix else [op.key]
+                for key in keys:
+                    if self._data.pop(key, None) is not None:
+                        self._conn.execute("DELETE FROM kv WHERE key = ?", (key,))
+                        events.append(WatchEvent(WatchEventType.DELETE, key, b"", rev))
         self._conn.execute("INSERT OR REPLACE INTO meta VALUES ('revision', ?)", (rev,))
         self._conn.execute("COMMIT")
         self._history.extend(events)

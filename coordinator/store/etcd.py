@@ -23,7 +23,6 @@ from taskward.config import EtcdConfig
 from taskward.coordinator.store.base import (
     ClusterStore,
     Compare,
-    Delete,
     KeyValue,
     Op,
     Put,
@@ -157,8 +156,10 @@ class EtcdStore(ClusterStore):
             if isinstance(op, Put):
                 success.append(rpc.RequestOp(request_put=rpc.PutRequest(key=self._k(op.key), value=op.value,
                                                                          lease=op.lease)))
-            elif isinstance(op, Delete):
-                success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(key=self._k(op.key))))
+            else:
+                key = self._k(op.key)
+                success.append(rpc.RequestOp(request_delete_range=rpc.DeleteRangeRequest(
+                    key=key, range_end=_prefix_end(key) if op.prefix else b"")))
         # On failure, read the compared keys in the same transaction: the caller learns which guard failed
         # from values of one revision, not from a second read that may see a later one.
         failure = [rpc.RequestOp(request_range=rpc.RangeRequest(key=self._k(c.key))) for c in compares]

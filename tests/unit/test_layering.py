@@ -12,8 +12,8 @@ ROOTS = {"taskward": REPO / "node", "taskward.coordinator": REPO / "coordinator"
 GENERATED = "taskward.pb"
 
 # What the coordinator may use of the node package: domain types and boundaries, never its services.
-COORDINATOR_MAY_USE = {"taskward", "taskward.model", "taskward.errors", "taskward.events", "taskward.config",
-                       "taskward.convert", "taskward.channels", "taskward.cluster_view"}
+COORDINATOR_MAY_USE = {"taskward", "taskward.cron", "taskward.model", "taskward.errors", "taskward.events",
+                       "taskward.config", "taskward.convert", "taskward.channels", "taskward.cluster_view"}
 # The domain core: no protobuf, no surfaces, no coordinator.
 CORE = {"taskward.model", "taskward.manager", "taskward.executor", "taskward.store", "taskward.events",
         "taskward.registry", "taskward.retention", "taskward.context", "taskward.task_table",

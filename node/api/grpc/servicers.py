@@ -132,6 +132,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
             check_task_id(request.cluster_parent_id)
         if request.cluster_task_id:
             check_task_id(request.cluster_task_id)
+        if request.task_id:
+            check_task_id(request.task_id)
         if request.cluster or request.nodes:
             task_id = await self._cluster.start_task(
                 request.module, request.type, request.args_json, nodes=list(request.nodes),
@@ -142,13 +144,18 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         task_id = await self._m.start_task(
             request.module, request.type, request.args_json, idempotency_key=request.idempotency_key,
             keyspace=request.keyspace, table=request.table, entity=request.entity,
-            cluster_parent=request.cluster_parent_id,
+            cluster_parent=request.cluster_parent_id, task_id=request.task_id,
         )
         return pb.StartTaskResponse(task_id=task_id)
 
     @maps_errors
     async def ListTaskTypes(self, request: pb.ListTaskTypesRequest, context: Any) -> pb.ListTaskTypesResponse:
         return pb.ListTaskTypesResponse(types=[convert.type_stats_to_pb(t) for t in self._m.list_task_types()])
+
+    @maps_errors
+    async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.LoadResponse:
+        running, queued = self._m.load()
+        return pb.LoadResponse(running=running, queued=queued)
 
     @maps_errors
     async def ListNodes(self, request: pb.ListNodesRequest, context: Any) -> pb.ListNodesResponse:

@@ -24,7 +24,9 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from taskward import __version__
+from taskward.api.rest.aeordb_routes import router as aeordb_router
 from taskward.api.rest.common import EXCEPTION_HANDLERS, JsonResponse
+from taskward.api.rest.cron_routes import router as cron_router
 from taskward.api.rest.middleware import (
     OPEN_PATHS,
     BearerAuthMiddleware,
@@ -68,6 +70,8 @@ def create_app(settings: RestSettings, pool: NodePool | None = None) -> FastAPI:
     app.include_router(task_manager_router)
     app.include_router(test_router)
     app.include_router(extra_router)
+    app.include_router(cron_router)
+    app.include_router(aeordb_router)
     app.state.pool = pool or NodePool(settings.nodes, settings.token, locate_timeout=settings.locate_timeout_s)
     app.state.metrics = RestMetrics()
     app.state.event_streams = EventStreams()

@@ -150,3 +150,38 @@ def parse_shard(value: str | None) -> int:
 def check_id(task_id: str) -> str:
     """Validate before routing, so a malformed id never fans out to every node (raises ``MalformedTaskId``)."""
     return check_task_id(task_id)
+
+
+# ---------------------------------------------------------------- JSON bodies
+
+
+async def json_body(request: Request) -> object:
+    """The body as JSON (None when empty). 400 for a body that is not UTF-8 JSON sent as such; 413 comes
+    from the body limit middleware."""
+    body = await request.body()
+    if not body.strip():
+        return None
+    media, _, params = request.headers.get("content-type", "").partition(";")
+    if media.strip().lower() != "application/json":
+        raise bad_request("the request body must be JSON: send Content-Type: application/json")
+    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else "utf-8"
+    if charset not in ("utf-8", "utf8"):
+        raise bad_request(f"unsupported charset {charset!r}: the request body must be UTF-8 JSON")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise bad_request("the request body is not valid UTF-8") from None
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError as exc:
+        raise bad_request(f"malformed JSON body: {exc}") from None
+
+
+async def json_object_body(request: Request, what: str) -> dict[str, Any]:
+    """The body as a JSON object; empty means ``{}``."""
+    value = await json_body(request)
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise bad_request(f"the request body must be a JSON object of {what}")
+    return value

@@ -19,18 +19,20 @@ import asyncio
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
-from typing import Any
+from typing import Any, Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskward.channels import Metadata, aio_channel, bearer
 from taskward.errors import TaskwardError
+from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 
+Service = Literal["tasks", "test", "cron"]
 FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 FOUND_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED})
 
@@ -44,13 +46,14 @@ class NoNodeReachable(TaskwardError):
 class NodeStubs:
     """The stubs of one node, with the bearer token already in the call metadata."""
 
-    __slots__ = ("address", "channel", "health", "metadata", "test", "tm")
+    __slots__ = ("address", "channel", "cron", "health", "metadata", "test", "tm")
 
     def __init__(self, address: str, token: str | None) -> None:
         self.address = address
         self.channel = aio_channel(address)
         self.tm = pb_grpc.TaskManagerStub(self.channel)
         self.test = pb_grpc.TestApiStub(self.channel)
+        self.cron = cron_grpc.CronStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
         self.metadata: Metadata = bearer(token)
 
@@ -84,15 +87,16 @@ class NodePool:
     # ---------------------------------------------------------------- calls
 
     @staticmethod
-    async def invoke(node: NodeStubs, method: str, request: Any, test: bool, deadline: float | None) -> Any:
-        stub = node.test if test else node.tm
+    async def invoke(node: NodeStubs, method: str, request: Any, service: Service, deadline: float | None) -> Any:
+        stub = node.test if service == "test" else node.cron if service == "cron" else node.tm
         return await getattr(stub, method)(request, timeout=deadline, metadata=node.metadata)
 
-    async def _first(self, method: str, request: Any, test: bool, deadline: float | None) -> tuple[NodeStubs, Any]:
+    async def _first(self, method: str, request: Any, service: Service,
+                     deadline: float | None) -> tuple[NodeStubs, Any]:
         last: grpc.aio.AioRpcError | None = None
         for node in self.nodes:
             try:
-                return node, await self.invoke(node, method, request, test, deadline)
+                return node, await self.invoke(node, method, request, service, deadline)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() not in FAILOVER_CODES:
                     raise
@@ -100,29 +104,34 @@ class NodePool:
                 logger.debug("node %s unavailable for %s: %s", node.address, method, exc.details())
         raise NoNodeReachable(f"no node reachable: {', '.join(self.addresses)} ({_details(last)})")
 
-    async def call(self, method: str, request: Any, *, test: bool = False, deadline: float | None = -1.0) -> Any:
+    async def call(self, method: str, request: Any, *, service: Service = "tasks",
+                   deadline: float | None = -1.0) -> Any:
         """The first listed node that is reachable answers (listings, modules, ttl, the test API)."""
-        return (await self._first(method, request, test, self.call_timeout if deadline == -1.0 else deadline))[1]
+        return (await self._first(method, request, service, self.call_timeout if deadline == -1.0 else deadline))[1]
 
-    async def start(self, method: str, request: Any, *, test: bool = False) -> Any:
+    async def first(self, method: str, request: Any, *, service: Service = "tasks") -> tuple[NodeStubs, Any]:
+        """Like ``call``, and which node answered (for follow-up calls that must go to the same node)."""
+        return await self._first(method, request, service, self.call_timeout)
+
+    async def start(self, method: str, request: Any, *, service: Service = "tasks") -> Any:
         """Like ``call`` for a call answering a new ``task_id``, whose owner is then known without a probe."""
-        node, resp = await self._first(method, request, test, self.call_timeout)
+        node, resp = await self._first(method, request, service, self.call_timeout)
         if len(self.nodes) > 1:
             self._remember(resp.task_id, node)
         return resp
 
-    async def call_for_task(self, task_id: str, method: str, request: Any, *, test: bool = False,
+    async def call_for_task(self, task_id: str, method: str, request: Any, *, service: Service = "tasks",
                             deadline: float | None = -1.0) -> Any:
         """The node that owns ``task_id`` answers; a NOT_FOUND there drops the cached owner."""
         deadline = self.call_timeout if deadline == -1.0 else deadline
         if len(self.nodes) == 1:  # a node's own REST surface: nothing to route
-            return await self.invoke(self.nodes[0], method, request, test, deadline)
+            return await self.invoke(self.nodes[0], method, request, service, deadline)
         for attempt in range(2):
             node = self._owners.get(task_id)
             if node is None:
                 node = await self.locate(task_id)
             try:
-                return await self.invoke(node, method, request, test, deadline)
+                return await self.invoke(node, method, request, service, deadline)
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     self._owners.pop(task_id, None)
@@ -215,7 +224,7 @@ class NodePool:
         """``method`` on every node at once: (address, response or the exception it raised)."""
 
         async def one(node: NodeStubs) -> Any:
-            return await self.invoke(node, method, request, False, deadline)
+            return await self.invoke(node, method, request, "tasks", deadline)
 
         results = await asyncio.gather(*(one(n) for n in self.nodes), return_exceptions=True)
         return list(zip(self.addresses, results, strict=True))

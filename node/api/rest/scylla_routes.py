@@ -190,10 +190,10 @@ async def _test_call(request: Request, method: str, req: Any, task_id: str = "")
     pool = pool_of(request)
     try:
         if task_id:
-            return await pool.call_for_task(task_id, method, req, test=True)
+            return await pool.call_for_task(task_id, method, req, service="test")
         if method == "CreateTestTask":
-            return await pool.start(method, req, test=True)
-        return await pool.call(method, req, test=True)
+            return await pool.start(method, req, service="test")
+        return await pool.call(method, req, service="test")
     except grpc.aio.AioRpcError as exc:
         if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
             raise TestApiDisabled() from None

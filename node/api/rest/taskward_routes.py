@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.responses import Response, StreamingResponse
 
-from taskward.api.rest.common import JsonResponse, bad_request, error_response, parse_bool, parse_uint
+from taskward.api.rest.common import JsonResponse, error_response, json_object_body, parse_bool, parse_uint
 from taskward.api.rest.middleware import RestMetrics
 from taskward.api.rest.models import NodeInfo, errors
 from taskward.api.rest.node_pool import NodePool, NodeStubs
@@ -33,30 +33,6 @@ SSE_QUEUE = 1024
 # ---------------------------------------------------------------- starting tasks
 
 
-async def _json_object_body(request: Request) -> str:
-    """The body as a JSON object text; empty = ``{}``. 400 for anything else (413 comes from the middleware)."""
-    body = await request.body()
-    if not body.strip():
-        return "{}"
-    media, _, params = request.headers.get("content-type", "").partition(";")
-    if media.strip().lower() != "application/json":
-        raise bad_request("the request body must be JSON: send Content-Type: application/json")
-    charset = params.strip().lower().removeprefix("charset=").strip('"') if "charset=" in params.lower() else "utf-8"
-    if charset not in ("utf-8", "utf8"):
-        raise bad_request(f"unsupported charset {charset!r}: the request body must be UTF-8 JSON")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise bad_request("the request body is not valid UTF-8") from None
-    try:
-        value = orjson.loads(text)
-    except orjson.JSONDecodeError as exc:
-        raise bad_request(f"malformed JSON body: {exc}") from None
-    if not isinstance(value, dict):
-        raise bad_request("the request body must be a JSON object of task arguments")
-    return orjson.dumps(value).decode()
-
-
 @router.post("/tasks/{module}/{type_name:path}", response_model=str, responses=errors(413))
 async def start_task(
     request: Request, module: str, type_name: str,
@@ -70,7 +46,7 @@ async def start_task(
     The body may be empty (no arguments) and is at most 1 MiB (the task type itself accepts at most
     64 KiB of arguments). The same idempotency_key again answers the same id.
     """
-    args_json = await _json_object_body(request)
+    args_json = orjson.dumps(await json_object_body(request, 'task arguments')).decode()
     req = pb.StartTaskRequest(
         module=module, type=type_name, args_json=args_json, idempotency_key=idempotency_key, keyspace=keyspace,
         table=table, entity=entity, cluster=parse_bool("cluster", cluster),
@@ -91,11 +67,14 @@ async def cluster_nodes(request: Request) -> Response:
 
 
 def event_to_dict(ev: pb.Event) -> dict[str, object]:
-    return {
+    out: dict[str, object] = {
         "sequence": ev.sequence, "type": ev.type, "task_id": ev.task_id, "module": ev.module,
         "task_type": ev.task_type, "time": ts_to_iso(ev.time), "progress_completed": ev.progress_completed,
         "progress_total": ev.progress_total, "message": ev.message, "error": ev.error,
     }
+    if ev.schedule_id:  # cron.fired
+        out |= {"schedule_id": ev.schedule_id, "slot": ev.slot}
+    return out
 
 
 def sse_frame(ev: pb.Event) -> bytes:
@@ -188,9 +167,9 @@ async def events(
 
 
 async def _node_tasks(pool: NodePool, node: NodeStubs) -> Counter[tuple[str, str]]:
-    mods = await pool.invoke(node, "ListModules", pb.ListModulesRequest(), False, 2.0)
+    mods = await pool.invoke(node, "ListModules", pb.ListModulesRequest(), "tasks", 2.0)
     lists = await asyncio.gather(*(
-        pool.invoke(node, "ListTasks", pb.ListTasksRequest(module=m, internal=True), False, 2.0) for m in mods.modules
+        pool.invoke(node, "ListTasks", pb.ListTasksRequest(module=m, internal=True), "tasks", 2.0) for m in mods.modules
     ))
     counts: Counter[tuple[str, str]] = Counter()
     for module, resp in zip(mods.modules, lists, strict=True):

@@ -95,3 +95,71 @@ class ClusterTaskRecord(_message.Message):
     is_abortable: bool
     progress_units: str
     def __init__(self, id: _Optional[str] = ..., module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., abort_requested: _Optional[bool] = ..., created_at: _Optional[float] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., target_nodes: _Optional[_Iterable[str]] = ..., children: _Optional[_Iterable[_Union[ClusterChild, _Mapping]]] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., is_abortable: _Optional[bool] = ..., progress_units: _Optional[str] = ...) -> None: ...
+
+class CronDocRecord(_message.Message):
+    __slots__ = ("generation",)
+    GENERATION_FIELD_NUMBER: _ClassVar[int]
+    generation: str
+    def __init__(self, generation: _Optional[str] = ...) -> None: ...
+
+class CronScheduleRecord(_message.Message):
+    __slots__ = ("id", "module", "task_type", "schedule", "args_json", "enabled", "timezone", "cluster", "concurrency", "misfire_grace_s", "since")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    TASK_TYPE_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    ENABLED_FIELD_NUMBER: _ClassVar[int]
+    TIMEZONE_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    CONCURRENCY_FIELD_NUMBER: _ClassVar[int]
+    MISFIRE_GRACE_S_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    id: str
+    module: str
+    task_type: str
+    schedule: str
+    args_json: str
+    enabled: bool
+    timezone: str
+    cluster: bool
+    concurrency: str
+    misfire_grace_s: float
+    since: float
+    def __init__(self, id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., schedule: _Optional[str] = ..., args_json: _Optional[str] = ..., enabled: _Optional[bool] = ..., timezone: _Optional[str] = ..., cluster: _Optional[bool] = ..., concurrency: _Optional[str] = ..., misfire_grace_s: _Optional[float] = ..., since: _Optional[float] = ...) -> None: ...
+
+class CronHistoryRecord(_message.Message):
+    __slots__ = ("slot", "outcome", "reason", "task_id", "node", "at", "count")
+    SLOT_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    NODE_FIELD_NUMBER: _ClassVar[int]
+    AT_FIELD_NUMBER: _ClassVar[int]
+    COUNT_FIELD_NUMBER: _ClassVar[int]
+    slot: int
+    outcome: str
+    reason: str
+    task_id: str
+    node: str
+    at: float
+    count: int
+    def __init__(self, slot: _Optional[int] = ..., outcome: _Optional[str] = ..., reason: _Optional[str] = ..., task_id: _Optional[str] = ..., node: _Optional[str] = ..., at: _Optional[float] = ..., count: _Optional[int] = ...) -> None: ...
+
+class CronStateRecord(_message.Message):
+    __slots__ = ("last_slot", "last_task_id", "last_node", "last_cluster", "start_pending", "pending_args_json", "history")
+    LAST_SLOT_FIELD_NUMBER: _ClassVar[int]
+    LAST_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    LAST_NODE_FIELD_NUMBER: _ClassVar[int]
+    LAST_CLUSTER_FIELD_NUMBER: _ClassVar[int]
+    START_PENDING_FIELD_NUMBER: _ClassVar[int]
+    PENDING_ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    HISTORY_FIELD_NUMBER: _ClassVar[int]
+    last_slot: int
+    last_task_id: str
+    last_node: str
+    last_cluster: bool
+    start_pending: bool
+    pending_args_json: str
+    history: _containers.RepeatedCompositeFieldContainer[CronHistoryRecord]
+    def __init__(self, last_slot: _Optional[int] = ..., last_task_id: _Optional[str] = ..., last_node: _Optional[str] = ..., last_cluster: _Optional[bool] = ..., start_pending: _Optional[bool] = ..., pending_args_json: _Optional[str] = ..., history: _Optional[_Iterable[_Union[CronHistoryRecord, _Mapping]]] = ...) -> None: ...

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#taskward/pb/taskward/v1/tasks.proto\x12\x0btaskward.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x07\n\x05\x45mpty\"\x14\n\x12ListModulesRequest\"&\n\x13ListModulesResponse\x12\x0f\n\x07modules\x18\x01 \x03(\t\"|\n\x10ListTasksRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x10\n\x08internal\x18\x02 \x01(\x08\x12\x10\n\x08keyspace\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"S\n\x11ListTasksResponse\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.taskward.v1.TaskStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\rTaskIdRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\"D\n\x0fWaitTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x07timeout\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"\x13\n\x11\x41\x62ortTaskResponse\"3\n\rGetTtlRequest\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.taskward.v1.TtlKind\"@\n\rSetTtlRequest\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.taskward.v1.TtlKind\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\",\n\x0bTtlResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\x10\n\x08previous\x18\x02 \x01(\x03\"\x1e\n\x0c\x44rainRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\"%\n\rDrainResponse\x12\x14\n\x0cunregistered\x18\x01 \x01(\r\"\xe1\x01\n\x10StartTaskRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x10\n\x08keyspace\x18\x05 \x01(\t\x12\r\n\x05table\x18\x06 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x07 \x01(\t\x12\x0f\n\x07\x63luster\x18\x08 \x01(\x08\x12\r\n\x05nodes\x18\t \x03(\t\x12\x19\n\x11\x63luster_parent_id\x18\n \x01(\t\x12\x17\n\x0f\x63luster_task_id\x18\x0b \x01(\t\"$\n\x11StartTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x8e\x01\n\x15\x43reateTestTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12\x10\n\x08keyspace\x18\x04 \x01(\t\x12\r\n\x05table\x18\x05 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x06 \x01(\t\x12\x11\n\tuser_task\x18\x07 \x01(\x08\"7\n\x15\x46inishTestTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\":\n\x08\x43hildRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x8d\x02\n\tTaskStats\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x17\n\x0fsequence_number\x18\x06 \x01(\x04\x12\x10\n\x08keyspace\x18\x07 \x01(\t\x12\r\n\x05table\x18\x08 \x01(\t\x12\x0e\n\x06\x65ntity\x18\t \x01(\t\x12\r\n\x05shard\x18\n \x01(\r\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xe9\x02\n\nTaskStatus\x12%\n\x05stats\x18\x01 \x01(\x0b\x32\x16.taskward.v1.TaskStats\x12\x14\n\x0cis_abortable\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x62orted\x18\x04 \x01(\x08\x12\x11\n\tparent_id\x18\x05 \x01(\t\x12\x16\n\x0eprogress_units\x18\x06 \x01(\t\x12\x16\n\x0eprogress_total\x18\x07 \x01(\x01\x12\x1a\n\x12progress_completed\x18\x08 \x01(\x01\x12+\n\x0c\x63hildren_ids\x18\t \x03(\x0b\x32\x15.taskward.v1.ChildRef\x12\x19\n\x11progress_fraction\x18\n \x01(\x01\x12\x13\n\x06\x65ta_ms\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06module\x18\x0c \x01(\t\x12\x18\n\x10progress_message\x18\r \x01(\t\x12\r\n\x05stale\x18\x0e \x01(\x08\x42\t\n\x07_eta_ms\";\n\x0eTaskStatusList\x12)\n\x08statuses\x18\x01 \x03(\x0b\x32\x17.taskward.v1.TaskStatus\"\x16\n\x14ListTaskTypesRequest\"f\n\x0cTaskTypeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x08\x12\x11\n\tcompleted\x18\x03 \x01(\x08\x12\x12\n\nstarted_at\x18\x04 \x01(\x03\x12\x10\n\x08last_run\x18\x05 \x01(\x03\"A\n\x15ListTaskTypesResponse\x12(\n\x05types\x18\x01 \x03(\x0b\x32\x19.taskward.v1.TaskTypeInfo\"?\n\x12WatchEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x11\n\tlive_only\x18\x02 \x01(\x08\"\xf4\x01\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\x12\x11\n\ttask_type\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12progress_completed\x18\x07 \x01(\x01\x12\x16\n\x0eprogress_total\x18\x08 \x01(\x01\x12\x0f\n\x07message\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x19\n\x11\x63luster_parent_id\x18\x0b \x01(\t\"\x12\n\x10ListNodesRequest\"\x87\x01\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x0f\n\x07version\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.taskward.v1.NodeInfo\x12\r\n\x05stale\x18\x02 \x01(\x08*/\n\x07TtlKind\x12\x11\n\rTTL_KIND_TASK\x10\x00\x12\x11\n\rTTL_KIND_USER\x10\x01\x32\xc6\x07\n\x0bTaskManager\x12P\n\x0bListModules\x12\x1f.taskward.v1.ListModulesRequest\x1a .taskward.v1.ListModulesResponse\x12J\n\tListTasks\x12\x1d.taskward.v1.ListTasksRequest\x1a\x1e.taskward.v1.ListTasksResponse\x12\x44\n\rGetTaskStatus\x12\x1a.taskward.v1.TaskIdRequest\x1a\x17.taskward.v1.TaskStatus\x12Q\n\x16GetTaskStatusRecursive\x12\x1a.taskward.v1.TaskIdRequest\x1a\x1b.taskward.v1.TaskStatusList\x12G\n\tAbortTask\x12\x1a.taskward.v1.TaskIdRequest\x1a\x1e.taskward.v1.AbortTaskResponse\x12\x41\n\x08WaitTask\x12\x1c.taskward.v1.WaitTaskRequest\x1a\x17.taskward.v1.TaskStatus\x12>\n\x06GetTtl\x12\x1a.taskward.v1.GetTtlRequest\x1a\x18.taskward.v1.TtlResponse\x12>\n\x06SetTtl\x12\x1a.taskward.v1.SetTtlRequest\x1a\x18.taskward.v1.TtlResponse\x12>\n\x05\x44rain\x12\x19.taskward.v1.DrainRequest\x1a\x1a.taskward.v1.DrainResponse\x12J\n\tStartTask\x12\x1d.taskward.v1.StartTaskRequest\x1a\x1e.taskward.v1.StartTaskResponse\x12V\n\rListTaskTypes\x12!.taskward.v1.ListTaskTypesRequest\x1a\".taskward.v1.ListTaskTypesResponse\x12\x44\n\x0bWatchEvents\x12\x1f.taskward.v1.WatchEventsRequest\x1a\x12.taskward.v1.Event0\x01\x12J\n\tListNodes\x12\x1d.taskward.v1.ListNodesRequest\x1a\x1e.taskward.v1.ListNodesResponse2\xed\x02\n\x07TestApi\x12<\n\x12RegisterTestModule\x12\x12.taskward.v1.Empty\x1a\x12.taskward.v1.Empty\x12>\n\x14UnregisterTestModule\x12\x12.taskward.v1.Empty\x1a\x12.taskward.v1.Empty\x12T\n\x0e\x43reateTestTask\x12\".taskward.v1.CreateTestTaskRequest\x1a\x1e.taskward.v1.StartTaskResponse\x12\x44\n\x12UnregisterTestTask\x12\x1a.taskward.v1.TaskIdRequest\x1a\x12.taskward.v1.Empty\x12H\n\x0e\x46inishTestTask\x12\".taskward.v1.FinishTestTaskRequest\x1a\x12.taskward.v1.Emptyb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#taskward/pb/taskward/v1/tasks.proto\x12\x0btaskward.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x07\n\x05\x45mpty\"\x14\n\x12ListModulesRequest\"&\n\x13ListModulesResponse\x12\x0f\n\x07modules\x18\x01 \x03(\t\"|\n\x10ListTasksRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x10\n\x08internal\x18\x02 \x01(\x08\x12\x10\n\x08keyspace\x18\x03 \x01(\t\x12\r\n\x05table\x18\x04 \x01(\t\x12\x11\n\tpage_size\x18\x05 \x01(\r\x12\x12\n\npage_token\x18\x06 \x01(\t\"S\n\x11ListTasksResponse\x12%\n\x05tasks\x18\x01 \x03(\x0b\x32\x16.taskward.v1.TaskStats\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\".\n\rTaskIdRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04keep\x18\x02 \x01(\x08\"D\n\x0fWaitTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x14\n\x07timeout\x18\x02 \x01(\x01H\x00\x88\x01\x01\x42\n\n\x08_timeout\"\x13\n\x11\x41\x62ortTaskResponse\"3\n\rGetTtlRequest\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.taskward.v1.TtlKind\"@\n\rSetTtlRequest\x12\"\n\x04kind\x18\x01 \x01(\x0e\x32\x14.taskward.v1.TtlKind\x12\x0b\n\x03ttl\x18\x02 \x01(\x03\",\n\x0bTtlResponse\x12\x0b\n\x03ttl\x18\x01 \x01(\x03\x12\x10\n\x08previous\x18\x02 \x01(\x03\"\x1e\n\x0c\x44rainRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\"%\n\rDrainResponse\x12\x14\n\x0cunregistered\x18\x01 \x01(\r\"\xf2\x01\n\x10StartTaskRequest\x12\x0e\n\x06module\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x11\n\targs_json\x18\x03 \x01(\t\x12\x17\n\x0fidempotency_key\x18\x04 \x01(\t\x12\x10\n\x08keyspace\x18\x05 \x01(\t\x12\r\n\x05table\x18\x06 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x07 \x01(\t\x12\x0f\n\x07\x63luster\x18\x08 \x01(\x08\x12\r\n\x05nodes\x18\t \x03(\t\x12\x19\n\x11\x63luster_parent_id\x18\n \x01(\t\x12\x17\n\x0f\x63luster_task_id\x18\x0b \x01(\t\x12\x0f\n\x07task_id\x18\x0c \x01(\t\"$\n\x11StartTaskResponse\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"\x8e\x01\n\x15\x43reateTestTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05shard\x18\x02 \x01(\r\x12\x11\n\tparent_id\x18\x03 \x01(\t\x12\x10\n\x08keyspace\x18\x04 \x01(\t\x12\r\n\x05table\x18\x05 \x01(\t\x12\x0e\n\x06\x65ntity\x18\x06 \x01(\t\x12\x11\n\tuser_task\x18\x07 \x01(\x08\"7\n\x15\x46inishTestTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\r\n\x05\x65rror\x18\x02 \x01(\t\":\n\x08\x43hildRef\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04node\x18\x02 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x03 \x01(\t\"\x8d\x02\n\tTaskStats\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\r\n\x05scope\x18\x04 \x01(\t\x12\r\n\x05state\x18\x05 \x01(\t\x12\x17\n\x0fsequence_number\x18\x06 \x01(\x04\x12\x10\n\x08keyspace\x18\x07 \x01(\t\x12\r\n\x05table\x18\x08 \x01(\t\x12\x0e\n\x06\x65ntity\x18\t \x01(\t\x12\r\n\x05shard\x18\n \x01(\r\x12.\n\nstart_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x0c \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xac\x03\n\nTaskStatus\x12%\n\x05stats\x18\x01 \x01(\x0b\x32\x16.taskward.v1.TaskStats\x12\x14\n\x0cis_abortable\x18\x02 \x01(\x08\x12\r\n\x05\x65rror\x18\x03 \x01(\t\x12\x0f\n\x07\x61\x62orted\x18\x04 \x01(\x08\x12\x11\n\tparent_id\x18\x05 \x01(\t\x12\x16\n\x0eprogress_units\x18\x06 \x01(\t\x12\x16\n\x0eprogress_total\x18\x07 \x01(\x01\x12\x1a\n\x12progress_completed\x18\x08 \x01(\x01\x12+\n\x0c\x63hildren_ids\x18\t \x03(\x0b\x32\x15.taskward.v1.ChildRef\x12\x19\n\x11progress_fraction\x18\n \x01(\x01\x12\x13\n\x06\x65ta_ms\x18\x0b \x01(\x03H\x00\x88\x01\x01\x12\x0e\n\x06module\x18\x0c \x01(\t\x12\x18\n\x10progress_message\x18\r \x01(\t\x12\r\n\x05stale\x18\x0e \x01(\x08\x12\x11\n\targs_json\x18\x0f \x01(\t\x12.\n\ncreated_at\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\t\n\x07_eta_ms\";\n\x0eTaskStatusList\x12)\n\x08statuses\x18\x01 \x03(\x0b\x32\x17.taskward.v1.TaskStatus\"\x16\n\x14ListTaskTypesRequest\"f\n\x0cTaskTypeInfo\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07running\x18\x02 \x01(\x08\x12\x11\n\tcompleted\x18\x03 \x01(\x08\x12\x12\n\nstarted_at\x18\x04 \x01(\x03\x12\x10\n\x08last_run\x18\x05 \x01(\x03\"A\n\x15ListTaskTypesResponse\x12(\n\x05types\x18\x01 \x03(\x0b\x32\x19.taskward.v1.TaskTypeInfo\"?\n\x12WatchEventsRequest\x12\x16\n\x0e\x61\x66ter_sequence\x18\x01 \x01(\x04\x12\x11\n\tlive_only\x18\x02 \x01(\x08\"\x97\x02\n\x05\x45vent\x12\x10\n\x08sequence\x18\x01 \x01(\x04\x12\x0c\n\x04type\x18\x02 \x01(\t\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x0e\n\x06module\x18\x04 \x01(\t\x12\x11\n\ttask_type\x18\x05 \x01(\t\x12(\n\x04time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x1a\n\x12progress_completed\x18\x07 \x01(\x01\x12\x16\n\x0eprogress_total\x18\x08 \x01(\x01\x12\x0f\n\x07message\x18\t \x01(\t\x12\r\n\x05\x65rror\x18\n \x01(\t\x12\x19\n\x11\x63luster_parent_id\x18\x0b \x01(\t\x12\x13\n\x0bschedule_id\x18\x0c \x01(\t\x12\x0c\n\x04slot\x18\r \x01(\x03\"\x10\n\x0eGetLoadRequest\"/\n\x0cLoadResponse\x12\x0f\n\x07running\x18\x01 \x01(\r\x12\x0e\n\x06queued\x18\x02 \x01(\r\"\x12\n\x10ListNodesRequest\"\x87\x01\n\x08NodeInfo\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\r\n\x05\x61live\x18\x03 \x01(\x08\x12\x0e\n\x06leader\x18\x04 \x01(\x08\x12\x0f\n\x07version\x18\x05 \x01(\t\x12.\n\nstarted_at\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"H\n\x11ListNodesResponse\x12$\n\x05nodes\x18\x01 \x03(\x0b\x32\x15.taskward.v1.NodeInfo\x12\r\n\x05stale\x18\x02 \x01(\x08*/\n\x07TtlKind\x12\x11\n\rTTL_KIND_TASK\x10\x00\x12\x11\n\rTTL_KIND_USER\x10\x01\x32\x89\x08\n\x0bTaskManager\x12P\n\x0bListModules\x12\x1f.taskward.v1.ListModulesRequest\x1a .taskward.v1.ListModulesResponse\x12J\n\tListTasks\x12\x1d.taskward.v1.ListTasksRequest\x1a\x1e.taskward.v1.ListTasksResponse\x12\x44\n\rGetTaskStatus\x12\x1a.taskward.v1.TaskIdRequest\x1a\x17.taskward.v1.TaskStatus\x12Q\n\x16GetTaskStatusRecursive\x12\x1a.taskward.v1.TaskIdRequest\x1a\x1b.taskward.v1.TaskStatusList\x12G\n\tAbortTask\x12\x1a.taskward.v1.TaskIdRequest\x1a\x1e.taskward.v1.AbortTaskResponse\x12\x41\n\x08WaitTask\x12\x1c.taskward.v1.WaitTaskRequest\x1a\x17.taskward.v1.TaskStatus\x12>\n\x06GetTtl\x12\x1a.taskward.v1.GetTtlRequest\x1a\x18.taskward.v1.TtlResponse\x12>\n\x06SetTtl\x12\x1a.taskward.v1.SetTtlRequest\x1a\x18.taskward.v1.TtlResponse\x12>\n\x05\x44rain\x12\x19.taskward.v1.DrainRequest\x1a\x1a.taskward.v1.DrainResponse\x12J\n\tStartTask\x12\x1d.taskward.v1.StartTaskRequest\x1a\x1e.taskward.v1.StartTaskResponse\x12V\n\rListTaskTypes\x12!.taskward.v1.ListTaskTypesRequest\x1a\".taskward.v1.ListTaskTypesResponse\x12\x44\n\x0bWatchEvents\x12\x1f.taskward.v1.WatchEventsRequest\x1a\x12.taskward.v1.Event0\x01\x12J\n\tListNodes\x12\x1d.taskward.v1.ListNodesRequest\x1a\x1e.taskward.v1.ListNodesResponse\x12\x41\n\x07GetLoad\x12\x1b.taskward.v1.GetLoadRequest\x1a\x19.taskward.v1.LoadResponse2\xed\x02\n\x07TestApi\x12<\n\x12RegisterTestModule\x12\x12.taskward.v1.Empty\x1a\x12.taskward.v1.Empty\x12>\n\x14UnregisterTestModule\x12\x12.taskward.v1.Empty\x1a\x12.taskward.v1.Empty\x12T\n\x0e\x43reateTestTask\x12\".taskward.v1.CreateTestTaskRequest\x1a\x1e.taskward.v1.StartTaskResponse\x12\x44\n\x12UnregisterTestTask\x12\x1a.taskward.v1.TaskIdRequest\x1a\x12.taskward.v1.Empty\x12H\n\x0e\x46inishTestTask\x12\".taskward.v1.FinishTestTaskRequest\x1a\x12.taskward.v1.Emptyb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'taskward.pb.taskward.v1.tasks_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TTLKIND']._serialized_start=2706
-  _globals['_TTLKIND']._serialized_end=2753
+  _globals['_TTLKIND']._serialized_start=2892
+  _globals['_TTLKIND']._serialized_end=2939
   _globals['_EMPTY']._serialized_start=85
   _globals['_EMPTY']._serialized_end=92
   _globals['_LISTMODULESREQUEST']._serialized_start=94
@@ -61,39 +61,43 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DRAINRESPONSE']._serialized_start=703
   _globals['_DRAINRESPONSE']._serialized_end=740
   _globals['_STARTTASKREQUEST']._serialized_start=743
-  _globals['_STARTTASKREQUEST']._serialized_end=968
-  _globals['_STARTTASKRESPONSE']._serialized_start=970
-  _globals['_STARTTASKRESPONSE']._serialized_end=1006
-  _globals['_CREATETESTTASKREQUEST']._serialized_start=1009
-  _globals['_CREATETESTTASKREQUEST']._serialized_end=1151
-  _globals['_FINISHTESTTASKREQUEST']._serialized_start=1153
-  _globals['_FINISHTESTTASKREQUEST']._serialized_end=1208
-  _globals['_CHILDREF']._serialized_start=1210
-  _globals['_CHILDREF']._serialized_end=1268
-  _globals['_TASKSTATS']._serialized_start=1271
-  _globals['_TASKSTATS']._serialized_end=1540
-  _globals['_TASKSTATUS']._serialized_start=1543
-  _globals['_TASKSTATUS']._serialized_end=1904
-  _globals['_TASKSTATUSLIST']._serialized_start=1906
-  _globals['_TASKSTATUSLIST']._serialized_end=1965
-  _globals['_LISTTASKTYPESREQUEST']._serialized_start=1967
-  _globals['_LISTTASKTYPESREQUEST']._serialized_end=1989
-  _globals['_TASKTYPEINFO']._serialized_start=1991
-  _globals['_TASKTYPEINFO']._serialized_end=2093
-  _globals['_LISTTASKTYPESRESPONSE']._serialized_start=2095
-  _globals['_LISTTASKTYPESRESPONSE']._serialized_end=2160
-  _globals['_WATCHEVENTSREQUEST']._serialized_start=2162
-  _globals['_WATCHEVENTSREQUEST']._serialized_end=2225
-  _globals['_EVENT']._serialized_start=2228
-  _globals['_EVENT']._serialized_end=2472
-  _globals['_LISTNODESREQUEST']._serialized_start=2474
-  _globals['_LISTNODESREQUEST']._serialized_end=2492
-  _globals['_NODEINFO']._serialized_start=2495
-  _globals['_NODEINFO']._serialized_end=2630
-  _globals['_LISTNODESRESPONSE']._serialized_start=2632
-  _globals['_LISTNODESRESPONSE']._serialized_end=2704
-  _globals['_TASKMANAGER']._serialized_start=2756
-  _globals['_TASKMANAGER']._serialized_end=3722
-  _globals['_TESTAPI']._serialized_start=3725
-  _globals['_TESTAPI']._serialized_end=4090
+  _globals['_STARTTASKREQUEST']._serialized_end=985
+  _globals['_STARTTASKRESPONSE']._serialized_start=987
+  _globals['_STARTTASKRESPONSE']._serialized_end=1023
+  _globals['_CREATETESTTASKREQUEST']._serialized_start=1026
+  _globals['_CREATETESTTASKREQUEST']._serialized_end=1168
+  _globals['_FINISHTESTTASKREQUEST']._serialized_start=1170
+  _globals['_FINISHTESTTASKREQUEST']._serialized_end=1225
+  _globals['_CHILDREF']._serialized_start=1227
+  _globals['_CHILDREF']._serialized_end=1285
+  _globals['_TASKSTATS']._serialized_start=1288
+  _globals['_TASKSTATS']._serialized_end=1557
+  _globals['_TASKSTATUS']._serialized_start=1560
+  _globals['_TASKSTATUS']._serialized_end=1988
+  _globals['_TASKSTATUSLIST']._serialized_start=1990
+  _globals['_TASKSTATUSLIST']._serialized_end=2049
+  _globals['_LISTTASKTYPESREQUEST']._serialized_start=2051
+  _globals['_LISTTASKTYPESREQUEST']._serialized_end=2073
+  _globals['_TASKTYPEINFO']._serialized_start=2075
+  _globals['_TASKTYPEINFO']._serialized_end=2177
+  _globals['_LISTTASKTYPESRESPONSE']._serialized_start=2179
+  _globals['_LISTTASKTYPESRESPONSE']._serialized_end=2244
+  _globals['_WATCHEVENTSREQUEST']._serialized_start=2246
+  _globals['_WATCHEVENTSREQUEST']._serialized_end=2309
+  _globals['_EVENT']._serialized_start=2312
+  _globals['_EVENT']._serialized_end=2591
+  _globals['_GETLOADREQUEST']._serialized_start=2593
+  _globals['_GETLOADREQUEST']._serialized_end=2609
+  _globals['_LOADRESPONSE']._serialized_start=2611
+  _globals['_LOADRESPONSE']._serialized_end=2658
+  _globals['_LISTNODESREQUEST']._serialized_start=2660
+  _globals['_LISTNODESREQUEST']._serialized_end=2678
+  _globals['_NODEINFO']._serialized_start=2681
+  _globals['_NODEINFO']._serialized_end=2816
+  _globals['_LISTNODESRESPONSE']._serialized_start=2818
+  _globals['_LISTNODESRESPONSE']._serialized_end=2890
+  _globals['_TASKMANAGER']._serialized_start=2942
+  _globals['_TASKMANAGER']._serialized_end=3975
+  _globals['_TESTAPI']._serialized_start=3978
+  _globals['_TESTAPI']._serialized_end=4343
 # @@protoc_insertion_point(module_scope)

@@ -110,7 +110,7 @@ class DrainResponse(_message.Message):
     def __init__(self, unregistered: _Optional[int] = ...) -> None: ...
 
 class StartTaskRequest(_message.Message):
-    __slots__ = ("module", "type", "args_json", "idempotency_key", "keyspace", "table", "entity", "cluster", "nodes", "cluster_parent_id", "cluster_task_id")
+    __slots__ = ("module", "type", "args_json", "idempotency_key", "keyspace", "table", "entity", "cluster", "nodes", "cluster_parent_id", "cluster_task_id", "task_id")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +122,7 @@ class StartTaskRequest(_message.Message):
     NODES_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
     module: str
     type: str
     args_json: str
@@ -133,7 +134,8 @@ class StartTaskRequest(_message.Message):
     nodes: _containers.RepeatedScalarFieldContainer[str]
     cluster_parent_id: str
     cluster_task_id: str
-    def __init__(self, module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., cluster: _Optional[bool] = ..., nodes: _Optional[_Iterable[str]] = ..., cluster_parent_id: _Optional[str] = ..., cluster_task_id: _Optional[str] = ...) -> None: ...
+    task_id: str
+    def __init__(self, module: _Optional[str] = ..., type: _Optional[str] = ..., args_json: _Optional[str] = ..., idempotency_key: _Optional[str] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., cluster: _Optional[bool] = ..., nodes: _Optional[_Iterable[str]] = ..., cluster_parent_id: _Optional[str] = ..., cluster_task_id: _Optional[str] = ..., task_id: _Optional[str] = ...) -> None: ...
 
 class StartTaskResponse(_message.Message):
     __slots__ = ("task_id",)
@@ -206,7 +208,7 @@ class TaskStats(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., kind: _Optional[str] = ..., scope: _Optional[str] = ..., state: _Optional[str] = ..., sequence_number: _Optional[int] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., shard: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("stats", "is_abortable", "error", "aborted", "parent_id", "progress_units", "progress_total", "progress_completed", "children_ids", "progress_fraction", "eta_ms", "module", "progress_message", "stale")
+    __slots__ = ("stats", "is_abortable", "error", "aborted", "parent_id", "progress_units", "progress_total", "progress_completed", "children_ids", "progress_fraction", "eta_ms", "module", "progress_message", "stale", "args_json", "created_at")
     STATS_FIELD_NUMBER: _ClassVar[int]
     IS_ABORTABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -221,6 +223,8 @@ class TaskStatus(_message.Message):
     MODULE_FIELD_NUMBER: _ClassVar[int]
     PROGRESS_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     STALE_FIELD_NUMBER: _ClassVar[int]
+    ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     stats: TaskStats
     is_abortable: bool
     error: str
@@ -235,7 +239,9 @@ class TaskStatus(_message.Message):
     module: str
     progress_message: str
     stale: bool
-    def __init__(self, stats: _Optional[_Union[TaskStats, _Mapping]] = ..., is_abortable: _Optional[bool] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., parent_id: _Optional[str] = ..., progress_units: _Optional[str] = ..., progress_total: _Optional[float] = ..., progress_completed: _Optional[float] = ..., children_ids: _Optional[_Iterable[_Union[ChildRef, _Mapping]]] = ..., progress_fraction: _Optional[float] = ..., eta_ms: _Optional[int] = ..., module: _Optional[str] = ..., progress_message: _Optional[str] = ..., stale: _Optional[bool] = ...) -> None: ...
+    args_json: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, stats: _Optional[_Union[TaskStats, _Mapping]] = ..., is_abortable: _Optional[bool] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., parent_id: _Optional[str] = ..., progress_units: _Optional[str] = ..., progress_total: _Optional[float] = ..., progress_completed: _Optional[float] = ..., children_ids: _Optional[_Iterable[_Union[ChildRef, _Mapping]]] = ..., progress_fraction: _Optional[float] = ..., eta_ms: _Optional[int] = ..., module: _Optional[str] = ..., progress_message: _Optional[str] = ..., stale: _Optional[bool] = ..., args_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskStatusList(_message.Message):
     __slots__ = ("statuses",)
@@ -276,7 +282,7 @@ class WatchEventsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id")
+    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id", "schedule_id", "slot")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -288,6 +294,8 @@ class Event(_message.Message):
     MESSAGE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
+    SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
+    SLOT_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: str
     task_id: str
@@ -299,7 +307,21 @@ class Event(_message.Message):
     message: str
     error: str
     cluster_parent_id: str
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ...) -> None: ...
+    schedule_id: str
+    slot: int
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., slot: _Optional[int] = ...) -> None: ...
+
+class GetLoadRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class LoadResponse(_message.Message):
+    __slots__ = ("running", "queued")
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
+    QUEUED_FIELD_NUMBER: _ClassVar[int]
+    running: int
+    queued: int
+    def __init__(self, running: _Optional[int] = ..., queued: _Optional[int] = ...) -> None: ...
 
 class ListNodesRequest(_message.Message):
     __slots__ = ()

@@ -99,6 +99,11 @@ class TaskManagerStub:
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.GetLoad = channel.unary_unary(
+                '/taskward.v1.TaskManager/GetLoad',
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetLoadRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.LoadResponse.FromString,
+                _registered_method=True)
 
 
 class TaskManagerServicer:
@@ -196,6 +201,13 @@ class TaskManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLoad(self, request, context):
+        """How busy this node is (the cron leader starts a node task on the least loaded node).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TaskManagerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -263,6 +275,11 @@ def add_TaskManagerServicer_to_server(servicer, server):
                     servicer.ListNodes,
                     request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.FromString,
                     response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'GetLoad': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLoad,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetLoadRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.LoadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -616,6 +633,33 @@ class TaskManager:
             '/taskward.v1.TaskManager/ListNodes',
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLoad(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskward.v1.TaskManager/GetLoad',
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetLoadRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.LoadResponse.FromString,
             options,
             channel_credentials,
             insecure,
