@@ -104,6 +104,7 @@ class TaskManager:
             self.type_stats, self._eta_clocks, TimeLimitMiddleware(), *(cls() for cls in registry.middleware),
         ])
         self._runs: set[str] = set()  # tasks whose run began in this process (before_run was called)
+        self._finishing: set[str] = set()  # tasks whose completion is being committed
         self._events_pruned_to = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -491,26 +492,34 @@ class TaskManager:
         return rec is not None and rec.abort_requested
 
     async def complete(self, task_id: str, *, error: str = "", aborted: bool = False) -> None:
-        """Finish a task: fold it, apply TTL, notify waiters, emit the event, prune retention."""
+        """Finish a task: fold it, apply TTL, notify waiters, emit the event, prune retention.
+
+        Readers see the task finished only once that is durable: until the commit returns, status,
+        wait and list still show it running (a crash before then re-queues or fails it on restart)."""
         rec = self.table.get(task_id)
-        if rec is None or rec.state.finished:
+        if rec is None or rec.state.finished or task_id in self._finishing:
             return
-        if error and rec.abort_requested:  # a body that fails once aborted (e.g. its children were) was aborted
-            error, aborted = "", True
-        rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
-        rec = replace(rec, expires_at=expiry(rec, self.ttl)) if rec.is_root else replace(rec, folded=True)
-        self.table.put(rec)
-        tx = Tx().put(rec)
-        self._drop_folded(rec.id, tx)
-        etype = EventType.ABORTED if aborted else EventType.FAILED if rec.error else EventType.COMPLETED
-        ev = self._event(tx, etype, rec, error=rec.error, progress_completed=rec.progress_completed,
-                         progress_total=rec.progress_total)
-        ran = task_id in self._runs
-        self._runs.discard(task_id)
-        self.middleware.on_finish(FinishInput(record=rec, spec=self.registry.find(rec.module, rec.type), tx=tx,
-                                              ran=ran))
+        self._finishing.add(task_id)
+        try:
+            if error and rec.abort_requested:  # a body that fails once aborted (its children were) was aborted
+                error, aborted = "", True
+            rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
+            rec = replace(rec, expires_at=expiry(rec, self.ttl)) if rec.is_root else replace(rec, folded=True)
+            tx = Tx().put(rec)
+            drops = self._fold(rec.id, tx)
+            etype = EventType.ABORTED if aborted else EventType.FAILED if rec.error else EventType.COMPLETED
+            ev = self._event(tx, etype, rec, error=rec.error, progress_completed=rec.progress_completed,
+                             progress_total=rec.progress_total)
+            ran = task_id in self._runs
+            self._runs.discard(task_id)
+            self.middleware.on_finish(FinishInput(record=rec, spec=self.registry.find(rec.module, rec.type), tx=tx,
+                                                  ran=ran))
+            await self._commit(tx, ev)
+            self.table.put(rec)
+            self._drop_folded(drops)
+        finally:
+            self._finishing.discard(task_id)
         view = self.view(rec.id)
-        await self._commit(tx, ev)
         for fut in self._waiters.pop(rec.id, []):
             if not fut.done():
                 fut.set_result(view)
@@ -521,19 +530,27 @@ class TaskManager:
                 self.retention.track_finished(rec)
                 await self.retention.prune_module(rec.module)
 
-    def _drop_folded(self, task_id: str, tx: Tx) -> None:
+    def _fold(self, task_id: str, tx: Tx) -> set[str]:
+        """Write into ``tx`` what folding drops when ``task_id`` finishes (the table is left as it is until
+        the commit); the dropped ids."""
         drops = fold_drops(task_id, self.table.records)
-        if not drops:
-            return
-        parents = {self.table.records[d].parent_id for d in drops} - drops - {None}
-        for pid in parents:
-            assert pid is not None
-            parent = self.table.records[pid].without_children(drops)
-            self.table.put(parent)
-            tx.put(parent)
-        for d in drops:
+        if drops:
+            for pid in self._parents_of(drops):
+                tx.put(self.table.records[pid].without_children(drops))
+            tx.delete(sorted(drops))
+        return drops
+
+    def _parents_of(self, drops: set[str]) -> set[str]:
+        return {p for d in drops if (p := self.table.records[d].parent_id) is not None} - drops
+
+    def _drop_folded(self, drops: set[str]) -> None:
+        """Apply a committed fold to the table."""
+        present = {d for d in drops if d in self.table}
+        for pid in self._parents_of(present):
+            if (parent := self.table.get(pid)) is not None:
+                self.table.put(parent.without_children(drops))
+        for d in present:
             self.table.remove(d)
-        tx.delete(sorted(drops))
 
     async def unregister_tree(self, root_id: str) -> int:
         """Forget a root and its finished descendants (running ones stay until they finish)."""

@@ -367,7 +367,8 @@ class Scheduler:
         all_ops: list[Op] = []
         all_compares = [Compare(key, previous), *compares]
         if slot is not None:
-            all_ops.append(Delete(f"{FIRED}{sid}/", prefix=True))
+            if old.last_slot and old.last_slot != slot:  # one marker per schedule: its newest decided slot
+                all_ops.append(Delete(fired_key(sid, old.last_slot)))
             all_ops.append(Put(fired_key(sid, slot), b""))
             all_compares.append(Compare(fired_key(sid, slot), None))
         all_ops += [Put(key, encode_state(new)), *ops]

@@ -104,7 +104,10 @@ class ClusterStore(abc.ABC):
 
     @abc.abstractmethod
     async def txn(self, compares: Sequence[Compare], ops: Sequence[Op]) -> TxnResult:
-        """Apply ``ops`` atomically iff every compare holds; on failure, the compared keys' values."""
+        """Apply ``ops`` atomically iff every compare holds; on failure, the compared keys' values.
+
+        A key may be touched by one operation of a transaction only (etcd's rule, which the embedded
+        store enforces too): a prefix delete must not cover a key another operation writes."""
 
     async def put(self, key: str, value: bytes, *, lease: int = 0) -> None:
         await self.txn((), (Put(key, value, lease),))

@@ -31,6 +31,15 @@ from taskward.errors import CoordinatorUnavailable
 HISTORY = 10_000
 
 
+def _check_distinct(ops: Sequence[Op]) -> None:
+    """etcd refuses a transaction that touches a key twice; so does this store, so code that works here
+    works there."""
+    keys = [op.key for op in ops if not (isinstance(op, Delete) and op.prefix)]
+    prefixes = [op.key for op in ops if isinstance(op, Delete) and op.prefix]
+    if len(set(keys)) != len(keys) or any(k.startswith(p) for k in keys for p in prefixes):
+        raise CoordinatorUnavailable("duplicate key given in txn request")
+
+
 class EmbeddedStore(ClusterStore):
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -80,6 +89,7 @@ class EmbeddedStore(ClusterStore):
             current = {c.key: kv.value if (kv := self._data.get(c.key)) else None for c in compares}
             if any(current[c.key] != c.value for c in compares):
                 return TxnResult(False, current)
+            _check_distinct(ops)
             for op in ops:
                 if isinstance(op, Put) and op.lease and op.lease not in self._leases:
                     raise CoordinatorUnavailable(f"lease {op.lease} not found")  # as etcd refuses it

@@ -225,7 +225,9 @@ def test_unauthenticated(rest: httpx.Client, surfaces: dict[str, str], auth: str
             ("GET", "/task_manager/list_modules", {}), ("POST", "/task_manager/ttl", {"params": {"ttl": 99}}),
             ("POST", START, {"json": {"duration": 0}}), ("POST", "/task_manager_test/test_module", {}),
             ("DELETE", "/task_manager_test/test_module", {}), ("GET", "/events", {}), ("GET", "/nope", {}),
-            ("GET", "/cluster/nodes", {}),
+            ("GET", "/cluster/nodes", {}), ("GET", "/cron", {}), ("PUT", "/cron", {"json": {"schedules": []}}),
+            ("GET", "/.config/cron.json", {}), ("POST", "/cron/x/run-now", {}), ("GET", "/admin/tasks", {}),
+            ("POST", "/admin/tasks/sleep", {"json": {"duration": 0}}),
         ]
         for method, path, kw in calls:
             resp = anon.request(method, path, **kw)

@@ -1,0 +1,71 @@
+"""Readers see a transition only once it is durable: while the store holds a commit back, status,
+wait and list still show the task as it was (a crash then would leave it so), in-process on the real
+TaskManager and SQLite store."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from taskward import TaskContext, task_type
+from taskward.config import ManagerConfig
+from taskward.errors import WaitTimeout
+from taskward.manager import TaskManager
+from taskward.model import TaskState
+from taskward.registry import Registry
+from taskward.store import Store, Tx
+
+GATES: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}  # key -> (running, release)
+
+
+@task_type("vis", "gated")
+async def gated(ctx: TaskContext, *, key: str) -> None:
+    running, release = GATES[key]
+    running.set()
+    await release.wait()
+
+
+class HeldStore(Store):
+    """The real store, whose writer thread can be held before it writes (as a slow disk would)."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, synchronous="NORMAL")
+        self.open_gate = threading.Event()
+        self.open_gate.set()
+        self.waiting = threading.Event()
+
+    def _write_batch(self, txs: list[Tx]) -> list[Exception | None]:
+        if not self.open_gate.is_set():
+            self.waiting.set()
+            self.open_gate.wait(10)
+        return super()._write_batch(txs)
+
+
+async def test_a_completion_is_seen_only_once_committed(tmp_path: Path) -> None:
+    registry = Registry()
+    registry.load_module(sys.modules[__name__])
+    store = HeldStore(tmp_path / "db.sqlite3")
+    m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1), store, registry)
+    await m.start()
+    try:
+        running, release = GATES["c"] = (asyncio.Event(), asyncio.Event())
+        tid = await m.start_task("vis", "gated", '{"key": "c"}')
+        async with asyncio.timeout(5):
+            await running.wait()
+        store.open_gate.clear()
+        release.set()  # the body ends; its completion waits for the disk
+        assert await asyncio.to_thread(store.waiting.wait, 5)
+        assert (await m.status(tid)).record.state is TaskState.RUNNING
+        with pytest.raises(WaitTimeout):
+            await m.wait(tid, 0.05)
+        assert [r.state for r in m.list_tasks("vis")[0]] == [TaskState.RUNNING]
+        waiter = asyncio.ensure_future(m.wait(tid, 5))
+        store.open_gate.set()
+        assert (await waiter).record.state is TaskState.DONE
+    finally:
+        store.open_gate.set()
+        await m.stop()
