@@ -74,7 +74,7 @@ class CronSchedule:
 
     def next_slot(self, after: float) -> float | None:
         """The first slot strictly after ``after`` (and after ``since``); None when it never fires."""
-        return next_slot(self.schedule, self.timezone, max(after, self.since))
+        return _next_slot(self.schedule, self.timezone, max(after, self.since))  # the expression is checked
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -156,12 +156,20 @@ def next_slot(expr: str, timezone: str, after: float) -> float | None:
     return _next_slot(check_expression(expr), timezone, after)
 
 
+@lru_cache(maxsize=16384)
+def _iterator(expr: str, timezone: str) -> croniter:
+    """One parsed expression per (expression, zone), moved to each start: parsing costs far more than
+    stepping, and a node may hold thousands of schedules. Used on the event loop only."""
+    return croniter(expr, datetime.fromtimestamp(0, zone(timezone)))
+
+
 @lru_cache(maxsize=65536)
 def _next_slot(expr: str, timezone: str, after: float) -> float | None:
     tz = zone(timezone)
     start = datetime.fromtimestamp(after, tz)
     horizon = start + LOOKAHEAD
-    it = croniter(expr, start)
+    it = _iterator(expr, timezone)
+    it.set_current(start, force=True)
     fixed = _fixed_hours(expr)
     try:
         while True:
