@@ -472,7 +472,7 @@ class TaskManager:
 
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
         rec = self.table.get(task_id)
-        if rec is None or rec.state.finished:
+        if rec is None or rec.state.finished or task_id in self._finishing:
             return
         rec = rec.with_progress(done, total, message[:MAX_LABEL_LEN])
         self.table.put(rec)
@@ -576,8 +576,8 @@ class TaskManager:
         queued: list[str] = []
         for tid in descendants(rec.id, self.table.records, include_self=True):
             r = self.table.records[tid]
-            if r.state.finished or r.abort_requested:
-                continue
+            if r.state.finished or r.abort_requested or tid in self._finishing:
+                continue  # a completion being committed is not undone by a later write of the old record
             r = replace(r, abort_requested=True)
             self.table.put(r)
             tx.put(r)

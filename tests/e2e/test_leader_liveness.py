@@ -20,6 +20,7 @@ import grpc
 import pytest
 
 from taskward.config import ClusterConfig, EtcdConfig
+from taskward.coordinator.catalog import CheckedArgs
 from taskward.coordinator.cluster import Coordinator
 from taskward.coordinator.records import MEMBERS, TASKS, ClusterTask, Member, decode_task, encode_member
 from taskward.coordinator.store.base import Compare, Op, TxnResult, WatchEvent
@@ -87,7 +88,7 @@ class Leader:
         config = ClusterConfig(etcd=EtcdConfig(timeout_s=1.0), lease_ttl_s=3, loop_interval_s=0.5,
                                reconcile_interval_s=reconcile_s)
         self.coord = Coordinator(config, self.store, node_id=node_id, address="127.0.0.1:9", version="test",
-                                 instance=node_id, token=None, validate=_validate)
+                                 instance=node_id, token=None, catalog=AnyArgs())
         self._nodes = nodes
         self._proxies = proxies
 
@@ -134,8 +135,14 @@ class Leader:
         return t
 
 
-def _validate(module: str, type_name: str, args_json: str) -> tuple[str, bool, str]:
-    return json.dumps(json.loads(args_json), sort_keys=True, separators=(",", ":")), True, ""
+class AnyArgs:
+    """The leader's catalog: every type exists and takes any arguments (the nodes check them)."""
+
+    def check(self, module: str, type_name: str, args_json: str) -> CheckedArgs:
+        return CheckedArgs(json.dumps(json.loads(args_json), sort_keys=True, separators=(",", ":")), True, "")
+
+    def modules_with(self, type_name: str) -> list[str]:
+        return ["builtin"]
 
 
 async def until(fn: Callable[[], T | None], within: float, what: str) -> T:

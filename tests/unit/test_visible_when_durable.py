@@ -69,3 +69,33 @@ async def test_a_completion_is_seen_only_once_committed(tmp_path: Path) -> None:
     finally:
         store.open_gate.set()
         await m.stop()
+
+
+async def test_an_abort_during_a_completion_does_not_undo_it(tmp_path: Path) -> None:
+    """The abort finds the task running in memory while its completion waits for the disk; what ends up
+    on disk must still be the completion (an older record written after it would revive the task)."""
+    registry = Registry()
+    registry.load_module(sys.modules[__name__])
+    store = HeldStore(tmp_path / "db.sqlite3")
+    m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1), store, registry)
+    await m.start()
+    try:
+        running, release = GATES["a"] = (asyncio.Event(), asyncio.Event())
+        tid = await m.start_task("vis", "gated", '{"key": "a"}')
+        async with asyncio.timeout(5):
+            await running.wait()
+        store.open_gate.clear()
+        release.set()
+        assert await asyncio.to_thread(store.waiting.wait, 5)
+        abort = asyncio.ensure_future(m.abort(tid))
+        await asyncio.sleep(0)
+        store.open_gate.set()
+        await abort
+        assert (await m.wait(tid, 5)).record.state is TaskState.DONE
+    finally:
+        store.open_gate.set()
+        await m.stop()
+    reopened = Store(tmp_path / "db.sqlite3")
+    loaded = await reopened.open()
+    await reopened.close()
+    assert {r.id: r.state for r in loaded.tasks}[tid] is TaskState.DONE

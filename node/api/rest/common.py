@@ -178,10 +178,10 @@ async def json_body(request: Request) -> object:
 
 
 async def json_object_body(request: Request, what: str) -> dict[str, Any]:
-    """The body as a JSON object; empty means ``{}``."""
-    value = await json_body(request)
-    if value is None:
+    """The body as a JSON object; empty means ``{}`` (a JSON ``null`` is not an object)."""
+    if not (await request.body()).strip():
         return {}
+    value = await json_body(request)
     if not isinstance(value, dict):
         raise bad_request(f"the request body must be a JSON object of {what}")
     return value
