@@ -33,7 +33,17 @@ from taskward.coordinator.forwarding import Forwarder
 from taskward.coordinator.leader import Leader
 from taskward.coordinator.membership import Membership
 from taskward.coordinator.node_client import NodeClients, StartRequest
-from taskward.coordinator.records import IDEMPOTENCY, TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
+from taskward.coordinator.records import (
+    IDEMPOTENCY,
+    MEMBERS,
+    TASKS,
+    ClusterChild,
+    ClusterTask,
+    Member,
+    decode_member,
+    decode_task,
+    encode_task,
+)
 from taskward.coordinator.store.base import ClusterStore, Compare, Put
 from taskward.errors import (
     CoordinatorUnavailable,
@@ -42,6 +52,7 @@ from taskward.errors import (
     NotAbortable,
     TaskNotFound,
     TaskwardError,
+    TokenRefused,
     UnknownNode,
     WaitTimeout,
 )
@@ -91,8 +102,10 @@ class Coordinator:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Connect, register (refusing a duplicate live id), sync the replica, start the loops."""
+        """Connect, check that the members accept our token, register (refusing a duplicate live id),
+        sync the replica, start the loops."""
         await self._store.start()
+        await self._check_token()
         await self.membership.register()
         self.cache.start()
         await self.cache.wait_synced(self.config.lease_ttl_s * 2)
@@ -101,6 +114,20 @@ class Coordinator:
             loop.create_task(self._keep_alive_loop(), name=f"membership[{self.node_id}]"),
             loop.create_task(self._cycle_loop(), name=f"leader-loop[{self.node_id}]"),
         ]
+
+    async def _check_token(self) -> None:
+        """Join only if the live members accept our bearer token: a node with the wrong one would register,
+        then fail every call it makes or takes. Members that cannot be reached are not asked."""
+        kvs, _ = await self._store.get_prefix(MEMBERS)
+        others = [m for kv in kvs if (m := decode_member(kv.value)) is not None and m.id != self.node_id]
+        for m in others:
+            try:
+                await self._clients.load(m.address, timeout_s=self.config.child_rpc_timeout_s)
+                return
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                    raise TokenRefused(f"the cluster refuses this node's token: member {m.id} at {m.address} "
+                                       "answered UNAUTHENTICATED (use the cluster's --token-file)") from None
 
     async def stop_leading(self) -> None:
         """Shutdown step 2: stop the loops and give up the leader key at once (fast failover).

@@ -141,6 +141,14 @@ class ConfigError(TaskwardError):
         super().__init__(message)
 
 
+class DataDirError(ConfigError):
+    """A data dir the node cannot trust: it refuses to start (exit 2) rather than join with bad state."""
+
+
+class TokenRefused(ConfigError):
+    """The cluster's members refuse this node's bearer token: it does not join."""
+
+
 class TaskAborted(Exception):
     """Raised inside a task body by ``ctx.check_aborted()``; not a client-facing error."""
 

@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from taskward.errors import DataDirError
 from taskward.model import ChildRef, TaskKind, TaskRecord, TaskState
 
 logger = logging.getLogger(__name__)
@@ -162,9 +163,14 @@ class Store:
         return conn
 
     async def open(self) -> Loaded:
+        """Open (creating) the database and load it; ``DataDirError`` when the file is not one we can use."""
         self._path.parent.mkdir(parents=True, exist_ok=True)
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._writer, self._open_sync)
+        try:
+            return await loop.run_in_executor(self._writer, self._open_sync)
+        except sqlite3.DatabaseError as exc:
+            raise DataDirError(f"{self._path} is not a usable taskward database ({exc}): restore it from a backup "
+                               "or move the data dir away; the node does not start with it") from None
 
     def _open_sync(self) -> Loaded:
         self._wconn = self._connect()

@@ -26,7 +26,7 @@ from taskward.coordinator.store.base import (
     WatchEventType,
     WatchGap,
 )
-from taskward.errors import CoordinatorUnavailable
+from taskward.errors import CoordinatorUnavailable, DataDirError
 
 HISTORY = 10_000
 
@@ -54,6 +54,14 @@ class EmbeddedStore(ClusterStore):
         self._reaper: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
+        try:
+            self._open()
+        except sqlite3.DatabaseError as exc:
+            raise DataDirError(f"{self._path} is not a usable cluster store ({exc}): restore it from a backup "
+                               "or move the data dir away; the node does not start with it") from None
+        self._reaper = asyncio.get_running_loop().create_task(self._reap_leases(), name="embedded-lease-reaper")
+
+    def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = sqlite3.connect(self._path, isolation_level=None)
         self._conn.execute("PRAGMA journal_mode=WAL")
@@ -66,7 +74,6 @@ class EmbeddedStore(ClusterStore):
         self._revision = row[0] if row else 0
         for key, value, rev, lease in self._conn.execute("SELECT key, value, rev, lease FROM kv"):
             self._data[key] = KeyValue(key, bytes(value), rev, lease)
-        self._reaper = asyncio.get_running_loop().create_task(self._reap_leases(), name="embedded-lease-reaper")
 
     async def close(self) -> None:
         if self._reaper is not None:

@@ -5,7 +5,6 @@ restarted) logs in again by itself."""
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from tests.support.cluster import Cluster, start_cluster_task, unique_cluster_name, wait_task
 from tests.support.etcd import EtcdCluster, etcd_available
-from tests.support.procs import TIMEOUT_MULT, NodeProc
+from tests.support.procs import NodeProc, refused
 from tests.support.tls_certs import TlsFiles, make_certs
 
 pytestmark = pytest.mark.needs_etcd
@@ -49,18 +48,6 @@ def etcd_auth(tmp_path: Path) -> Iterator[EtcdCluster]:
         yield e
     finally:
         e.stop()
-
-
-def refused(n: NodeProc, code: int = 1) -> str:
-    """Start a node that must not come up; its exit code must be ``code`` and its log says why."""
-    try:
-        with contextlib.suppress(RuntimeError, TimeoutError):  # it exits before it ever reports healthy
-            n.start(timeout=20)
-        assert n.proc is not None
-        assert n.proc.wait(30 * TIMEOUT_MULT) == code
-        return n.log()
-    finally:
-        n.stop()
 
 
 def run_one_cluster_task(c: Cluster) -> str:

@@ -4,6 +4,7 @@ free loopback ports, temp data dirs, logs, health polling, every wait scaled by
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import time
@@ -22,8 +23,8 @@ TIMEOUT_MULT = float(os.environ.get("TASKWARD_TEST_TIMEOUT_MULT", "1"))
 T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent.parent
 
-__all__ = ["REPO", "TIMEOUT_MULT", "NodeProc", "deadline_after", "free_port", "new_test_module", "poll", "run_cli",
-           "taskward_cmd", "terminate"]
+__all__ = ["REPO", "TIMEOUT_MULT", "NodeProc", "deadline_after", "free_port", "new_test_module", "poll", "refused",
+           "run_cli", "taskward_cmd", "terminate"]
 
 
 def deadline_after(seconds: float) -> float:
@@ -120,3 +121,15 @@ def new_test_module(node: NodeProc) -> Iterator[pb_grpc.TestApiStub]:
         yield t
     finally:
         t.UnregisterTestModule(pb.Empty())
+
+
+def refused(n: NodeProc, code: int = 1) -> str:
+    """Start a node that must not come up; its exit code must be ``code``; its log (which says why)."""
+    try:
+        with contextlib.suppress(RuntimeError, TimeoutError):  # it exits before it ever reports healthy
+            n.start(timeout=20)
+        assert n.proc is not None
+        assert n.proc.wait(30 * TIMEOUT_MULT) == code, n.log()
+        return n.log()
+    finally:
+        n.stop()
