@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what taskward needs on a Debian/Ubuntu machine: etcd, redis-cli and openssl (the tests make
-# their own TLS certificates) from the OS, and the package with its test tools into ./.venv.
+# their own TLS certificates), docker.io, docker-compose and debootstrap (the container testbed) from
+# the OS, and the package with its test tools into ./.venv.
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,6 +10,10 @@ missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
 command -v openssl >/dev/null || missing+=(openssl)  # the tests make their own etcd TLS certificates
+# the docker-compose testbed's tests start their own engine and build the image from Debian packages
+[[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
+[[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
+command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
 [[ -x .venv/bin/python ]] || python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   sudo=""
