@@ -12,9 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import grpc
-
-from taskward.cli_tasks import Client, CliError, fail, parse_arg, render_cell, render_table, rpc_error
+from taskward.cli_tasks import Client, CliError, parse_arg, render_cell, render_table, run
 from taskward.convert import schedule_json_to_pb, schedule_pb_to_dict
 from taskward.errors import InvalidArgument
 from taskward.pb.taskward.v1 import cron_pb2 as pb
@@ -138,20 +136,4 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str], env: dict[str, str]) -> int:
-    a = build_parser().parse_args(argv)
-    token = env.get("TASKWARD_TOKEN")
-    if a.token_file:
-        try:
-            with open(a.token_file) as f:
-                token = f.read().strip()
-        except OSError as exc:
-            fail(f"cannot read --token-file: {exc.strerror or exc}", 1)
-    client = Client(a.host, a.port, token)
-    try:
-        return COMMANDS[a.command](client, a)
-    except CliError as exc:
-        fail(exc.args[0], exc.code)
-    except grpc.RpcError as exc:
-        fail(rpc_error(exc, client.address).args[0], 1)
-    finally:
-        client.close()
+    return run(build_parser().parse_args(argv), env, COMMANDS)

@@ -282,19 +282,28 @@ def fail(message: str, code: int) -> NoReturn:
     sys.exit(code)
 
 
-def main(argv: Sequence[str], env: dict[str, str]) -> int:
-    a = build_parser().parse_args(argv)
+def run(a: argparse.Namespace, env: dict[str, str], commands: dict[str, Callable[[Client, argparse.Namespace], int]],
+        *, error_code: int = 1) -> int:
+    """Connect as ``a`` says (host, port, token) and run ``a.command``; every failure is one ``error:`` line
+    with ``error_code`` (a command's own ``CliError`` carries its code)."""
     token = env.get("TASKWARD_TOKEN")
     if a.token_file:
-        with open(a.token_file) as f:
-            token = f.read().strip()
+        try:
+            with open(a.token_file) as f:
+                token = f.read().strip()
+        except OSError as exc:
+            fail(f"cannot read --token-file: {exc.strerror or exc}", error_code)
     client = Client(a.host, a.port, token)
-    error_code = EXIT_OTHER if a.command == "wait" else 1
     try:
-        return COMMANDS[a.command](client, a)
+        return commands[a.command](client, a)
     except CliError as exc:
         fail(exc.args[0], exc.code)
     except grpc.RpcError as exc:
         fail(rpc_error(exc, client.address).args[0], error_code)
     finally:
         client.close()
+
+
+def main(argv: Sequence[str], env: dict[str, str]) -> int:
+    a = build_parser().parse_args(argv)
+    return run(a, env, COMMANDS, error_code=EXIT_OTHER if a.command == "wait" else 1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import subprocess
+from pathlib import Path
 
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -276,3 +277,11 @@ def test_idempotency_key(node: NodeProc) -> None:
         ids.append(first)
     assert ids[0] != ids[1]
     assert [r["task_id"] for r in parse_table(cli(node, "list", "builtin"))[1]] == ids
+
+
+def test_an_unreadable_token_file_is_an_error_line(shared_node: NodeProc, tmp_path: Path) -> None:
+    missing = run_cli(shared_node, "--token-file", str(tmp_path / "absent"), "modules")
+    assert (missing.returncode, missing.stdout, missing.stderr) == (
+        1, "", "error: cannot read --token-file: No such file or directory\n")
+    waiting = run_cli(shared_node, "--token-file", str(tmp_path / "absent"), "wait", "x")
+    assert (waiting.returncode, waiting.stderr) == (125, "error: cannot read --token-file: No such file or directory\n")

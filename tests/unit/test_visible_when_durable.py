@@ -5,8 +5,11 @@ TaskManager and SQLite store."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import sys
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -45,20 +48,30 @@ class HeldStore(Store):
         return super()._write_batch(txs)
 
 
-async def test_a_completion_is_seen_only_once_committed(tmp_path: Path) -> None:
+@contextlib.asynccontextmanager
+async def finishing(tmp_path: Path, key: str) -> AsyncIterator[tuple[TaskManager, HeldStore, str]]:
+    """A task whose body has ended and whose completion the store holds back from the disk."""
     registry = Registry()
     registry.load_module(sys.modules[__name__])
     store = HeldStore(tmp_path / "db.sqlite3")
     m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1), store, registry)
     await m.start()
     try:
-        running, release = GATES["c"] = (asyncio.Event(), asyncio.Event())
-        tid = await m.start_task("vis", "gated", '{"key": "c"}')
+        running, release = GATES[key] = (asyncio.Event(), asyncio.Event())
+        tid = await m.start_task("vis", "gated", json.dumps({"key": key}))
         async with asyncio.timeout(5):
             await running.wait()
         store.open_gate.clear()
         release.set()  # the body ends; its completion waits for the disk
         assert await asyncio.to_thread(store.waiting.wait, 5)
+        yield m, store, tid
+    finally:
+        store.open_gate.set()
+        await m.stop()
+
+
+async def test_a_completion_is_seen_only_once_committed(tmp_path: Path) -> None:
+    async with finishing(tmp_path, "c") as (m, store, tid):
         assert (await m.status(tid)).record.state is TaskState.RUNNING
         with pytest.raises(WaitTimeout):
             await m.wait(tid, 0.05)
@@ -66,35 +79,17 @@ async def test_a_completion_is_seen_only_once_committed(tmp_path: Path) -> None:
         waiter = asyncio.ensure_future(m.wait(tid, 5))
         store.open_gate.set()
         assert (await waiter).record.state is TaskState.DONE
-    finally:
-        store.open_gate.set()
-        await m.stop()
 
 
 async def test_an_abort_during_a_completion_does_not_undo_it(tmp_path: Path) -> None:
     """The abort finds the task running in memory while its completion waits for the disk; what ends up
     on disk must still be the completion (an older record written after it would revive the task)."""
-    registry = Registry()
-    registry.load_module(sys.modules[__name__])
-    store = HeldStore(tmp_path / "db.sqlite3")
-    m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1), store, registry)
-    await m.start()
-    try:
-        running, release = GATES["a"] = (asyncio.Event(), asyncio.Event())
-        tid = await m.start_task("vis", "gated", '{"key": "a"}')
-        async with asyncio.timeout(5):
-            await running.wait()
-        store.open_gate.clear()
-        release.set()
-        assert await asyncio.to_thread(store.waiting.wait, 5)
+    async with finishing(tmp_path, "a") as (m, store, tid):
         abort = asyncio.ensure_future(m.abort(tid))
         await asyncio.sleep(0)
         store.open_gate.set()
         await abort
         assert (await m.wait(tid, 5)).record.state is TaskState.DONE
-    finally:
-        store.open_gate.set()
-        await m.stop()
     reopened = Store(tmp_path / "db.sqlite3")
     loaded = await reopened.open()
     await reopened.close()
