@@ -8,6 +8,7 @@ server, other connections and the node's gRPC carry on.
 from __future__ import annotations
 
 import asyncio
+import select
 import socket
 import threading
 import time
@@ -215,11 +216,26 @@ def test_node_stops_promptly_with_clients_connected(tmp_path: Path) -> None:
         assert idle.call("PING") == "PONG"
         partial.send(b"*2\r\n$4\r\nPI")
         stuck.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        stuck.send(cmd("PING", b"x" * 500_000) * 20)  # replies pile up: this client never reads
-        time.sleep(0.2)
+        frame = cmd("PING", b"x" * 500_000)
+        # Replies pile up: this client never reads, so the server stops reading it; send what it takes
+        # until it takes no more (a blocking sendall would wait on that back-pressure).
+        assert fill(stuck.sock, frame * 20) > 2 * len(frame)
         t0 = time.monotonic()
         assert a.node.stop() == 0
         assert time.monotonic() - t0 < 8
         assert idle.closed_by_server() and partial.closed_by_server()
         for c in (idle, partial, stuck):
             c.close()
+
+
+def fill(sock: socket.socket, payload: bytes, idle_s: float = 0.5) -> int:
+    """Send as much of ``payload`` as the peer takes, until it takes nothing for ``idle_s``; bytes sent."""
+    sock.setblocking(False)
+    sent, last = 0, time.monotonic()
+    while sent < len(payload) and time.monotonic() - last < idle_s:
+        try:
+            sent += sock.send(payload[sent:sent + 65536])
+            last = time.monotonic()
+        except BlockingIOError:
+            select.select([], [sock], [], 0.05)
+    return sent
