@@ -59,18 +59,25 @@ def status_to_pb(view: TaskView, addresses: dict[str, str]) -> pb.TaskStatus:
         parent_id=rec.parent_id or rec.cluster_parent or "none", progress_units=rec.progress_units,
         progress_total=progress.total, progress_completed=progress.completed,
         progress_fraction=progress.fraction, module=rec.module, progress_message=rec.progress_message,
-        args_json=rec.args, created_at=_ts_ms(rec.created_at),
+        args_json=rec.args, created_at=_ts_ms(rec.created_at), result_json=rec.result, attempt=rec.attempt,
+        max_attempts=rec.max_attempts,
         children_ids=[
             pb.ChildRef(task_id=c.task_id, node=c.node, address=addresses.get(c.node, "")) for c in rec.children
         ],
     )
     if progress.eta_ms is not None:
         msg.eta_ms = progress.eta_ms
+    if rec.next_attempt_at is not None:
+        msg.next_attempt_at.CopyFrom(_ts_ms(rec.next_attempt_at))
     return msg
 
 
 def _dt(ts: Timestamp) -> datetime | None:
     return datetime.fromtimestamp(ts.seconds, UTC) if ts.seconds else None
+
+
+def _dt_ms(ts: Timestamp) -> datetime:
+    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)
 
 
 def status_from_pb(msg: pb.TaskStatus) -> TaskView:
@@ -86,7 +93,9 @@ def status_from_pb(msg: pb.TaskStatus) -> TaskView:
         error=msg.error, aborted=msg.aborted, parent_id=None if msg.parent_id == "none" else msg.parent_id,
         children=tuple(ChildRef(c.task_id, c.node) for c in msg.children_ids), progress_units=msg.progress_units,
         progress_total=msg.progress_total, progress_completed=msg.progress_completed,
-        progress_message=msg.progress_message, own_progress=True,
+        progress_message=msg.progress_message, own_progress=True, result=msg.result_json,
+        attempt=msg.attempt or 1, max_attempts=msg.max_attempts or 1,
+        next_attempt_at=_dt_ms(msg.next_attempt_at) if msg.HasField("next_attempt_at") else None,
     )
     return TaskView(rec, Progress(msg.progress_completed, msg.progress_total,
                                   msg.eta_ms if msg.HasField("eta_ms") else None))
@@ -111,7 +120,9 @@ def event_from_pb(msg: pb.Event) -> Event | None:
     return Event(sequence=msg.sequence, type=etype, task_id=msg.task_id, module=msg.module, task_type=msg.task_type,
                  time=msg.time.seconds + msg.time.nanos / 1e9, progress_completed=msg.progress_completed,
                  progress_total=msg.progress_total, message=msg.message, error=msg.error,
-                 cluster_parent=msg.cluster_parent_id, schedule_id=msg.schedule_id, slot=msg.slot)
+                 cluster_parent=msg.cluster_parent_id, schedule_id=msg.schedule_id, slot=msg.slot,
+                 attempt=msg.attempt,
+                 next_attempt_at=msg.next_attempt_at.seconds + msg.next_attempt_at.nanos / 1e9)
 
 
 def event_to_pb(ev: Event) -> pb.Event:
@@ -120,7 +131,8 @@ def event_to_pb(ev: Event) -> pb.Event:
         task_type=ev.task_type, time=Timestamp(seconds=int(ev.time), nanos=int(ev.time % 1 * 1e9)),
         progress_completed=ev.progress_completed, progress_total=ev.progress_total,
         message=ev.message, error=ev.error, cluster_parent_id=ev.cluster_parent, schedule_id=ev.schedule_id,
-        slot=ev.slot,
+        slot=ev.slot, attempt=ev.attempt,
+        next_attempt_at=_ts_float(ev.next_attempt_at) if ev.next_attempt_at else None,
     )
 
 
@@ -150,6 +162,11 @@ def status_pb_to_dict(msg: pb.TaskStatus) -> dict[str, object]:
     }
     if msg.HasField("eta_ms"):
         out["eta_ms"] = msg.eta_ms
+    out["result"] = json.loads(msg.result_json) if msg.result_json else None
+    out["attempt"] = msg.attempt or 1
+    out["max_attempts"] = msg.max_attempts or 1
+    if msg.HasField("next_attempt_at"):
+        out["next_attempt_at"] = ts_to_iso(msg.next_attempt_at)
     return out
 
 

@@ -33,7 +33,11 @@ def http_status_for(code: grpc.StatusCode) -> int:
 
 class TaskwardError(Exception):
     """Root of every error a client may see. A class names its gRPC code; its REST status follows from
-    ``HTTP_FOR_GRPC`` unless ``http_override`` says otherwise (a REST-only condition such as 413)."""
+    ``HTTP_FOR_GRPC`` unless ``http_override`` says otherwise (a REST-only condition such as 413).
+
+    The same classes are raised on both sides of the wire: a node raises them, and the client library
+    (``taskward.Client``) raises them again from the status a node answered (``from_status``), so an
+    application catches ``taskward.TaskNotFound`` whichever node, surface or process said it."""
 
     grpc_code: ClassVar[grpc.StatusCode] = grpc.StatusCode.INTERNAL
     http_override: ClassVar[int | None] = None
@@ -42,10 +46,18 @@ class TaskwardError(Exception):
         super().__init__(message)
         self.message = message
 
+    @classmethod
+    def from_message(cls, message: str) -> TaskwardError:
+        """An instance carrying a message received from elsewhere (its fixed wording is already in it)."""
+        err = cls.__new__(cls)
+        TaskwardError.__init__(err, message)
+        return err
+
     @property
     def code(self) -> grpc.StatusCode:
-        """The gRPC status code to answer with."""
-        return self.grpc_code
+        """The gRPC status code to answer with (or that a node answered, for one raised by a client)."""
+        code: grpc.StatusCode = self.__dict__.get("_code", self.grpc_code)
+        return code
 
     @property
     def http_status(self) -> int:
@@ -106,7 +118,9 @@ class NotAbortable(TaskwardError):
         self.task_id = task_id
 
 
-class WaitTimeout(TaskwardError):
+class WaitTimeout(TaskwardError, TimeoutError):
+    """Also a ``TimeoutError``, so ``handle.wait(timeout=...)`` callers catch what Python code expects."""
+
     grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
 
     def __init__(self, task_id: str, timeout_s: float) -> None:
@@ -120,9 +134,17 @@ class TestApiDisabled(TaskwardError):
         super().__init__("the test API is disabled; start the node with --enable-test-api")
 
 
-class ShuttingDown(TaskwardError):
+class Unavailable(TaskwardError):
+    """The node, the cluster store or every listed node cannot answer now; the call may succeed later."""
+
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
+
+class NoNodeReachable(Unavailable):
+    """Every listed node answered UNAVAILABLE (or could not be asked); REST answers 503."""
+
+
+class ShuttingDown(Unavailable):
     def __init__(self) -> None:
         super().__init__("node is shutting down")
 
@@ -132,6 +154,15 @@ class Unauthenticated(TaskwardError):
 
     def __init__(self) -> None:
         super().__init__("missing or wrong bearer token")
+
+
+class PermissionDenied(TaskwardError):
+    """Authenticated, but the token's role does not allow the call."""
+
+    grpc_code = grpc.StatusCode.PERMISSION_DENIED
+
+    def __init__(self, what: str) -> None:
+        super().__init__(f"permission denied: {what}")
 
 
 class ConfigError(TaskwardError):
@@ -153,10 +184,30 @@ class TaskAborted(Exception):
     """Raised inside a task body by ``ctx.check_aborted()``; not a client-facing error."""
 
 
-class CoordinatorUnavailable(TaskwardError):
-    """The cluster store cannot be reached or has no quorum: cluster writes are refused."""
+class ChildFailed(TaskwardError):
+    """Raised in a body by ``ctx.wait_child(child)`` when the child failed or was aborted. Unhandled, it fails
+    the parent with this message, which names the child."""
 
-    grpc_code = grpc.StatusCode.UNAVAILABLE
+    def __init__(self, child_id: str, error: str, *, qualified_type: str = "") -> None:
+        what = f"child {child_id}" + (f" ({qualified_type})" if qualified_type else "")
+        super().__init__(f"{what} failed: {error}")
+        self.child_id = child_id
+        self.error = error
+
+
+class TaskFailed(TaskwardError):
+    """Raised by the client's ``wait``/``result`` when the task ended failed or aborted: ``error`` is the
+    task's error and ``status`` its final status (a ``taskward.TaskStatus``)."""
+
+    def __init__(self, task_id: str, error: str, status: object) -> None:
+        super().__init__(f"task {task_id} failed: {error}")
+        self.task_id = task_id
+        self.error = error
+        self.status = status
+
+
+class CoordinatorUnavailable(Unavailable):
+    """The cluster store cannot be reached or has no quorum: cluster writes are refused."""
 
     def __init__(self, detail: str = "") -> None:
         super().__init__("cluster store unavailable" + (f": {detail}" if detail else ""))
@@ -168,3 +219,32 @@ class UnknownNode(TaskwardError):
     def __init__(self, node_id: str) -> None:
         super().__init__(f"node {node_id} is not a live member of the cluster")
         self.node_id = node_id
+
+
+_FOR_STATUS: dict[grpc.StatusCode, type[TaskwardError]] = {
+    grpc.StatusCode.NOT_FOUND: TaskNotFound,
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.FAILED_PRECONDITION: NotAbortable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: WaitTimeout,
+    grpc.StatusCode.UNAVAILABLE: Unavailable,
+    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
+    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
+    grpc.StatusCode.UNIMPLEMENTED: TestApiDisabled,
+}
+
+
+def from_status(code: grpc.StatusCode, message: str) -> TaskwardError:
+    """The error a node answered with ``code``, raised again on the calling side with its message.
+
+    A NOT_FOUND that names a schedule or a node (the wording is fixed above) is that error, not
+    ``TaskNotFound``; a code outside the tree is a plain ``TaskwardError`` that keeps the code."""
+    cls = _FOR_STATUS.get(code)
+    if code == grpc.StatusCode.NOT_FOUND and message.startswith("schedule "):
+        cls = ScheduleNotFound
+    elif code == grpc.StatusCode.NOT_FOUND and message.startswith("node "):
+        cls = UnknownNode
+    if cls is None:
+        err = TaskwardError(message)
+        err.__dict__["_code"] = code
+        return err
+    return cls.from_message(message)

@@ -29,6 +29,7 @@ every published event reaches the stream. Clients that must not miss an event wa
 class EventType(StrEnum):
     STARTED = "task.started"
     PROGRESS = "task.progress"
+    RETRYING = "task.retrying"
     COMPLETED = "task.completed"
     FAILED = "task.failed"
     ABORTED = "task.aborted"
@@ -50,6 +51,8 @@ class Event:
     cluster_parent: str = ""  # old persisted events lack it
     schedule_id: str = ""  # cron.fired: the schedule and its slot (Unix seconds)
     slot: int = 0
+    attempt: int = 0  # task.retrying: the attempt that runs next, at next_attempt_at (Unix seconds)
+    next_attempt_at: float = 0.0
 
     def to_dict(self) -> dict[str, object]:
         """Plain fields only, so no deep copy (``dataclasses.asdict``) on this hot path."""

@@ -93,19 +93,34 @@ class TaskRecord:
     args: str = "{}"
     idempotency_key: str = ""
     expires_at: datetime | None = None
+    result: str = ""  # what the body returned, as compact JSON; "" until it is done
+    attempt: int = 1  # the attempt running or next to run (retries); a re-queue after a crash is not one
+    max_attempts: int = 1
+    next_attempt_at: datetime | None = None  # a retry is pending: the task is running, its body is not
 
     @property
     def is_root(self) -> bool:
         return self.parent_id is None
 
-    def started(self, now: datetime) -> TaskRecord:
-        return replace(self, state=TaskState.RUNNING, start_time=now)
+    @property
+    def retry_pending(self) -> bool:
+        """Running, between two attempts: its next attempt waits for ``next_attempt_at``."""
+        return self.next_attempt_at is not None and not self.state.finished
 
-    def finished(self, now: datetime, *, error: str = "", aborted: bool = False) -> TaskRecord:
+    def started(self, now: datetime) -> TaskRecord:
+        """Running (again, for a retry: the first attempt's start time stays)."""
+        return replace(self, state=TaskState.RUNNING, start_time=self.start_time or now, next_attempt_at=None)
+
+    def finished(self, now: datetime, *, error: str = "", aborted: bool = False, result: str = "") -> TaskRecord:
         state = TaskState.FAILED if (error or aborted) else TaskState.DONE
         if aborted and not error:
             error = "aborted"
-        return replace(self, state=state, end_time=now, error=error, aborted=aborted)
+        return replace(self, state=state, end_time=now, error=error, aborted=aborted, next_attempt_at=None,
+                       result=result if state is TaskState.DONE else "")
+
+    def retrying(self, at: datetime) -> TaskRecord:
+        """The attempt that just failed is over; the next one runs at ``at``."""
+        return replace(self, attempt=self.attempt + 1, next_attempt_at=at)
 
     def with_progress(self, completed: float, total: float, message: str) -> TaskRecord:
         return replace(

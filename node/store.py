@@ -69,7 +69,8 @@ def record_to_json(rec: TaskRecord) -> str:
         "total": rec.progress_total, "done": rec.progress_completed, "message": rec.progress_message,
         "own_progress": rec.own_progress, "internal": rec.internal, "user_task": rec.user_task,
         "folded": rec.folded, "args": rec.args, "idem": rec.idempotency_key,
-        "expires_at": _ts(rec.expires_at),
+        "expires_at": _ts(rec.expires_at), "result": rec.result, "attempt": rec.attempt,
+        "max_attempts": rec.max_attempts, "next_attempt_at": _ts(rec.next_attempt_at),
     }
     return json.dumps(body, separators=(",", ":"))
 
@@ -88,7 +89,8 @@ def record_from_json(text: str) -> TaskRecord:
         progress_total=b["total"], progress_completed=b["done"], progress_message=b["message"],
         own_progress=b["own_progress"], internal=b["internal"], user_task=b["user_task"],
         folded=b["folded"], args=b["args"], idempotency_key=b["idem"],
-        expires_at=_dt(b["expires_at"]),
+        expires_at=_dt(b["expires_at"]), result=b.get("result", ""), attempt=b.get("attempt", 1),
+        max_attempts=b.get("max_attempts", 1), next_attempt_at=_dt(b.get("next_attempt_at")),
     )
 
 

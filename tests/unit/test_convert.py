@@ -20,7 +20,9 @@ def full_status() -> pb.TaskStatus:
                         progress_completed=4, progress_fraction=0.4, module="builtin", progress_message="batch 4",
                         children_ids=[pb.ChildRef(task_id="9e1c3f4e-6a43-4c3c-9b7a-1d6b0f1e2a3b", node="n2",
                                                   address="127.0.0.1:7101")],
-                        args_json='{"duration":1.5}', created_at=Timestamp(seconds=1_699_999_999, nanos=123_000_000))
+                        args_json='{"duration":1.5}', created_at=Timestamp(seconds=1_699_999_999, nanos=123_000_000),
+                        result_json='{"rows":4}', attempt=2, max_attempts=3,
+                        next_attempt_at=Timestamp(seconds=1_700_000_005, nanos=250_000_000))
     msg.eta_ms = 1500
     return msg
 

@@ -48,6 +48,10 @@ class TaskStatus(TaskStats):
     children_ids: list[ChildRef]
     aborted: bool
     module: str
+    result: object = Field(default=None, description="what the task returned (any JSON value); null until done")
+    attempt: int = Field(default=1, description="the attempt running or next to run (1-based)")
+    max_attempts: int = Field(default=1, description="retries + 1")
+    next_attempt_at: str | None = Field(default=None, description="when a pending retry runs; absent when none")
 
 
 class NodeInfo(BaseModel):

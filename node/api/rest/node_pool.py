@@ -25,7 +25,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskward.channels import Metadata, aio_channel, bearer
-from taskward.errors import TaskwardError
+from taskward.errors import NoNodeReachable
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -35,12 +35,6 @@ logger = logging.getLogger(__name__)
 Service = Literal["tasks", "test", "cron"]
 FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 FOUND_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED})
-
-
-class NoNodeReachable(TaskwardError):
-    """Every listed node answered UNAVAILABLE (or could not be asked); REST answers 503."""
-
-    grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
 class NodeStubs:

@@ -31,7 +31,7 @@ class LeaderRecord(_message.Message):
     def __init__(self, node_id: _Optional[str] = ..., instance: _Optional[str] = ..., term: _Optional[int] = ...) -> None: ...
 
 class ClusterChild(_message.Message):
-    __slots__ = ("node", "task_id", "state", "error", "progress_completed", "progress_total", "attempt", "down_since", "start_time", "end_time")
+    __slots__ = ("node", "task_id", "state", "error", "progress_completed", "progress_total", "attempt", "down_since", "start_time", "end_time", "result_json")
     NODE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
@@ -42,6 +42,7 @@ class ClusterChild(_message.Message):
     DOWN_SINCE_FIELD_NUMBER: _ClassVar[int]
     START_TIME_FIELD_NUMBER: _ClassVar[int]
     END_TIME_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     node: str
     task_id: str
     state: str
@@ -52,7 +53,8 @@ class ClusterChild(_message.Message):
     down_since: float
     start_time: float
     end_time: float
-    def __init__(self, node: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., attempt: _Optional[int] = ..., down_since: _Optional[float] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ...) -> None: ...
+    result_json: str
+    def __init__(self, node: _Optional[str] = ..., task_id: _Optional[str] = ..., state: _Optional[str] = ..., error: _Optional[str] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., attempt: _Optional[int] = ..., down_since: _Optional[float] = ..., start_time: _Optional[float] = ..., end_time: _Optional[float] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class ClusterTaskRecord(_message.Message):
     __slots__ = ("id", "module", "type", "args_json", "state", "error", "aborted", "abort_requested", "created_at", "start_time", "end_time", "target_nodes", "children", "idempotency_key", "keyspace", "table", "entity", "is_abortable", "progress_units")

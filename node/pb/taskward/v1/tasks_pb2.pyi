@@ -208,7 +208,7 @@ class TaskStats(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., type: _Optional[str] = ..., kind: _Optional[str] = ..., scope: _Optional[str] = ..., state: _Optional[str] = ..., sequence_number: _Optional[int] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., entity: _Optional[str] = ..., shard: _Optional[int] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskStatus(_message.Message):
-    __slots__ = ("stats", "is_abortable", "error", "aborted", "parent_id", "progress_units", "progress_total", "progress_completed", "children_ids", "progress_fraction", "eta_ms", "module", "progress_message", "stale", "args_json", "created_at")
+    __slots__ = ("stats", "is_abortable", "error", "aborted", "parent_id", "progress_units", "progress_total", "progress_completed", "children_ids", "progress_fraction", "eta_ms", "module", "progress_message", "stale", "args_json", "created_at", "result_json", "attempt", "max_attempts", "next_attempt_at")
     STATS_FIELD_NUMBER: _ClassVar[int]
     IS_ABORTABLE_FIELD_NUMBER: _ClassVar[int]
     ERROR_FIELD_NUMBER: _ClassVar[int]
@@ -225,6 +225,10 @@ class TaskStatus(_message.Message):
     STALE_FIELD_NUMBER: _ClassVar[int]
     ARGS_JSON_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     stats: TaskStats
     is_abortable: bool
     error: str
@@ -241,7 +245,11 @@ class TaskStatus(_message.Message):
     stale: bool
     args_json: str
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, stats: _Optional[_Union[TaskStats, _Mapping]] = ..., is_abortable: _Optional[bool] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., parent_id: _Optional[str] = ..., progress_units: _Optional[str] = ..., progress_total: _Optional[float] = ..., progress_completed: _Optional[float] = ..., children_ids: _Optional[_Iterable[_Union[ChildRef, _Mapping]]] = ..., progress_fraction: _Optional[float] = ..., eta_ms: _Optional[int] = ..., module: _Optional[str] = ..., progress_message: _Optional[str] = ..., stale: _Optional[bool] = ..., args_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    result_json: str
+    attempt: int
+    max_attempts: int
+    next_attempt_at: _timestamp_pb2.Timestamp
+    def __init__(self, stats: _Optional[_Union[TaskStats, _Mapping]] = ..., is_abortable: _Optional[bool] = ..., error: _Optional[str] = ..., aborted: _Optional[bool] = ..., parent_id: _Optional[str] = ..., progress_units: _Optional[str] = ..., progress_total: _Optional[float] = ..., progress_completed: _Optional[float] = ..., children_ids: _Optional[_Iterable[_Union[ChildRef, _Mapping]]] = ..., progress_fraction: _Optional[float] = ..., eta_ms: _Optional[int] = ..., module: _Optional[str] = ..., progress_message: _Optional[str] = ..., stale: _Optional[bool] = ..., args_json: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result_json: _Optional[str] = ..., attempt: _Optional[int] = ..., max_attempts: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class TaskStatusList(_message.Message):
     __slots__ = ("statuses",)
@@ -282,7 +290,7 @@ class WatchEventsRequest(_message.Message):
     def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id", "schedule_id", "slot")
+    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id", "schedule_id", "slot", "attempt", "next_attempt_at")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -296,6 +304,8 @@ class Event(_message.Message):
     CLUSTER_PARENT_ID_FIELD_NUMBER: _ClassVar[int]
     SCHEDULE_ID_FIELD_NUMBER: _ClassVar[int]
     SLOT_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: str
     task_id: str
@@ -309,7 +319,9 @@ class Event(_message.Message):
     cluster_parent_id: str
     schedule_id: str
     slot: int
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., slot: _Optional[int] = ...) -> None: ...
+    attempt: int
+    next_attempt_at: _timestamp_pb2.Timestamp
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., slot: _Optional[int] = ..., attempt: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetLoadRequest(_message.Message):
     __slots__ = ()
