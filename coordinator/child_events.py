@@ -14,7 +14,8 @@ the poll covers everything before, the stream everything after. A broken or re-e
 
 What events cannot say, the leader still polls for: a child whose descendants reported (its progress is
 rolled up from them, which its own events do not carry) and a child that finished without progress of
-its own (its final progress may be such a roll-up). Aborts are not followed at all: abort-requested
+its own (its final progress may be such a roll-up), and a child that is done (its result is in its status,
+not in the event). Aborts are not followed at all: abort-requested
 tasks keep the AbortTask-then-poll path.
 
 Nothing is consumed. A child's latest news stays here until no unfinished cluster task needs it, and
@@ -204,6 +205,8 @@ class ChildEvents:
             return c
         if own.state.finished and own.progress_total == 0:
             return None  # no progress of its own: its final progress may be rolled up from descendants
+        if own.state is TaskState.DONE:
+            return None  # done: what it returned is read from its status, once
         return apply(c, own)
 
     def retain(self, live: set[tuple[str, str, str]]) -> None:

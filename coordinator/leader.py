@@ -222,7 +222,7 @@ class Leader:
             return c  # unreachable, or not abortable (FAILED_PRECONDITION): let it finish
         c = replace(
             c, state=rec.state, error=rec.error, progress_completed=rec.progress_completed,
-            progress_total=rec.progress_total,
+            progress_total=rec.progress_total, result_json=rec.result,
             end_time=rec.end_time.timestamp() if rec.state.finished and rec.end_time else 0.0,
         )
         self._events.polled(c, mark)

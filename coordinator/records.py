@@ -6,6 +6,7 @@ allowed to crash a node.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -44,6 +45,7 @@ class ClusterChild:
     down_since: float = 0.0
     start_time: float = 0.0
     end_time: float = 0.0
+    result_json: str = ""
 
     @property
     def failed_while_away(self) -> bool:
@@ -96,6 +98,11 @@ class ClusterTask:
 
         done = sum(c.progress_completed for c in self.children)
         total = sum(c.progress_total for c in self.children)
+        result = ""
+        if self.state is TaskState.DONE:  # every target's node id, null for a child that returned nothing
+            kids = {c.node: c for c in self.children}
+            result = json.dumps({node: json.loads(kids[node].result_json) if node in kids and kids[node].result_json
+                                 else None for node in self.target_nodes}, separators=(",", ":"), ensure_ascii=False)
         return TaskRecord(
             id=self.id, module=self.module, type=self.type, kind=TaskKind.CLUSTER, scope="cluster",
             state=self.state, sequence_number=0, keyspace=self.keyspace, table=self.table,
@@ -104,7 +111,7 @@ class ClusterTask:
             error=self.error, aborted=self.aborted, abort_requested=self.abort_requested,
             children=tuple(ChildRef(c.task_id, c.node) for c in self.children if c.task_id),
             progress_units=self.progress_units, progress_total=total, progress_completed=done,
-            own_progress=True, args=self.args_json, idempotency_key=self.idempotency_key,
+            own_progress=True, args=self.args_json, idempotency_key=self.idempotency_key, result=result,
         )
 
 
@@ -131,7 +138,7 @@ def encode_task(t: ClusterTask) -> bytes:
             cpb.ClusterChild(node=c.node, task_id=c.task_id, state=c.state.value, error=c.error,
                              progress_completed=c.progress_completed, progress_total=c.progress_total,
                              attempt=c.attempt, down_since=c.down_since, start_time=c.start_time,
-                             end_time=c.end_time)
+                             end_time=c.end_time, result_json=c.result_json)
             for c in t.children
         ],
         idempotency_key=t.idempotency_key, keyspace=t.keyspace, table=t.table, entity=t.entity,
@@ -150,7 +157,7 @@ def decode_task(raw: bytes) -> ClusterTask | None:
                 ClusterChild(node=c.node, task_id=c.task_id, state=TaskState(c.state), error=c.error,
                              progress_completed=c.progress_completed, progress_total=c.progress_total,
                              attempt=c.attempt, down_since=c.down_since, start_time=c.start_time,
-                             end_time=c.end_time)
+                             end_time=c.end_time, result_json=c.result_json)
                 for c in p.children
             ),
             idempotency_key=p.idempotency_key, keyspace=p.keyspace, table=p.table, entity=p.entity,

@@ -12,19 +12,40 @@ if __name__ != "taskward":  # e.g. ``import node`` from the repository root woul
                       "(install it with: pip install -e .)")
 
 from taskward.context import TaskContext
-from taskward.errors import TaskAborted
-from taskward.middleware import FinishInput, ProgressInput, RunInput, TaskMiddleware, task_middleware
+from taskward.errors import (
+    ChildFailed,
+    InvalidArgument,
+    NotAbortable,
+    PermissionDenied,
+    TaskAborted,
+    TaskFailed,
+    TaskNotFound,
+    TaskwardError,
+    Unauthenticated,
+    Unavailable,
+)
+from taskward.middleware import ErrorInput, FinishInput, ProgressInput, RunInput, TaskMiddleware, task_middleware
 from taskward.registry import task_type
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildFailed",
+    "ErrorInput",
     "FinishInput",
+    "InvalidArgument",
+    "NotAbortable",
+    "PermissionDenied",
     "ProgressInput",
     "RunInput",
     "TaskAborted",
     "TaskContext",
+    "TaskFailed",
     "TaskMiddleware",
+    "TaskNotFound",
+    "TaskwardError",
+    "Unauthenticated",
+    "Unavailable",
     "__version__",
     "task_middleware",
     "task_type",

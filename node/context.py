@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from taskward.errors import TaskAborted
+from taskward.errors import ChildFailed, TaskAborted
+from taskward.model import TaskState, TaskView
 
 
 class ContextHost(Protocol):
@@ -20,7 +22,7 @@ class ContextHost(Protocol):
 
     async def spawn_child(self, parent_id: str, module: str, type_name: str, args: dict[str, Any]) -> str: ...
 
-    async def wait_child(self, task_id: str) -> Any: ...
+    async def wait_child(self, task_id: str) -> TaskView: ...
 
 
 class TaskContext:
@@ -71,5 +73,13 @@ class TaskContext:
         return await self._host.spawn_child(self.task_id, module or self.module, type_name, args)
 
     async def wait_child(self, task_id: str) -> Any:
-        """Wait for a child to finish and return its final status."""
-        return await self._host.wait_child(task_id)
+        """Wait for a child to finish and return its result (what its body returned, None for nothing).
+
+        Raises ``ChildFailed`` (``child_id``, ``error``) when the child failed or was aborted: left
+        unhandled, it fails this task too, with a message naming the child, so a failure is never
+        swallowed by a parent that forgot to look."""
+        view = await self._host.wait_child(task_id)
+        rec = view.record
+        if rec.state is TaskState.FAILED:
+            raise ChildFailed(task_id, rec.error, qualified_type=f"{rec.module}:{rec.type}")
+        return json.loads(rec.result) if rec.result else None

@@ -3,7 +3,9 @@
 Async bodies run on the event loop; synchronous ones in a worker thread, so a body that blocks never
 stalls the node. A time limit set by the middleware (a type's ``time_limit_s``) fails a run that
 overstays; the body's coroutine is cancelled, or its thread abandoned (its next ``ctx`` call raises),
-and the slot is freed either way.
+and the slot is freed either way. What a body returns is encoded here (JSON, 64 KiB) and handed to
+the host with the completion; a body that raises is handed to the host, which may answer with the
+delay of a retry (the middleware's decision, already durable): the run is then queued again at its time.
 Shutdown cancels running bodies without recording an outcome: start-up recovery then treats them as
 interrupted (re-queued if retryable, else failed with ``node restarted``), exactly as after a crash.
 """
@@ -21,7 +23,7 @@ from typing import Any, Protocol
 from taskward.context import TaskContext
 from taskward.errors import TaskAborted
 from taskward.middleware import RunInput
-from taskward.registry import TaskType
+from taskward.registry import TaskType, encode_result
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,12 @@ class ExecutorHost(Protocol):
         run (finished or aborted)."""
         ...
 
-    async def complete(self, task_id: str, *, error: str = "", aborted: bool = False) -> None: ...
+    async def complete(self, task_id: str, *, error: str = "", aborted: bool = False, result: str = "") -> None: ...
+
+    async def attempt_failed(self, task_id: str, exc: BaseException, error: str) -> float | None:
+        """The body raised: fail the task, or (the middleware decided so, and it is durable) schedule another
+        attempt and return its delay in seconds."""
+        ...
 
     def make_context(self, task_id: str, spec: TaskType) -> TaskContext: ...
 
@@ -61,6 +68,7 @@ class Executor:
         self._threads = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="task-body")
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[None]] = {}
+        self._retries: dict[str, asyncio.TimerHandle] = {}
         self._state = RunState.INITIAL
 
     @property
@@ -85,7 +93,7 @@ class Executor:
 
     async def _run_child(self, run: Run) -> None:
         try:
-            await self._run_one(run)
+            await self._run_one(run, child=True)
         finally:
             self._running.pop(run.task_id, None)
 
@@ -96,11 +104,27 @@ class Executor:
             assert task is not None
             self._running[run.task_id] = task
             try:
-                await self._run_one(run)
+                await self._run_one(run, child=False)
             finally:
                 self._running.pop(run.task_id, None)
 
-    async def _run_one(self, run: Run) -> None:
+    def retry_later(self, run: Run, delay_s: float, *, child: bool) -> None:
+        """Run ``run`` again in ``delay_s`` seconds: queued for a slot (a root) or at once (a child)."""
+        self.cancel_retry(run.task_id)
+
+        def due() -> None:
+            self._retries.pop(run.task_id, None)
+            if self._state is RunState.RUNNING:
+                self.start_child(run) if child else self.enqueue(run)
+
+        self._retries[run.task_id] = asyncio.get_running_loop().call_later(delay_s, due)
+
+    def cancel_retry(self, task_id: str) -> None:
+        handle = self._retries.pop(task_id, None)
+        if handle is not None:
+            handle.cancel()
+
+    async def _run_one(self, run: Run, *, child: bool) -> None:
         started = await self._host.begin(run.task_id, run.spec)
         if started is None:
             return
@@ -109,30 +133,36 @@ class Executor:
         deadline = asyncio.timeout(limits.time_limit_s)
         try:
             async with deadline:
-                await self._invoke(run, ctx)
+                value = await self._invoke(run, ctx)
+            result = encode_result(value)
         except TimeoutError as exc:
-            if not deadline.expired():  # the body's own TimeoutError: an ordinary failure
-                ctx.log.info("failed: %s", exc)
-                await self._host.complete(run.task_id, error=str(exc) or type(exc).__name__)
-                return
-            ctx.abandoned = True
-            ctx.log.warning("%s", limits.time_limit_error)
-            await self._host.complete(run.task_id, error=limits.time_limit_error)
+            if deadline.expired():
+                ctx.abandoned = True
+                ctx.log.warning("%s", limits.time_limit_error)
+                await self._failed(run, ctx, TimeoutError(limits.time_limit_error), child=child)
+            else:  # the body's own TimeoutError: an ordinary failure
+                await self._failed(run, ctx, exc, child=child)
         except TaskAborted:
             ctx.log.info("aborted")
             await self._host.complete(run.task_id, aborted=True)
-        except Exception as exc:  # a failing body is an expected outcome, not a node error
-            ctx.log.info("failed: %s", exc)
-            await self._host.complete(run.task_id, error=str(exc) or type(exc).__name__)
+        except Exception as exc:  # a failing body (or a result that cannot be stored) is an outcome, not a node error
+            await self._failed(run, ctx, exc, child=child)
         else:
-            await self._host.complete(run.task_id)
+            await self._host.complete(run.task_id, result=result)
 
-    async def _invoke(self, run: Run, ctx: TaskContext) -> None:
+    async def _failed(self, run: Run, ctx: TaskContext, exc: BaseException, *, child: bool) -> None:
+        error = str(exc) or type(exc).__name__
+        ctx.log.info("failed: %s", error)
+        delay = await self._host.attempt_failed(run.task_id, exc, error)
+        if delay is not None:
+            ctx.log.info("retrying in %.3gs", delay)
+            self.retry_later(run, delay, child=child)
+
+    async def _invoke(self, run: Run, ctx: TaskContext) -> Any:
         if run.spec.is_async:
-            await run.spec.body(ctx, **run.args)
-            return
+            return await run.spec.body(ctx, **run.args)
         body: Callable[..., Any] = run.spec.body
-        await asyncio.get_running_loop().run_in_executor(self._threads, lambda: body(ctx, **run.args))
+        return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: body(ctx, **run.args))
 
     async def stop(self, grace_s: float) -> None:
         """Take no new work, give running bodies ``grace_s``, then cancel them. Idempotent."""
@@ -150,6 +180,8 @@ class Executor:
                 t.cancel()
             if still:
                 await asyncio.wait(still, timeout=1.0)
+        for task_id in list(self._retries):  # a pending retry is durable: the next start schedules it again
+            self.cancel_retry(task_id)
         for w in self._workers:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)

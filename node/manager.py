@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from taskward.config import ManagerConfig
@@ -31,10 +31,12 @@ from taskward.errors import (
 from taskward.events import Event, EventLog, EventType
 from taskward.executor import Executor, Run
 from taskward.middleware import (
+    ErrorInput,
     EtaMiddleware,
     FinishInput,
     MiddlewareChain,
     ProgressInput,
+    RetryMiddleware,
     RunInput,
     TimeLimitMiddleware,
     TypeStatsMiddleware,
@@ -101,10 +103,12 @@ class TaskManager:
         self.type_stats = TypeStatsMiddleware()
         self._eta_clocks = EtaMiddleware()
         self.middleware = MiddlewareChain([
-            self.type_stats, self._eta_clocks, TimeLimitMiddleware(), *(cls() for cls in registry.middleware),
+            self.type_stats, self._eta_clocks, TimeLimitMiddleware(), RetryMiddleware(),
+            *(cls() for cls in registry.middleware),
         ])
         self._runs: set[str] = set()  # tasks whose run began in this process (before_run was called)
         self._finishing: set[str] = set()  # tasks whose completion is being committed
+        self._retrying: set[str] = set()  # tasks whose pending retry is being committed
         self._events_pruned_to = 0
 
     # ---------------------------------------------------------------- lifecycle
@@ -135,6 +139,7 @@ class TaskManager:
         tx = Tx().setting("task_ttl", str(self.ttl.task_ttl)).setting("user_task_ttl", str(self.ttl.user_task_ttl))
         now = self._now()
         requeue: list[tuple[TaskRecord, TaskType]] = []
+        retries: list[tuple[TaskRecord, TaskType]] = []
         stale_test = [r.id for r in self.table.records.values() if r.module == TEST_MODULE]
         for tid in stale_test:  # the test module does not outlive the process that registered it
             self.table.remove(tid)
@@ -145,6 +150,9 @@ class TaskManager:
                     self.retention.track_finished(rec)
                 continue
             spec = self.registry.find(rec.module, rec.type)
+            if spec is not None and rec.is_root and rec.retry_pending:  # between attempts: nothing was running
+                retries.append((rec, spec))
+                continue
             retry = spec is not None and rec.is_root and (rec.state is TaskState.CREATED or spec.retryable)
             if retry and spec is not None:
                 rec = replace(rec, state=TaskState.CREATED, start_time=None, progress_completed=0.0, children=())
@@ -161,8 +169,14 @@ class TaskManager:
         await self._store.commit(tx)
         for rec, spec in requeue:
             self.executor.enqueue(Run(rec.id, spec, spec.parse_args(rec.args)))
+        for rec, spec in retries:
+            assert rec.next_attempt_at is not None
+            delay = max(0.0, (rec.next_attempt_at - now).total_seconds())
+            self.executor.retry_later(Run(rec.id, spec, spec.parse_args(rec.args)), delay, child=False)
         if requeue:
             logger.info("re-queued %d interrupted task(s)", len(requeue))
+        if retries:
+            logger.info("rescheduled %d pending retr%s", len(retries), "y" if len(retries) == 1 else "ies")
 
     async def stop(self) -> None:
         await self.retention.stop()
@@ -374,7 +388,7 @@ class TaskManager:
             sequence_number=self.next_sequence(tx, module, 0), keyspace=keyspace, table=table,
             entity=entity, is_abortable=spec.abortable, progress_units=spec.progress_units,
             user_task=user_task, internal=internal or bool(cluster_parent), args=canon,
-            idempotency_key=idempotency_key, cluster_parent=cluster_parent,
+            idempotency_key=idempotency_key, cluster_parent=cluster_parent, max_attempts=spec.max_attempts,
         )
         self.table.put(rec)
         try:
@@ -425,7 +439,7 @@ class TaskManager:
             sequence_number=parent.sequence_number, keyspace=parent.keyspace, table=parent.table,
             shard=parent.shard, is_abortable=spec.abortable, progress_units=spec.progress_units,
             parent_id=parent_id, internal=True, args=json.dumps(parsed, sort_keys=True),
-            abort_requested=parent.abort_requested,
+            abort_requested=parent.abort_requested, max_attempts=spec.max_attempts,
         )
         parent = parent.with_child(ChildRef(child.id, self.node_id))
         self.table.put(child)
@@ -449,7 +463,7 @@ class TaskManager:
         """Make the task running, durably, with the middleware's ``before_run`` in the same transaction;
         None when it must not run (finished, unregistered or aborted meanwhile)."""
         rec = self.table.get(task_id)
-        if rec is None or rec.state is not TaskState.CREATED:
+        if rec is None or not (rec.state is TaskState.CREATED or rec.retry_pending):
             return None
         if rec.abort_requested:
             await self.complete(task_id, aborted=True)
@@ -472,7 +486,7 @@ class TaskManager:
 
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
         rec = self.table.get(task_id)
-        if rec is None or rec.state.finished or task_id in self._finishing:
+        if rec is None or rec.state.finished or task_id in self._finishing or task_id in self._retrying:
             return
         rec = rec.with_progress(done, total, message[:MAX_LABEL_LEN])
         self.table.put(rec)
@@ -491,7 +505,47 @@ class TaskManager:
         rec = self.table.get(task_id)
         return rec is not None and rec.abort_requested
 
-    async def complete(self, task_id: str, *, error: str = "", aborted: bool = False) -> None:
+    async def attempt_failed(self, task_id: str, exc: BaseException, error: str) -> float | None:
+        """The body raised. The middleware's ``on_error`` decides whether it runs again; if so, the pending
+        retry (attempt + 1, its time) and ``task.retrying`` commit together and the delay is returned (the
+        executor re-runs it then; a restart reschedules it from the record). Otherwise the task fails."""
+        rec = self.table.get(task_id)
+        spec = self.registry.find(rec.module, rec.type) if rec is not None else None
+        if rec is None or spec is None or rec.state.finished or task_id in self._finishing or rec.abort_requested:
+            # aborted (its failure is the abort's) or not retryable by anyone: it ends here
+            await self.complete(task_id, error=error)
+            return None
+        decision = ErrorInput(record=rec, spec=spec, exception=exc, error=error)
+        self.middleware.on_error(decision)
+        delay = decision.decision.delay_s
+        if delay is None:
+            await self.complete(task_id, error=error)
+            return None
+        at = self._now() + timedelta(seconds=delay)
+        pending = rec.retrying(at)
+        tx = Tx().put(pending)
+        ev = self._event(tx, EventType.RETRYING, pending, error=error[:4096], attempt=pending.attempt,
+                         next_attempt_at=at.timestamp())
+        self._runs.discard(task_id)
+        self.middleware.after_run(FinishInput(record=pending, spec=spec, tx=tx, ran=True))
+        self._retrying.add(task_id)  # like a completion: nothing writes the old record over this one
+        try:
+            await self._commit(tx, ev)
+        finally:
+            self._retrying.discard(task_id)
+        cur = self.table.get(task_id)
+        if cur is None or cur.state.finished:
+            return None
+        pending = replace(pending, abort_requested=cur.abort_requested)
+        self.table.put(pending)
+        if pending.abort_requested:  # aborted while the retry was being committed
+            await self.complete(task_id, aborted=True)
+            return None
+        logger.info("task %s (%s) attempt %d of %d failed: %s; next attempt in %.3gs", task_id, spec.qualified_name,
+                    rec.attempt, rec.max_attempts, error, delay)
+        return delay
+
+    async def complete(self, task_id: str, *, error: str = "", aborted: bool = False, result: str = "") -> None:
         """Finish a task: fold it, apply TTL, notify waiters, emit the event, prune retention.
 
         Readers see the task finished only once that is durable: until the commit returns, status,
@@ -503,7 +557,7 @@ class TaskManager:
         try:
             if error and rec.abort_requested:  # a body that fails once aborted (its children were) was aborted
                 error, aborted = "", True
-            rec = rec.finished(self._now(), error=error[:4096], aborted=aborted)
+            rec = rec.finished(self._now(), error=error[:4096], aborted=aborted, result=result)
             rec = replace(rec, expires_at=expiry(rec, self.ttl)) if rec.is_root else replace(rec, folded=True)
             tx = Tx().put(rec)
             drops = self._fold(rec.id, tx)
@@ -578,13 +632,17 @@ class TaskManager:
             r = self.table.records[tid]
             if r.state.finished or r.abort_requested or tid in self._finishing:
                 continue  # a completion being committed is not undone by a later write of the old record
+            if tid in self._retrying:  # the retry's commit is in flight: it ends the task once committed
+                self.table.put(replace(r, abort_requested=True))
+                continue
             r = replace(r, abort_requested=True)
             self.table.put(r)
             tx.put(r)
-            if r.state is TaskState.CREATED:
+            if r.state is TaskState.CREATED or r.retry_pending:
                 queued.append(tid)
         await self._commit(tx)
-        for tid in reversed(queued):  # never started: nothing will check the flag, so end them now
+        for tid in reversed(queued):  # not running (queued, or between attempts): nothing will check the flag
+            self.executor.cancel_retry(tid)
             await self.complete(tid, aborted=True)
 
     async def drain(self, module: str) -> int:

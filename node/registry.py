@@ -23,6 +23,7 @@ from taskward.errors import InvalidArgument, UnknownModule, UnknownTaskType
 logger = logging.getLogger(__name__)
 
 MAX_ARGS_BYTES = 64 * 1024
+MAX_RESULT_BYTES = 64 * 1024
 ENTRY_POINT_GROUP = "taskward.tasks"
 _MARK = "__taskward_task_type__"
 MIDDLEWARE_MARK = "__taskward_middleware__"
@@ -41,6 +42,13 @@ class TaskType:
     time_limit_s: float | None = None
     progress_units: str = ""
     check: Callable[[dict[str, Any]], None] | None = None
+    retries: int = 0
+    retry_backoff: tuple[float, float] = (1.0, 60.0)
+    retry_on: tuple[type[BaseException], ...] = (Exception,)
+
+    @property
+    def max_attempts(self) -> int:
+        return self.retries + 1
 
     @property
     def qualified_name(self) -> str:
@@ -80,6 +88,22 @@ class TaskType:
         return args
 
 
+class ResultError(ValueError):
+    """A body's return value that cannot be stored: the task fails with this message."""
+
+
+def encode_result(value: object) -> str:
+    """A body's return value as compact JSON (UTF-8 counted, at most ``MAX_RESULT_BYTES``)."""
+    try:
+        text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ResultError(f"the task's return value is not JSON-serialisable: {exc}") from None
+    size = len(text.encode())
+    if size > MAX_RESULT_BYTES:
+        raise ResultError(f"the task's return value is too large: {size} bytes of JSON > {MAX_RESULT_BYTES}")
+    return text
+
+
 @functools.cache
 def _signature(body: TaskBody) -> tuple[list[inspect.Parameter], dict[str, Any]]:
     """The body's argument parameters (after ``ctx``) and type hints, computed once per body."""
@@ -116,19 +140,33 @@ def task_type(
     time_limit_s: float | None = None,
     progress_units: str = "",
     check: Callable[[dict[str, Any]], None] | None = None,
+    retries: int = 0,
+    retry_backoff: tuple[float, float] = (1.0, 60.0),
+    retry_on: tuple[type[BaseException], ...] = (Exception,),
 ) -> Callable[[TaskBody], TaskBody]:
     """Mark ``fn(ctx, **args)`` as task type ``module:name``.
 
     ``retryable`` types are re-queued after a crash instead of failing with ``node restarted``;
     ``time_limit_s`` fails a run that takes longer (its thread or coroutine is abandoned/cancelled);
     ``check(args)`` validates argument values at submission and raises ``InvalidArgument``.
+    ``retries``: a run that raises one of ``retry_on`` runs again, up to ``retries`` more times, after a
+    capped exponential backoff with full jitter (``retry_backoff`` = (initial, max) seconds). What the
+    body returns (any JSON value, at most 64 KiB) is the task's result.
     """
+    if type(retries) is not int or retries < 0:
+        raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
+    initial, cap = retry_backoff
+    if not 0 <= initial <= cap:
+        raise ValueError(f"retry_backoff must be (initial, max) with 0 <= initial <= max, got {retry_backoff!r}")
+    classes: tuple[object, ...] = tuple(retry_on)  # checked at run time too: a task module need not be type-checked
+    if not classes or not all(isinstance(e, type) and issubclass(e, BaseException) for e in classes):
+        raise ValueError("retry_on must be a non-empty tuple of exception classes")
 
     def mark(fn: TaskBody) -> TaskBody:
         spec = TaskType(
             module=module, name=name or fn.__name__.replace("_", "-"), body=fn, abortable=abortable,
             retryable=retryable, time_limit_s=time_limit_s, progress_units=progress_units,
-            check=check,
+            check=check, retries=retries, retry_backoff=(float(initial), float(cap)), retry_on=tuple(retry_on),
         )
         setattr(fn, _MARK, spec)
         return fn

@@ -5,8 +5,8 @@ ended, and after. Hooks that happen inside a state transition get the transactio
 whatever a hook adds to it commits atomically with the transition, or not at all. A hook takes one
 input dataclass, so an input can gain fields without breaking anyone's signature.
 
-Order: ``before_run``, ``on_progress``, ``on_completion``/``on_failure`` are called in registration
-order, ``after_run`` in reverse, so the first middleware wraps all the others. A hook that raises is
+Order: ``before_run``, ``on_progress``, ``on_error``, ``on_completion``/``on_failure`` are called in
+registration order, ``after_run`` in reverse, so the first middleware wraps all the others. A hook that raises is
 logged and skipped; it never changes what happens to the task.
 """
 
@@ -57,6 +57,32 @@ class ProgressInput:
     monotonic: float
 
 
+@dataclass(slots=True)
+class RetryDecision:
+    """What ``on_error`` hooks decided about a failed attempt: run again in ``delay_s`` seconds, or not (None)."""
+
+    delay_s: float | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorInput:
+    """An attempt whose body raised ``exception`` (a time limit raises ``TimeoutError``), before the task
+    fails: ``record`` is the task as it ran (``attempt`` of ``max_attempts``). A hook may call
+    ``retry_in(seconds)`` to have it run again instead; the task then stays running, with its next
+    attempt durably scheduled. An aborted task is never retried, whatever a hook says."""
+
+    record: TaskRecord
+    spec: TaskType
+    exception: BaseException
+    error: str
+    decision: RetryDecision = field(default_factory=RetryDecision)
+
+    def retry_in(self, seconds: float) -> None:
+        """Run the task again ``seconds`` from now (when several hooks ask, the first one's delay holds)."""
+        if self.decision.delay_s is None:
+            self.decision.delay_s = max(0.0, seconds)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class FinishInput:
     """A task ending: ``record`` is its final record (``state``, ``error``, ``aborted``), ``tx`` the
@@ -84,6 +110,9 @@ class TaskMiddleware:
     def on_progress(self, progress: ProgressInput) -> None:
         """The body reported progress."""
 
+    def on_error(self, error: ErrorInput) -> None:
+        """The body raised; the task is about to fail unless a hook calls ``error.retry_in(seconds)``."""
+
     def on_completion(self, finish: FinishInput) -> None:
         """The task finished successfully (state ``done``)."""
 
@@ -91,7 +120,8 @@ class TaskMiddleware:
         """The task failed or was aborted (``finish.record.error`` says which)."""
 
     def after_run(self, finish: FinishInput) -> None:
-        """The run is over, whatever its outcome (only for tasks that ran); called in reverse order."""
+        """The run is over, whatever its outcome (only for tasks that ran; once per attempt when a task is
+        retried, with ``finish.record`` showing the retry pending); called in reverse order."""
 
 
 M = TypeVar("M", bound=type[TaskMiddleware])

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable, Iterable, Sequence
 from typing import TypeVar
 
-from taskward.middleware.base import FinishInput, ProgressInput, RunInput, TaskMiddleware
+from taskward.middleware.base import ErrorInput, FinishInput, ProgressInput, RunInput, TaskMiddleware
 from taskward.model import TaskState
 
 logger = logging.getLogger(__name__)
@@ -31,6 +31,13 @@ class MiddlewareChain:
 
     def on_progress(self, progress: ProgressInput) -> None:
         self._emit(self._forward, "on_progress", lambda m: m.on_progress, progress)
+
+    def on_error(self, error: ErrorInput) -> None:
+        self._emit(self._forward, "on_error", lambda m: m.on_error, error)
+
+    def after_run(self, finish: FinishInput) -> None:
+        """An attempt is over but the task is not (a retry is pending)."""
+        self._emit(self._reverse, "after_run", lambda m: m.after_run, finish)
 
     def on_finish(self, finish: FinishInput) -> None:
         """``on_completion`` or ``on_failure`` in order, then, for a task that ran, ``after_run`` in reverse."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from taskward import TaskContext, task_type
+from taskward import ChildFailed, TaskContext, task_type
 
 _forever = threading.Event()
 
@@ -22,9 +22,14 @@ async def _subtree(ctx: TaskContext, fanout: int, depth: int, duration: float, f
         return
     ids = [await ctx.spawn_child("node", fanout=fanout, depth=depth - 1, duration=duration,
                                  fail_path=fail_path, path=f"{path}{i}") for i in range(fanout)]
-    failed = [v for v in [await ctx.wait_child(i) for i in ids] if v.record.error]
+    failed = 0
+    for i in ids:  # wait for every child, even after one failed, so the whole subtree has ended
+        try:
+            await ctx.wait_child(i)
+        except ChildFailed:
+            failed += 1
     if failed:
-        raise RuntimeError(f"{len(failed)} child(ren) failed")
+        raise RuntimeError(f"{failed} child(ren) failed")
 
 
 @task_type("sample", "node", abortable=True)
