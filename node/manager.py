@@ -518,7 +518,7 @@ class TaskManager:
         decision = ErrorInput(record=rec, spec=spec, exception=exc, error=error)
         self.middleware.on_error(decision)
         delay = decision.decision.delay_s
-        if delay is None:
+        if delay is None or rec.attempt >= rec.max_attempts:
             await self.complete(task_id, error=error)
             return None
         at = self._now() + timedelta(seconds=delay)

@@ -69,7 +69,9 @@ class ErrorInput:
     """An attempt whose body raised ``exception`` (a time limit raises ``TimeoutError``), before the task
     fails: ``record`` is the task as it ran (``attempt`` of ``max_attempts``). A hook may call
     ``retry_in(seconds)`` to have it run again instead; the task then stays running, with its next
-    attempt durably scheduled. An aborted task is never retried, whatever a hook says."""
+    attempt durably scheduled. ``decision.delay_s`` is what earlier hooks asked for (the built-in retry
+    middleware runs first), so a later one can change the delay (honour a server's Retry-After, say) or
+    take it back with ``no_retry()``. An aborted task, or one at its last attempt, is never retried."""
 
     record: TaskRecord
     spec: TaskType
@@ -78,9 +80,12 @@ class ErrorInput:
     decision: RetryDecision = field(default_factory=RetryDecision)
 
     def retry_in(self, seconds: float) -> None:
-        """Run the task again ``seconds`` from now (when several hooks ask, the first one's delay holds)."""
-        if self.decision.delay_s is None:
-            self.decision.delay_s = max(0.0, seconds)
+        """Run the task again ``seconds`` from now (the last hook that decides wins)."""
+        self.decision.delay_s = max(0.0, float(seconds))
+
+    def no_retry(self) -> None:
+        """Let the task fail now, whatever an earlier hook decided."""
+        self.decision.delay_s = None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -5,6 +5,7 @@ etcd failures, and bad input."""
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -130,6 +131,19 @@ def test_identical_answers_everywhere(any_cluster: Cluster) -> None:
         internal = n.stub().ListTasks(pb.ListTasksRequest(module="builtin", internal=True)).tasks
         assert [t.task_id for t in internal] == [tid, ch.task_id]
         assert started_events(n)[ch.task_id] == 1
+
+
+def test_a_cluster_task_result_maps_every_node_to_its_child_result(any_cluster: Cluster) -> None:
+    c = any_cluster
+    tid = start_cluster_task(c.nodes[-1], module="sample", type_="whoami", args={"extra": [1, "ü"]})
+    final = wait_task(c.nodes[0], tid)
+    children = {ch.node: ch.task_id for ch in final.children_ids}
+    assert json.loads(final.result_json) == {
+        node: {"task_id": children[node], "extra": [1, "ü"]} for node in node_ids(c)}
+    assert {status(n, tid).result_json for n in c.nodes} == {final.result_json}  # any node, the same answer
+    kids = recursive(c.nodes[0], tid)[1:]
+    assert {k.stats.task_id: json.loads(k.result_json)["task_id"] for k in kids} == {
+        t: t for t in children.values()}
 
 
 def _with_children(st: pb.TaskStatus, children: list[pb.ChildRef]) -> pb.TaskStatus | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 
-from taskward import ChildFailed, TaskContext, task_type
+from taskward import ChildFailed, ErrorInput, TaskContext, TaskMiddleware, task_middleware, task_type
 
 _forever = threading.Event()
 
@@ -65,3 +65,34 @@ def cpu(ctx: TaskContext, *, batches: int = 5, batch_s: float = 0.05) -> None:
 @task_type("sample", "raises", abortable=False)
 async def raises(ctx: TaskContext) -> None:
     raise ValueError("boom")
+
+
+@task_type("sample", "whoami")
+async def whoami(ctx: TaskContext, *, extra: object = None) -> dict[str, object]:
+    """Returns its own task id (and ``extra``): a cluster task's result then shows which child said what."""
+    return {"task_id": ctx.task_id, "extra": extra}
+
+
+@task_middleware
+class PinnedRetryDelay(TaskMiddleware):
+    """``sample:fail-once`` retries after exactly ``PINNED_RETRY_S`` instead of a jittered delay, so a test
+    knows when the retry is due (a later middleware may change the built-in backoff)."""
+
+    def on_error(self, error: ErrorInput) -> None:
+        if error.record.type == "fail-once" and error.decision.delay_s is not None:
+            error.retry_in(PINNED_RETRY_S)
+
+
+PINNED_RETRY_S = 2.0
+
+
+@task_type("sample", "fail-once", abortable=True, retries=1, retry_backoff=(2.0, 2.0))
+def fail_once(ctx: TaskContext, *, log: str) -> int:
+    """Appends the time of each attempt to the file ``log``; the first attempt fails. Returns the attempts run."""
+    with open(log, "a") as f:
+        f.write(f"{time.time()}\n")
+    with open(log) as f:
+        attempts = len(f.read().split())
+    if attempts == 1:
+        raise RuntimeError("first attempt fails")
+    return attempts

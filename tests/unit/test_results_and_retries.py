@@ -81,10 +81,21 @@ async def child(ctx: TaskContext, *, fails: bool) -> int:
 HOOKS: list[tuple[str, str, int]] = []
 
 
+@task_type("rr", "steered", retries=5, retry_backoff=(50.0, 50.0))
+async def steered(ctx: TaskContext, *, key: str, veto: bool) -> int:
+    RUNS.setdefault(key, []).append(time.time())
+    if len(RUNS[key]) == 1:
+        raise RuntimeError("try again")
+    return len(RUNS[key])
+
+
 @task_middleware
 class Watch(TaskMiddleware):
     def on_error(self, error: ErrorInput) -> None:
         HOOKS.append(("on_error", error.record.id, error.record.attempt))
+        if error.record.type == "steered":  # a later middleware changes the built-in decision
+            assert error.decision.delay_s is not None and 0 <= error.decision.delay_s <= 50
+            error.no_retry() if json.loads(error.record.args)["veto"] else error.retry_in(0.01)
 
     def after_run(self, finish: FinishInput) -> None:
         HOOKS.append(("after_run", finish.record.id, finish.record.attempt))
@@ -238,3 +249,11 @@ async def test_wait_child_returns_the_result_or_raises_child_failed(manager: Tas
     assert (failed.state, failed.error) == (TaskState.FAILED, f"child {child_id} (rr:child) failed: disk full")
     caught = await finish(manager, "parent", child_fails=True, catch=True)
     assert (caught.state, json.loads(caught.result)) == (TaskState.DONE, {"caught": "disk full", "child_id": True})
+
+
+async def test_a_later_middleware_changes_or_vetoes_the_retry(manager: TaskManager) -> None:
+    quick = await finish(manager, "steered", key="quick", veto=False)
+    assert (quick.state, json.loads(quick.result), quick.attempt) == (TaskState.DONE, 2, 2)
+    assert RUNS["quick"][1] - RUNS["quick"][0] < 1.0  # 0.01 s, not up to 50 s
+    vetoed = await finish(manager, "steered", key="vetoed", veto=True)
+    assert (vetoed.state, vetoed.error, vetoed.attempt, len(RUNS["vetoed"])) == (TaskState.FAILED, "try again", 1, 1)
