@@ -18,11 +18,11 @@ its own (its final progress may be such a roll-up), and a child that is done (it
 not in the event). Aborts are not followed at all: abort-requested
 tasks keep the AbortTask-then-poll path.
 
-Nothing is consumed. A child's latest news stays here until no unfinished cluster task needs it, and
-``follow`` applies it to the child *as the committed record holds it*, on every drive: news whose write
-was lost (a compare that failed) is simply applied again by the next drive, and news already written
-changes nothing. ``retain`` forgets a child's news and its trust together, so a forgotten child is
-polled before it is followed again.
+Nothing is consumed. A child's latest news, and the answer of its last poll, stay here until no
+unfinished cluster task needs them, and ``follow`` applies them to the child *as the committed record
+holds it*, on every drive: news or an answer whose write was lost (a compare that failed) is simply
+applied again by the next drive, and what is already written changes nothing. ``retain`` forgets a
+child's news and its trust together, so a forgotten child is polled before it is followed again.
 
 Defence in depth: a followed child is polled anyway once its last poll is ``reconcile_s`` old (a few
 seconds), so an event lost by any future bug costs seconds, never a task stuck ``running``. On an idle
@@ -80,6 +80,7 @@ class _Followed:
     generation: int
     mark: int  # news received after this stamp is newer than what the poll could cover
     polled_at: float  # monotonic time of that poll: the child is polled again after ``reconcile_s``
+    answer: ClusterChild  # what the poll said: kept, like news, until a write of it is known to have landed
 
 
 @dataclass(slots=True)
@@ -183,7 +184,7 @@ class ChildEvents:
     def polled(self, c: ClusterChild, mark: Mark) -> None:
         """The child was just polled successfully, after ``mark``: its events can be trusted from there."""
         if mark.generation and c.task_id:
-            self._followed[c.task_id] = _Followed(mark.generation, mark.stamp, time.monotonic())
+            self._followed[c.task_id] = _Followed(mark.generation, mark.stamp, time.monotonic(), c)
 
     def follow(self, cluster_id: str, c: ClusterChild) -> ClusterChild | None:
         """The child (as the committed record holds it) moved on by its news, or None when it must be polled.
@@ -195,6 +196,7 @@ class ChildEvents:
         f = self._followed[c.task_id]
         if time.monotonic() - f.polled_at >= self._reconcile_s:
             return None  # reconcile: trust the stream, but check the node now and then
+        c = behind(c, f.answer)
         group = self._groups.get((c.node, cluster_id))
         if group is None:
             return c
@@ -221,6 +223,20 @@ class ChildEvents:
             del self._groups[key]
         for tid in [t for t in self._followed if t not in children]:
             del self._followed[tid]
+
+
+def behind(c: ClusterChild, answer: ClusterChild) -> ClusterChild:
+    """``c`` as the last poll found it, when the record (whose write of that answer may have lost its
+    compare) has not caught up: a poll's answer, like news, is carried by every drive that repeats it."""
+    if c.state.finished or answer.task_id != c.task_id:
+        return c
+    if answer.state.finished:
+        return replace(c, state=answer.state, error=answer.error, progress_completed=answer.progress_completed,
+                       progress_total=answer.progress_total, end_time=answer.end_time, result_json=answer.result_json)
+    if answer.progress_completed > c.progress_completed:  # progress never goes back within a run
+        return replace(c, state=answer.state, progress_completed=answer.progress_completed,
+                       progress_total=answer.progress_total)
+    return c
 
 
 def apply(c: ClusterChild, news: News) -> ClusterChild:

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from taskward.coordinator.cache import ClusterCache
+from taskward.coordinator.child_events import behind
 from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, expired
 from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, encode_task
 from taskward.coordinator.store.base import Put
@@ -59,3 +60,16 @@ async def test_replica_keeps_the_active_set_the_leader_cycles_over(tmp_path: Pat
     finally:
         await cache.stop()
         await store.close()
+
+
+def test_a_poll_answer_is_carried_until_the_record_has_it() -> None:
+    """The record a drive starts from may lag what the last poll said (its write lost a compare): the answer
+    is applied again, a finished one whole (with the result), progress only forwards."""
+    running = ClusterChild(node="n1", task_id="c1", state=TaskState.RUNNING, progress_completed=5, progress_total=10)
+    done = replace(running, state=TaskState.DONE, progress_completed=10, end_time=2.0, result_json='{"rows":10}')
+    assert behind(running, done) == done
+    assert behind(replace(running, progress_completed=2), running) == running
+    assert behind(running, replace(running, progress_completed=2)) == running  # an older answer changes nothing
+    failed = replace(running, state=TaskState.FAILED, error="node n1 unavailable")
+    assert behind(failed, done) == failed  # the record's final word stands
+    assert behind(running, replace(done, task_id="other")) == running  # a restarted child is another task
