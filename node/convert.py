@@ -166,8 +166,31 @@ def status_pb_to_dict(msg: pb.TaskStatus) -> dict[str, object]:
     out["attempt"] = msg.attempt or 1
     out["max_attempts"] = msg.max_attempts or 1
     if msg.HasField("next_attempt_at"):
-        out["next_attempt_at"] = ts_to_iso(msg.next_attempt_at)
+        out["next_attempt_at"] = iso_ms(_dt_ms(msg.next_attempt_at))
     return out
+
+
+def event_pb_to_dict(ev: pb.Event) -> dict[str, object]:
+    """An event as JSON (SSE ``data``, the client library's event dicts): fields a type does not use are
+    left out (``cluster_parent_id`` outside cluster tasks, ``schedule_id``/``slot`` outside ``cron.fired``,
+    ``attempt``/``next_attempt_at`` outside ``task.retrying``)."""
+    out: dict[str, object] = {
+        "sequence": ev.sequence, "type": ev.type, "task_id": ev.task_id, "module": ev.module,
+        "task_type": ev.task_type, "time": ts_to_iso(ev.time), "progress_completed": ev.progress_completed,
+        "progress_total": ev.progress_total, "message": ev.message, "error": ev.error,
+    }
+    if ev.cluster_parent_id:
+        out["cluster_parent_id"] = ev.cluster_parent_id
+    if ev.schedule_id:  # cron.fired
+        out |= {"schedule_id": ev.schedule_id, "slot": ev.slot}
+    if ev.HasField("next_attempt_at"):  # task.retrying
+        out |= {"attempt": ev.attempt, "next_attempt_at": iso_ms(_dt_ms(ev.next_attempt_at))}
+    return out
+
+
+def iso_ms(value: datetime) -> str:
+    """ISO-8601 UTC with milliseconds, for instants finer than a second (a retry's due time)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
 
 
 def stats_pb_to_dict(s: pb.TaskStats) -> dict[str, object]:

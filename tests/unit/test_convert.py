@@ -55,3 +55,18 @@ def test_event_from_pb_skips_unknown_types() -> None:
     assert ev is not None and (ev.type, ev.time, ev.cluster_parent) == (EventType.COMPLETED, 10.5, "c")
     assert convert.event_to_pb(ev).type == "task.completed"
     assert convert.event_from_pb(pb.Event(type="task.from-the-future")) is None
+
+
+def test_event_json_carries_what_its_type_uses() -> None:
+    from taskward.events import Event
+
+    retry = convert.event_to_pb(Event(sequence=9, type=EventType.RETRYING, task_id="t", module="m", task_type="x",
+                                      time=1_700_000_000.5, error="boom", attempt=2, next_attempt_at=1_700_000_003.25,
+                                      cluster_parent="c"))
+    assert convert.event_pb_to_dict(retry) == {
+        "sequence": 9, "type": "task.retrying", "task_id": "t", "module": "m", "task_type": "x",
+        "time": "2023-11-14T22:13:20Z", "progress_completed": 0.0, "progress_total": 0.0, "message": "",
+        "error": "boom", "cluster_parent_id": "c", "attempt": 2, "next_attempt_at": "2023-11-14T22:13:23.250Z"}
+    done = convert.event_pb_to_dict(convert.event_to_pb(Event(sequence=1, type=EventType.COMPLETED, task_id="t",
+                                                               module="m", task_type="x", time=1.0)))
+    assert not {"attempt", "next_attempt_at", "cluster_parent_id", "schedule_id"} & set(done)
