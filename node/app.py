@@ -6,8 +6,6 @@ import asyncio
 import contextlib
 import json
 import logging
-import logging.handlers
-import queue
 import signal
 import uuid
 from pathlib import Path
@@ -20,7 +18,7 @@ from grpc_reflection.v1alpha import reflection
 from taskward import __version__
 from taskward.api.grpc.cron import CronServicer
 from taskward.api.grpc.servicers import BearerAuthInterceptor, TaskManagerServicer, TestApiServicer
-from taskward.config import NodeConfig
+from taskward.config import ListenError, NodeConfig
 from taskward.coordinator.catalog import CheckedArgs
 from taskward.coordinator.cluster import Coordinator
 from taskward.coordinator.store.base import ClusterStore
@@ -29,7 +27,7 @@ from taskward.coordinator.store.etcd import EtcdStore
 from taskward.manager import TaskManager
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
-from taskward.registry import Registry
+from taskward.registry import Registry, import_task_module
 from taskward.scylla_test_api import ScyllaTestApi
 from taskward.store import Store
 
@@ -39,25 +37,15 @@ MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVICE_NAMES = ("taskward.v1.TaskManager", "taskward.v1.TestApi", "taskward.v1.Cron")
 
 
-def setup_logging(level: int = logging.INFO) -> logging.handlers.QueueListener:
-    """Log through a queue drained by a thread, so log I/O never blocks the event loop."""
-    q: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    stream = logging.StreamHandler()
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    listener = logging.handlers.QueueListener(q, stream, respect_handler_level=True)
-    root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(q)]
-    root.setLevel(level)
-    listener.start()
-    return listener
-
-
 def build_registry(config: NodeConfig) -> Registry:
     registry = Registry()
     registry.load_entry_points()
-    for module in config.task_modules:
-        n = registry.load_module(module)
-        logger.info("loaded %d task type(s) from %s", n, module)
+    for spec in config.task_modules:
+        n = registry.load_module(import_task_module(spec))
+        if n:
+            logger.info("loaded %d task type(s) from %s", n, spec)
+        else:
+            logger.warning("--tasks %s defines no task type (mark functions with @taskward.task_type)", spec)
     return registry
 
 
@@ -145,7 +133,10 @@ class NodeApp:
             pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
-        server.add_insecure_port(self.config.listen)
+        try:
+            server.add_insecure_port(self.config.listen)
+        except RuntimeError:  # taken since the check at start-up
+            raise ListenError(f"cannot listen on {self.config.listen}: address already in use") from None
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)  # until registered
@@ -164,6 +155,7 @@ class NodeApp:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        logger.info("node %s: data in %s", self.config.node_id, self.config.data_dir.resolve())
         await self.manager.start()
         try:
             await self._start_grpc()

@@ -10,11 +10,11 @@ import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from taskward.config import gateway_config_from, node_config_from
+from taskward.config import check_can_listen, gateway_config_from, node_config_from
 from taskward.errors import ConfigError, TaskwardError
 from taskward.settings import GATEWAY_SETTINGS, NODE_SETTINGS, add_arguments, resolve
 
-USAGE = """usage: taskward {node,gateway,tasks,cron,demo} ...
+USAGE = """usage: taskward [--version] {node,gateway,tasks,cron,demo} ...
 
   node    run one node (gRPC task service, durable store)
   gateway REST API (ScyllaDB-compatible) in front of one or more nodes
@@ -24,11 +24,11 @@ USAGE = """usage: taskward {node,gateway,tasks,cron,demo} ...
 """
 
 
-def _serve(build: Callable[[], Coroutine[Any, Any, None]]) -> int:
+def _serve(build: Callable[[], Coroutine[Any, Any, None]], values: dict[str, Any], *, node: str = "") -> int:
     """Run a server process to its end, turning start-up errors into a message and an exit code."""
-    from taskward.app import setup_logging
+    from taskward.logs import setup_logging
 
-    listener = setup_logging()
+    listener = setup_logging(values["log_level"], values["log_format"], node=node)
     try:
         asyncio.run(build())
     except ConfigError as exc:
@@ -50,13 +50,26 @@ def _serve(build: Callable[[], Coroutine[Any, Any, None]]) -> int:
     return 0
 
 
+def _config_error(exc: ConfigError) -> int:
+    print(f"error: {exc.message}", file=sys.stderr)
+    return 2
+
+
 def run_node(argv: Sequence[str]) -> int:
     from taskward.app import NodeApp
 
     p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
     add_arguments(p, NODE_SETTINGS)
     args = p.parse_args(argv)
-    return _serve(lambda: NodeApp(node_config_from(resolve(NODE_SETTINGS, args, os.environ))).run())
+    try:  # everything that can be refused is refused before anything is created (the data dir, a port)
+        values = resolve(NODE_SETTINGS, args, os.environ)
+        config = node_config_from(values)
+        for address in (config.listen, config.rest, config.admin):
+            if address:
+                check_can_listen(address)
+    except ConfigError as exc:
+        return _config_error(exc)
+    return _serve(lambda: NodeApp(config).run(), values, node=config.node_id)
 
 
 def run_gateway(argv: Sequence[str]) -> int:
@@ -65,7 +78,13 @@ def run_gateway(argv: Sequence[str]) -> int:
     p = argparse.ArgumentParser(prog="taskward gateway", description="Serve the REST API in front of nodes.")
     add_arguments(p, GATEWAY_SETTINGS)
     args = p.parse_args(argv)
-    return _serve(lambda: GatewayApp(gateway_config_from(resolve(GATEWAY_SETTINGS, args, os.environ))).run())
+    try:
+        values = resolve(GATEWAY_SETTINGS, args, os.environ)
+        config = gateway_config_from(values)
+        check_can_listen(config.listen)
+    except ConfigError as exc:
+        return _config_error(exc)
+    return _serve(lambda: GatewayApp(config).run(), values, node="gateway")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -73,6 +92,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")
         return 0 if argv else 2
+    if argv[0] in ("--version", "-V"):
+        from taskward import __version__
+
+        print(f"taskward {__version__}")
+        return 0
     command, rest = argv[0], argv[1:]
     if command == "node":
         return run_node(rest)

@@ -9,6 +9,8 @@ store gets), the REST and RESP surfaces what they need from ``NodeConfig``.
 from __future__ import annotations
 
 import ipaddress
+import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,6 +33,7 @@ class ManagerConfig:
     sync_threads: int = 16
     shutdown_grace_s: float = 5.0
     enable_test_api: bool = False
+    keep_finished_on_read: bool = False  # status reads leave finished roots to their TTL
 
     def __post_init__(self) -> None:
         if self.initial_task_ttl < 0 or self.initial_user_task_ttl < 0:
@@ -135,6 +138,29 @@ class NodeConfig:
         return self.data_dir / "taskward.sqlite3"
 
 
+class ListenError(ConfigError):
+    """An address this process was told to listen on cannot be bound (taken, not local, not allowed)."""
+
+
+def check_can_listen(address: str) -> None:
+    """Bind ``address`` for a moment, as the servers bind it, before anything is created: a port that is
+    taken is one ``error:`` line and exit 2, and leaves no data dir behind."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    try:
+        infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+    except socket.gaierror as exc:
+        raise ListenError(f"cannot listen on {address}: {exc.strerror}") from None
+    family, _, _, _, sockaddr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(sockaddr)
+        except OSError as exc:
+            reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+            raise ListenError(f"cannot listen on {address}: {reason}") from None
+
+
 def check_address(flag: str, address: str) -> str:
     """Validate HOST:PORT and return the host."""
     host, _, port = address.rpartition(":")
@@ -172,7 +198,7 @@ def node_config_from(values: Mapping[str, Any]) -> NodeConfig:
         node_id=node_id, initial_task_ttl=values["task_ttl"], initial_user_task_ttl=values["user_task_ttl"],
         retention_max_age_s=values["retention_max_age"], retention_max_per_module=values["retention_max_per_module"],
         concurrency=values["concurrency"], shutdown_grace_s=values["shutdown_grace"],
-        enable_test_api=values["enable_test_api"],
+        enable_test_api=values["enable_test_api"], keep_finished_on_read=values["keep_finished_on_read"],
     )
     lease: int = values["lease_ttl"]
     etcd = EtcdConfig(endpoints=values["etcd"], timeout_s=etcd_timeout_for(lease), cacert=values["etcd_cacert"],

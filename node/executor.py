@@ -155,7 +155,6 @@ class Executor:
         ctx.log.info("failed: %s", error)
         delay = await self._host.attempt_failed(run.task_id, exc, error)
         if delay is not None:
-            ctx.log.info("retrying in %.3gs", delay)
             self.retry_later(run, delay, child=child)
 
     async def _invoke(self, run: Run, ctx: TaskContext) -> Any:

@@ -30,6 +30,7 @@ from taskward.errors import (
 )
 from taskward.events import Event, EventLog, EventType
 from taskward.executor import Executor, Run
+from taskward.logs import task_extra, task_logger
 from taskward.middleware import (
     ErrorInput,
     EtaMiddleware,
@@ -66,6 +67,7 @@ logger = logging.getLogger(__name__)
 TEST_MODULE = "test"
 BUILTIN_MODULE = "builtin"
 MAX_LABEL_LEN = 1024
+MAX_TTL = 2**32 - 1  # ScyllaDB's task_ttl_in_seconds: an unsigned 32-bit integer
 
 
 def utcnow() -> datetime:
@@ -282,20 +284,25 @@ class TaskManager:
 
     async def status(self, task_id: str, *, keep: bool = False) -> TaskView:
         """A task's status; a finished root node task is unregistered by being read (ScyllaDB),
-        unless ``keep``, or it is the child of a cluster task: like cluster tasks, those are never
-        unregistered by API calls, so the cluster leader can always read how they ended."""
+        unless ``keep`` (or the node's ``--keep-finished-on-read``), or it is the child of a cluster task:
+        like cluster tasks, those are never unregistered by API calls, so the cluster leader can always
+        read how they ended."""
         rec = self._addressable(task_id)
         view = self.view(rec.id)
-        if rec.is_root and rec.state.finished and not keep and not rec.cluster_parent:
+        if self._unregistered_by_read(rec, keep):
             await self.unregister_tree(rec.id)
         return view
 
     async def status_recursive(self, task_id: str, *, keep: bool = False) -> list[TaskView]:
         rec = self._addressable(task_id)
         views = [self.view(tid) for tid in descendants(rec.id, self.table.records, include_self=True)]
-        if rec.is_root and rec.state.finished and not keep and not rec.cluster_parent:
+        if self._unregistered_by_read(rec, keep):
             await self.unregister_tree(rec.id)
         return views
+
+    def _unregistered_by_read(self, rec: TaskRecord, keep: bool) -> bool:
+        return (rec.is_root and rec.state.finished and not rec.cluster_parent and not keep
+                and not self.config.keep_finished_on_read)
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskView:
         """The final status once the task finishes; never unregisters it."""
@@ -344,8 +351,8 @@ class TaskManager:
         """Set task_ttl or user_task_ttl (persisted); returns the previous value."""
         if type(value) is not int or value < 0:  # a bool is an int to Python, not a ttl
             raise InvalidArgument(f"ttl must be a non-negative integer, got {value!r}")
-        if value > 10 * 365 * 24 * 3600:
-            raise InvalidArgument("ttl must be at most ten years")
+        if value > MAX_TTL:
+            raise InvalidArgument(f"ttl must be at most {MAX_TTL} (ScyllaDB's task_ttl_in_seconds range), got {value}")
         previous = self.ttl.user_task_ttl if user else self.ttl.task_ttl
         new = replace(self.ttl, **{"user_task_ttl" if user else "task_ttl": value})
         await self._store.commit(Tx().setting("user_task_ttl" if user else "task_ttl", str(value)))
@@ -451,12 +458,9 @@ class TaskManager:
     # ---------------------------------------------------------------- running (executor host)
 
     def make_context(self, task_id: str, spec: TaskType) -> TaskContext:
-        adapter = logging.LoggerAdapter(
-            logging.getLogger("taskward.task"), {"task_id": task_id, "node_id": self.node_id}
-        )
         return TaskContext(
             task_id=task_id, module=spec.module, type_name=spec.name, host=self,
-            loop=asyncio.get_running_loop(), logger=adapter,
+            loop=asyncio.get_running_loop(), logger=task_logger(task_id, spec.module, spec.name, self.node_id),
         )
 
     async def begin(self, task_id: str, spec: TaskType) -> RunInput | None:
@@ -541,8 +545,8 @@ class TaskManager:
         if pending.abort_requested:  # aborted while the retry was being committed
             await self.complete(task_id, aborted=True)
             return None
-        logger.info("task %s (%s) attempt %d of %d failed: %s; next attempt in %.3gs", task_id, spec.qualified_name,
-                    rec.attempt, rec.max_attempts, error, delay)
+        logger.info("attempt %d of %d failed: %s; next attempt in %.3gs", rec.attempt, rec.max_attempts, error, delay,
+                    extra=task_extra(task_id, rec.module, rec.type))
         return delay
 
     async def complete(self, task_id: str, *, error: str = "", aborted: bool = False, result: str = "") -> None:

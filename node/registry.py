@@ -9,16 +9,20 @@ from __future__ import annotations
 
 import functools
 import importlib
+import importlib.util
 import inspect
 import json
 import logging
+import os
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from importlib.metadata import entry_points
+from pathlib import Path
 from types import ModuleType
 from typing import Any, get_type_hints
 
-from taskward.errors import InvalidArgument, UnknownModule, UnknownTaskType
+from taskward.errors import ConfigError, InvalidArgument, UnknownModule, UnknownTaskType
 
 logger = logging.getLogger(__name__)
 
@@ -172,6 +176,37 @@ def task_type(
         return fn
 
     return mark
+
+
+def import_task_module(spec: str) -> ModuleType:
+    """The Python module ``--tasks spec`` names: a module name (importable from the Python path or the
+    current folder, as ``python -m`` finds modules) or the path of a ``.py`` file. Anything that keeps
+    it from loading is a ``ConfigError`` that says what (the node then exits 2)."""
+    try:
+        if spec.endswith(".py") or os.sep in spec:
+            path = Path(spec)
+            if not path.is_file():
+                raise ConfigError(f"--tasks {spec}: no such file")
+            name = path.stem
+            file_spec = importlib.util.spec_from_file_location(name, path)
+            if file_spec is None or file_spec.loader is None:
+                raise ConfigError(f"--tasks {spec}: not a Python file")
+            module = importlib.util.module_from_spec(file_spec)
+            sys.modules[name] = module  # so its own imports of itself (and pickling) find it
+            file_spec.loader.exec_module(module)
+            return module
+        if os.getcwd() not in sys.path and "" not in sys.path:
+            sys.path.append(os.getcwd())  # after everything installed: a local file never shadows a package
+        return importlib.import_module(spec)
+    except ConfigError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name and spec.startswith(exc.name):
+            raise ConfigError(f"--tasks {spec}: no module named {spec!r} (give a module importable from the current "
+                              "folder or the Python path, or the path of a .py file)") from None
+        raise ConfigError(f"--tasks {spec}: cannot import it: {exc}") from None
+    except Exception as exc:  # the module's own code failed: say so in one line, not a traceback
+        raise ConfigError(f"--tasks {spec}: cannot import it: {type(exc).__name__}: {exc}") from None
 
 
 class Registry:

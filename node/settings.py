@@ -23,6 +23,7 @@ from taskward.errors import ConfigError
 
 DEFAULT_LISTEN = "127.0.0.1:7100"
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:10000"
+MAX_TTL = 2**32 - 1  # ScyllaDB's task_ttl_in_seconds is an unsigned 32-bit integer
 _TRUE = frozenset({"true", "1", "yes"})
 _FALSE = frozenset({"false", "0", "no"})
 
@@ -66,6 +67,15 @@ def number(lo: float = 0.0) -> Callable[[str], float]:
         if not value >= lo or value == float("inf"):
             raise ValueError(f"expected a finite number >= {lo:g}")
         return value
+
+    return parse
+
+
+def lower_choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        if raw.strip().lower() not in choices:
+            raise ValueError(f"expected one of {', '.join(choices)}")
+        return raw.strip().lower()
 
     return parse
 
@@ -122,6 +132,14 @@ class Setting:
             raise ConfigError(f"invalid {source} {raw!r}: {exc}") from None
 
 
+LOG_SETTINGS: tuple[Setting, ...] = (
+    Setting(name="log-level", parse=lower_choice("debug", "info", "warning", "error"), default="info",
+            metavar="LEVEL", help="debug, info, warning or error"),
+    Setting(name="log-format", parse=lower_choice("text", "json"), default="text", metavar="FORMAT",
+            help="text, or json (one object per line: time, level, logger, message, node; task_id, module, type "
+                 "on lines about a task)"),
+)
+
 CONFIG = Setting(name="config", metavar="FILE",
                  help="read settings from this TOML file (keys are the long flag names); CLI and environment win")
 
@@ -139,9 +157,12 @@ NODE_SETTINGS: tuple[Setting, ...] = (
             help="allow non-loopback --listen/--rest/--admin addresses without a token"),
     Setting(name="enable-test-api", parse=boolean, default=False, switch=True,
             help="serve ScyllaDB's test API (module test)"),
-    Setting(name="task-ttl", parse=integer(), default=0, metavar="S", help="task_ttl on the first start of a data dir"),
-    Setting(name="user-task-ttl", parse=integer(), default=3600, metavar="S",
+    Setting(name="task-ttl", parse=integer(0, MAX_TTL), default=0, metavar="S",
+            help="task_ttl on the first start of a data dir"),
+    Setting(name="user-task-ttl", parse=integer(0, MAX_TTL), default=3600, metavar="S",
             help="user_task_ttl on the first start of a data dir"),
+    Setting(name="keep-finished-on-read", parse=boolean, default=False, switch=True,
+            help="status reads do not unregister finished roots (they stay until their TTL)"),
     Setting(name="token-file", default="", metavar="FILE",
             help="file holding the bearer token (or the token itself in TASKWARD_TOKEN)"),
     Setting(name="token", flag=False, default="", help="the bearer token itself"),
@@ -171,6 +192,7 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting(name="cron-test-clock", default="", metavar="EPOCH:SPEED",
             help="tests only: run the cron scheduler on a clock SPEED times faster than the wall clock from EPOCH "
                  "(Unix seconds), the same on every node"),
+    *LOG_SETTINGS,
 )
 
 GATEWAY_SETTINGS: tuple[Setting, ...] = (
@@ -183,6 +205,7 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting(name="token", flag=False, default="", help="the bearer token itself"),
     Setting(name="insecure-bind", parse=boolean, default=False, switch=True,
             help="allow a non-loopback --listen without a token"),
+    *LOG_SETTINGS,
 )
 
 

@@ -185,7 +185,12 @@ def test_bad_ttl(rest: httpx.Client, path: str, value: str) -> None:
 def test_ttl_out_of_range(rest: httpx.Client, path: str) -> None:
     name = path.rsplit("/", 1)[1]
     expect_error(rest.post(path), 400, f"missing parameter {name}")
-    expect_error(rest.post(path, params={name: str((1 << 63) - 1)}), 400, "ttl must be at most ten years")
+    before = rest.get(path).json()
+    expect_error(rest.post(path, params={name: str(1 << 32)}), 400,
+                 "ttl must be at most 4294967295 (ScyllaDB's task_ttl_in_seconds range), got 4294967296")
+    expect_error(rest.post(path, params={name: str((1 << 63) - 1)}), 400,
+                 f"ttl must be at most 4294967295 (ScyllaDB's task_ttl_in_seconds range), got {(1 << 63) - 1}")
+    assert rest.get(path).json() == before  # refused: unchanged
 
 
 @pytest.mark.parametrize("value", ["-1", "-0.5", "abc", "nan", "inf", "1e400", str(1 << 64), "1,5"])

@@ -8,6 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor, wait
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import grpc
@@ -15,6 +16,7 @@ import pytest
 
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from tests.conftest import NODE_ARGS
 from tests.support.procs import TIMEOUT_MULT, NodeProc, new_test_module, poll
 
 LONG_TTL = 1_000_000
@@ -145,6 +147,26 @@ def test_status_finished_unregisters(node: NodeProc) -> None:
             assert ids(stub) == []
 
 
+def test_keep_finished_on_read_leaves_finished_roots_to_their_ttl(tmp_path: Path) -> None:
+    n = NodeProc(tmp_path / "n1", extra=[*NODE_ARGS, "--keep-finished-on-read"]).start()
+    try:
+        stub = n.stub()
+        with new_test_module(n) as t, tmp_ttl(stub, LONG_TTL):
+            tid = t.CreateTestTask(pb.CreateTestTaskRequest()).task_id
+            finish(t, tid, "")
+            for _ in range(3):  # status, recursive status: read as often as you like
+                assert status(stub, tid).stats.state == "done"
+                assert [s.stats.task_id for s in stub.GetTaskStatusRecursive(pb.TaskIdRequest(task_id=tid)).statuses
+                        ] == [tid]
+            assert ids(stub) == [tid]
+        with tmp_ttl(stub, 0, user=True):  # the TTL still applies (a started task is a user task)
+            done = stub.StartTask(pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0}'))
+            wait_task(stub, done.task_id)
+            assert rpc_code(status, stub, done.task_id)[0] == Code.NOT_FOUND
+    finally:
+        n.stop()
+
+
 def test_errors_for_ids(shared_node: NodeProc) -> None:
     stub = shared_node.stub()
     unknown, bad = "deadbeef-0000-4000-8000-00000000abcd", "not-a-uuid"
@@ -193,6 +215,11 @@ def test_ttl_get_set(node: NodeProc) -> None:
         assert stub.SetTtl(pb.SetTtlRequest(kind=kind, ttl=default)).previous == 7
         assert stub.GetTtl(pb.GetTtlRequest(kind=kind)).ttl == default
         assert rpc_code(stub.SetTtl, pb.SetTtlRequest(kind=kind, ttl=-1))[0] == Code.INVALID_ARGUMENT
+        for big in (1_000_000_000, 2**32 - 1):  # ScyllaDB's own REST tests set 1000000000; its range is uint32
+            assert stub.SetTtl(pb.SetTtlRequest(kind=kind, ttl=big)).ttl == big
+        assert rpc_code(stub.SetTtl, pb.SetTtlRequest(kind=kind, ttl=2**32)) == (Code.INVALID_ARGUMENT, (
+            "ttl must be at most 4294967295 (ScyllaDB's task_ttl_in_seconds range), got 4294967296"))
+        assert stub.SetTtl(pb.SetTtlRequest(kind=kind, ttl=default)).previous == 2**32 - 1
 
 
 def test_ttl_zero_unregisters_at_once(node: NodeProc) -> None:

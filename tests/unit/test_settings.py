@@ -13,7 +13,7 @@ from taskward.config import gateway_config_from, node_config_from
 from taskward.errors import ConfigError
 from taskward.settings import GATEWAY_SETTINGS, NODE_SETTINGS, Setting, add_arguments, boolean, markdown_table, resolve
 
-CANDIDATES = ("7", "2.5", "yes", "NORMAL", "a.b,c.d", "some-text")
+CANDIDATES = ("7", "2.5", "yes", "NORMAL", "a.b,c.d", "some-text", "Debug", "JSON")
 ALL = [pytest.param(s, settings, id=f"{kind}:{s.name}") for kind, settings in (("node", NODE_SETTINGS),
                                                                                    ("gateway", GATEWAY_SETTINGS))
        for s in settings]

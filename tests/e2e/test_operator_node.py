@@ -1,0 +1,143 @@
+"""``taskward node`` and ``taskward gateway`` as an operator meets them: a taken port, a ``--tasks`` module
+by name or by path, ``--version``, and the logs (text and JSON lines, task ids on lines about a task).
+Real processes; stdout, stderr and exit codes checked; no traceback ever."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from taskward import __version__
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from tests.support.procs import REPO, TIMEOUT_MULT, NodeProc, free_port, taskward_cmd
+
+TASKS_PY = '''
+from taskward import TaskContext, task_type
+
+@task_type("mine", "hello")
+async def hello(ctx: TaskContext, *, name: str) -> str:
+    ctx.log.info("saying hello to %s", name)
+    return f"hello {name}"
+'''
+
+
+def run(args: list[str], *, cwd: Path = REPO, timeout: float = 30.0,
+        env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*taskward_cmd(), *args], capture_output=True, text=True, cwd=cwd, check=False,
+                          timeout=timeout * TIMEOUT_MULT, env={**os.environ, **(env or {})})
+
+
+def no_traceback(out: subprocess.CompletedProcess[str]) -> None:
+    assert "Traceback" not in out.stderr and "Traceback" not in out.stdout, out.stderr
+
+
+@pytest.fixture
+def taken() -> Iterator[str]:
+    """A loopback address something else listens on."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        yield f"127.0.0.1:{s.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("flag", ["--listen", "--rest", "--admin"])
+def test_a_taken_port_is_one_error_line_exit_2_and_nothing_created(taken: str, flag: str, tmp_path: Path) -> None:
+    data = tmp_path / "x1"
+    args = ["node", "--id", "x1", "--data-dir", str(data), "--listen", f"127.0.0.1:{free_port()}", flag, taken]
+    out = run(args, cwd=tmp_path)
+    no_traceback(out)
+    assert (out.returncode, out.stderr) == (2, f"error: cannot listen on {taken}: address already in use\n")
+    assert not data.exists() and list(tmp_path.iterdir()) == []
+
+
+def test_the_gateway_on_a_taken_port(taken: str, tmp_path: Path) -> None:
+    out = run(["gateway", "--listen", taken, "--node", "127.0.0.1:7100"], cwd=tmp_path)
+    no_traceback(out)
+    assert (out.returncode, out.stderr) == (2, f"error: cannot listen on {taken}: address already in use\n")
+
+
+@pytest.mark.parametrize("how", ["name", "file", "dotted-file"])
+def test_tasks_by_module_name_from_the_current_folder_or_by_file(tmp_path: Path, how: str) -> None:
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "mytasks.py").write_text(TASKS_PY)
+    spec = {"name": "mytasks", "file": str(work / "mytasks.py"), "dotted-file": "./mytasks.py"}[how]
+    n = NodeProc(work / "data", extra=["--tasks", spec])
+    n.launch(cwd=work).wait_ready(15 * TIMEOUT_MULT)
+    try:
+        tid = n.stub().StartTask(pb.StartTaskRequest(module="mine", type="hello", args_json='{"name": "ops"}')).task_id
+        st = n.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=10))
+        assert (st.stats.state, json.loads(st.result_json)) == ("done", "hello ops")
+    finally:
+        n.stop()
+
+
+@pytest.mark.parametrize(("spec", "error"), [
+    ("nosuchmodule", "error: --tasks nosuchmodule: no module named 'nosuchmodule' (give a module importable from the "
+                     "current folder or the Python path, or the path of a .py file)"),
+    ("./missing.py", "error: --tasks ./missing.py: no such file"),
+    ("broken", "error: --tasks broken: cannot import it: ZeroDivisionError: division by zero"),
+    ("needsdep", "error: --tasks needsdep: cannot import it: No module named 'somethingnotinstalled'"),
+])
+def test_a_tasks_module_that_does_not_load_is_one_error_line(tmp_path: Path, spec: str, error: str) -> None:
+    (tmp_path / "broken.py").write_text("1 / 0\n")
+    (tmp_path / "needsdep.py").write_text("import somethingnotinstalled\n")
+    out = run(["node", "--id", "x1", "--listen", f"127.0.0.1:{free_port()}", "--tasks", spec], cwd=tmp_path)
+    no_traceback(out)
+    assert (out.returncode, out.stderr.strip().splitlines()[-1]) == (2, error)
+    assert not (tmp_path / "taskward-data").exists()
+
+
+def test_version() -> None:
+    out = run(["--version"])
+    assert (out.returncode, out.stdout, out.stderr) == (0, f"taskward {__version__}\n", "")
+
+
+def test_json_logs_name_the_node_and_the_task(tmp_path: Path) -> None:
+    (tmp_path / "mytasks.py").write_text(TASKS_PY)
+    n = NodeProc(tmp_path / "data", node_id="j1", extra=["--tasks", "mytasks", "--log-format", "json",
+                                                         "--log-level", "debug"])
+    n.launch(cwd=tmp_path).wait_ready(15 * TIMEOUT_MULT)
+    try:
+        tid = n.stub().StartTask(pb.StartTaskRequest(module="mine", type="hello", args_json='{"name": "ops"}')).task_id
+        n.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=10))
+    finally:
+        n.stop()
+    lines = [json.loads(line) for line in n.log_path.read_text().splitlines() if line.strip()]
+    assert all({"time", "level", "logger", "message", "node"} <= set(line) for line in lines)
+    assert {line["node"] for line in lines} == {"j1"}
+    assert any(line["level"] == "debug" for line in lines)
+    said = [line for line in lines if line["message"] == "saying hello to ops"]
+    assert [(s["task_id"], s["module"], s["type"], s["logger"]) for s in said] == [(tid, "mine", "hello",
+                                                                                   "taskward.task")]
+    started = " ".join(line["message"] for line in lines)
+    assert f"serving gRPC on {n.address}" in started and str((tmp_path / "data").resolve()) in started
+
+
+def test_text_logs_carry_the_task_id(tmp_path: Path) -> None:
+    (tmp_path / "mytasks.py").write_text(TASKS_PY)
+    n = NodeProc(tmp_path / "data", extra=["--tasks", "mytasks"])
+    n.launch(cwd=tmp_path).wait_ready(15 * TIMEOUT_MULT)
+    try:
+        tid = n.stub().StartTask(pb.StartTaskRequest(module="mine", type="hello", args_json='{"name": "ops"}')).task_id
+        n.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=10))
+    finally:
+        n.stop()
+    line = next(line for line in n.log_path.read_text().splitlines() if "saying hello" in line)
+    assert line.endswith(f"INFO taskward.task [task {tid} mine:hello]: saying hello to ops")
+
+
+@pytest.mark.parametrize(("flag", "value", "error"), [
+    ("--log-level", "loud", "error: invalid --log-level 'loud': expected one of debug, info, warning, error"),
+    ("--log-format", "xml", "error: invalid --log-format 'xml': expected one of text, json"),
+])
+def test_bad_log_settings(tmp_path: Path, flag: str, value: str, error: str) -> None:
+    out = run(["node", "--id", "x1", flag, value], cwd=tmp_path)
+    no_traceback(out)
+    assert (out.returncode, out.stderr) == (2, error + "\n")
