@@ -10,7 +10,7 @@ ARG BASE=python:3.11-slim-bookworm
 FROM ${BASE} AS wheels
 WORKDIR /src
 COPY docker/wheels/ /wheels/
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY proto proto
 COPY node node
 COPY coordinator coordinator

@@ -8,10 +8,10 @@ from taskward.context import TaskContext
 from taskward.registry import task_type
 
 
-@task_type("demo", "reindex", abortable=True, retryable=True, progress_units="tables")
+@task_type("demo", "reindex", abortable=True, retryable=True, progress_units="batches")
 async def reindex(ctx: TaskContext, *, tables: int = 3, batches: int = 20, batch_s: float = 0.1) -> dict[str, int]:
-    """Re-index ``tables`` tables, one child task each; the root's progress is the children's sum. A table
-    that fails fails the whole re-index (``wait_child`` raises ``ChildFailed``)."""
+    """Re-index ``tables`` tables, one child task each; the root's progress is the children's batches,
+    rolled up. A table that fails fails the whole re-index (``wait_child`` raises ``ChildFailed``)."""
     children = [await ctx.spawn_child("reindex-table", table=i, batches=batches, batch_s=batch_s)
                 for i in range(tables)]
     batches_done = sum([(await ctx.wait_child(child))["batches"] for child in children])

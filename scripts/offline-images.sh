@@ -34,6 +34,6 @@ fi
 if ! ls docker/wheels/taskward-*.whl >/dev/null 2>&1 || [[ -n "$(find node coordinator proto pyproject.toml \
      -newer "$(ls -t docker/wheels/taskward-*.whl | head -n1)" -print -quit)" ]]; then
   rm -f docker/wheels/*.whl
-  "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir docker/wheels . 'setuptools>=69' wheel
+  "$PYTHON" -m pip wheel --quiet --disable-pip-version-check --wheel-dir docker/wheels . 'setuptools>=77' wheel
 fi
 echo "ready: $BASE and $(ls docker/wheels/*.whl | wc -l) wheels in docker/wheels/" >&2

@@ -16,12 +16,17 @@ command -v openssl >/dev/null || missing+=(openssl)  # the tests make their own 
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
 [[ -x .venv/bin/python ]] || python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
+  echo "setup: installing from the OS: ${missing[*]}"
   sudo=""
   [[ $(id -u) -eq 0 ]] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
+else
+  echo "setup: etcd, redis-cli, openssl, docker.io, docker-compose and debootstrap are installed"
 fi
 
-[[ -x .venv/bin/python ]] || python3 -m venv .venv
+[[ -x .venv/bin/python ]] || { echo "setup: creating .venv"; python3 -m venv .venv; }
+echo "setup: installing taskward and its test tools into .venv (pip install -e '.[test]')"
 .venv/bin/pip install --quiet --upgrade pip
 .venv/bin/pip install --quiet -e '.[test]'
+echo "setup: done. Next: .venv/bin/taskward demo   (or put it on PATH: export PATH=\"$PWD/.venv/bin:\$PATH\")"
