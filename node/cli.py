@@ -87,7 +87,36 @@ def run_gateway(argv: Sequence[str]) -> int:
     return _serve(lambda: GatewayApp(config).run(), values, node="gateway")
 
 
+def completion_parser() -> argparse.ArgumentParser:
+    """Every command's parser under one root, for shell completion only: each command keeps its own parser
+    (``taskward tasks -h HOST`` is nodetool's, not argparse's help), so ``main`` dispatches by hand."""
+    from taskward import cli_cron, cli_tasks, demo
+
+    top = argparse.ArgumentParser(prog="taskward")
+    top.add_argument("--version", action="store_true")
+    sub = top.add_subparsers(dest="command")
+    add_arguments(sub.add_parser("node", help="run one node"), NODE_SETTINGS)
+    add_arguments(sub.add_parser("gateway", help="REST API in front of nodes"), GATEWAY_SETTINGS)
+    for name, parser, text in (("tasks", cli_tasks.build_parser(), "nodetool-style client"),
+                               ("cron", cli_cron.build_parser(), "cluster-wide schedules"),
+                               ("demo", demo.build_parser(), "a local 3-node cluster")):
+        sub.add_parser(name, parents=[parser], add_help=False, help=text)
+    return top
+
+
+def complete() -> None:
+    """Answer a shell's completion request and exit, when the shell asks (``_ARGCOMPLETE`` is set by the
+    hook ``register-python-argcomplete taskward`` installs); otherwise return at once."""
+    if "_ARGCOMPLETE" not in os.environ:
+        return
+    import argcomplete
+
+    argcomplete.autocomplete(completion_parser())
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if argv is None:
+        complete()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(USAGE, end="")

@@ -69,7 +69,7 @@ def _wait_members(sup: Supervisor, stub: pb_grpc.TaskManagerStub, n: int) -> Non
 def _follow(stub: pb_grpc.TaskManagerStub, root: str, nodes: int) -> pb.TaskStatus:
     """Redraw the cluster operation's rolled-up progress until it finishes; its final status."""
     while True:
-        st = stub.GetTaskStatus(pb.TaskIdRequest(task_id=root, keep=True))
+        st: pb.TaskStatus = stub.GetTaskStatus(pb.TaskIdRequest(task_id=root, keep=True))
         filled = int(st.progress_fraction * 40)
         done = f"{st.progress_completed:g}/{st.progress_total:g} {st.progress_units}" if st.progress_total else ""
         sys.stdout.write(f"\r  [{'#' * filled}{'.' * (40 - filled)}] {st.progress_fraction:6.1%}  {done}  "
@@ -100,14 +100,18 @@ def _start_cluster(sup: Supervisor, data: Path, log_flags: list[str]) -> list[st
     return [n.address for n in nodes]
 
 
-def main(argv: Sequence[str]) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taskward demo", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--once", action="store_true", help="exit after the sample operation instead of waiting")
     p.add_argument("--log-level", default="info", choices=LEVELS, help="log level of the nodes and the gateway")
     p.add_argument("--log-format", default="text", choices=("text", "json"),
                    help="log format of the nodes and the gateway (their logs are files in the demo's folder)")
-    a = p.parse_args(argv)
+    return p
+
+
+def main(argv: Sequence[str]) -> int:
+    a = build_parser().parse_args(argv)
     log_flags = ["--log-level", a.log_level, "--log-format", a.log_format]
     # Ctrl-C and SIGTERM stop the demo cleanly at any point. Both explicitly: a process started in the
     # background by a shell without job control inherits SIGINT ignored, and Python keeps it so.

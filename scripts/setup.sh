@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what taskward needs on a Debian/Ubuntu machine: etcd, redis-cli and openssl (the tests make
-# their own TLS certificates), docker.io, docker-compose and debootstrap (the container testbed) from
-# the OS, and the package with its test tools into ./.venv.
+# their own TLS certificates), docker.io, docker-compose and debootstrap (the container testbed) and
+# chromium (the docs page is rendered headless) from the OS, and the package with its test tools into ./.venv.
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +14,7 @@ command -v openssl >/dev/null || missing+=(openssl)  # the tests make their own 
 [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
 [[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+command -v chromium >/dev/null || missing+=(chromium)  # the tests render /docs in headless Chromium
 [[ -x .venv/bin/python ]] || python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "setup: installing from the OS: ${missing[*]}"
@@ -22,7 +23,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "setup: etcd, redis-cli, openssl, docker.io, docker-compose and debootstrap are installed"
+  echo "setup: etcd, redis-cli, openssl, docker.io, docker-compose, debootstrap and chromium are installed"
 fi
 
 [[ -x .venv/bin/python ]] || { echo "setup: creating .venv"; python3 -m venv .venv; }

@@ -21,6 +21,7 @@ from taskward.errors import Unauthenticated
 # Reachable without a token: probes and scrapers rarely carry secrets, and none of these reveal or
 # change task state (/metrics shows counts per module and state, no ids or arguments).
 OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
+OPEN_PREFIXES = ("/docs/assets/",)  # the docs page's own files (Swagger UI), served by this process
 
 
 async def send_error(send: Send, status: int, message: str,
@@ -39,7 +40,7 @@ class BearerAuthMiddleware:
         self._expected = f"Bearer {token}".encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS:
+        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
             await self.app(scope, receive, send)
             return
         given = b""
