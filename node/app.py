@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import json
 import logging
+import os
 import signal
 import uuid
 from pathlib import Path
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -24,6 +26,7 @@ from taskward.coordinator.cluster import Coordinator
 from taskward.coordinator.store.base import ClusterStore
 from taskward.coordinator.store.embedded import EmbeddedStore
 from taskward.coordinator.store.etcd import EtcdStore
+from taskward.errors import DataDirError
 from taskward.manager import TaskManager
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -47,6 +50,27 @@ def build_registry(config: NodeConfig) -> Registry:
         else:
             logger.warning("--tasks %s defines no task type (mark functions with @taskward.task_type)", spec)
     return registry
+
+
+def lock_data_dir(data_dir: Path) -> IO[str]:
+    """Hold an exclusive lock on the data dir for the life of this process (the open file is the lock;
+    the kernel drops it when the process dies, however it dies). Two nodes on one data dir would both run
+    its tasks and both claim its member id: the second one exits 2 instead, naming the first."""
+    path = data_dir / "taskward.lock"
+    f = path.open("a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        holder = f.read().strip() or "unknown"
+        f.close()
+        raise DataDirError(f"data dir {data_dir} is in use by another taskward node (pid {holder}; lock {path}): "
+                           "one data dir serves one node") from None
+    f.seek(0)
+    f.truncate()
+    f.write(str(os.getpid()))
+    f.flush()
+    return f
 
 
 def instance_token(data_dir: Path) -> str:
@@ -112,6 +136,7 @@ class NodeApp:
         self._server: grpc.aio.Server | None = None
         self._surfaces: list[Surface] = []
         self._coordinator_started = False
+        self._lock: IO[str] | None = None
         self._health = health.aio.HealthServicer()  # type: ignore[attr-defined]  # grpc-stubs lacks health.aio
 
 
@@ -155,6 +180,7 @@ class NodeApp:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
         self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_data_dir(self.config.data_dir)
         logger.info("node %s: data in %s", self.config.node_id, self.config.data_dir.resolve())
         await self.manager.start()
         try:

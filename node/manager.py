@@ -11,6 +11,7 @@ import asyncio
 import functools
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -306,8 +307,8 @@ class TaskManager:
 
     async def wait(self, task_id: str, timeout_s: float | None = None) -> TaskView:
         """The final status once the task finishes; never unregisters it."""
-        if timeout_s is not None and timeout_s < 0:
-            raise InvalidArgument("timeout must be >= 0")
+        if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s >= 0):  # NaN breaks the loop's timers
+            raise InvalidArgument(f"timeout must be a finite number >= 0, got {timeout_s!r}")
         rec = self._addressable(task_id)
         if rec.state.finished:
             return self.view(rec.id)

@@ -152,7 +152,14 @@ def test_bad_module_page_token_and_timeout(seeded: pb_grpc.TaskManagerStub) -> N
     tid = before[0][0][0]
     code, _ = code_of(lambda: seeded.WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=-1)))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+    for weird in (float("nan"), float("inf"), -float("inf")):  # NaN once broke the node's timers for good
+        assert code_of(lambda w=weird: seeded.WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=w))) == (
+            grpc.StatusCode.INVALID_ARGUMENT, f"timeout must be a finite number >= 0, got {weird!r}")
     assert snapshot(seeded) == before
+    started = time.monotonic()
+    quick = seeded.StartTask(pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0.2}'))
+    seeded.WaitTask(pb.WaitTaskRequest(task_id=quick.task_id, timeout=10))
+    assert time.monotonic() - started < 5  # the node's timers still work
 
 
 def test_failing_body_does_not_disturb_other_tasks(seeded: pb_grpc.TaskManagerStub) -> None:

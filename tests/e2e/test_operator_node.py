@@ -141,3 +141,25 @@ def test_bad_log_settings(tmp_path: Path, flag: str, value: str, error: str) -> 
     out = run(["node", "--id", "x1", flag, value], cwd=tmp_path)
     no_traceback(out)
     assert (out.returncode, out.stderr) == (2, error + "\n")
+
+
+def test_a_second_node_on_the_same_data_dir_exits_2_and_the_first_carries_on(tmp_path: Path) -> None:
+    first = NodeProc(tmp_path / "d", node_id="d1").start()
+    try:
+        tid = first.stub().StartTask(pb.StartTaskRequest(module="builtin", type="sleep",
+                                                         args_json='{"duration": 1, "steps": 2}')).task_id
+        assert first.proc is not None
+        out = run(["node", "--id", "d1", "--listen", f"127.0.0.1:{free_port()}", "--data-dir", str(tmp_path / "d")],
+                  cwd=tmp_path)
+        no_traceback(out)
+        lock = tmp_path / "d" / "taskward.lock"
+        assert (out.returncode, out.stderr) == (2, (
+            f"error: data dir {tmp_path / 'd'} is in use by another taskward node (pid {first.proc.pid}; lock {lock}): "
+            "one data dir serves one node\n"))
+        st = first.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=10))
+        assert st.stats.state == "done"  # run once, by its own node
+        first.kill()  # the kernel drops the lock with the process: a restart takes it again
+        first.start()
+        assert first.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=1)).stats.state == "done"
+    finally:
+        first.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hmac
 import logging
+import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -106,8 +107,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
     @maps_errors
     async def WaitTask(self, request: pb.WaitTaskRequest, context: Any) -> pb.TaskStatus:
         timeout = request.timeout if request.HasField("timeout") else None
-        if timeout is not None and timeout < 0:
-            raise InvalidArgument("timeout must be >= 0")
+        if timeout is not None and not (math.isfinite(timeout) and timeout >= 0):
+            raise InvalidArgument(f"timeout must be a finite number >= 0, got {timeout!r}")
         if self._cluster_task(request.task_id) is not None:
             return self._cluster_status(await self._cluster.wait(request.task_id, timeout))
         return self._status(await self._m.wait(request.task_id, timeout))
