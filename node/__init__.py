@@ -11,6 +11,8 @@ if __name__ != "taskward":  # e.g. ``import node`` from the repository root woul
     raise ImportError(f"the repository's node/ folder is the package 'taskward': import taskward, not {__name__} "
                       "(install it with: pip install -e .)")
 
+from typing import TYPE_CHECKING, Any
+
 from taskward.context import TaskContext
 from taskward.errors import (
     ChildFailed,
@@ -23,14 +25,21 @@ from taskward.errors import (
     TaskwardError,
     Unauthenticated,
     Unavailable,
+    WaitTimeout,
 )
 from taskward.middleware import ErrorInput, FinishInput, ProgressInput, RunInput, TaskMiddleware, task_middleware
 from taskward.registry import task_type
 
+if TYPE_CHECKING:
+    from taskward.client import AsyncClient, AsyncTaskHandle, Client, TaskHandle, TaskStatus
+
 __version__ = "0.1.0"
 
 __all__ = [
+    "AsyncClient",
+    "AsyncTaskHandle",
     "ChildFailed",
+    "Client",
     "ErrorInput",
     "FinishInput",
     "InvalidArgument",
@@ -41,12 +50,28 @@ __all__ = [
     "TaskAborted",
     "TaskContext",
     "TaskFailed",
+    "TaskHandle",
     "TaskMiddleware",
     "TaskNotFound",
+    "TaskStatus",
     "TaskwardError",
     "Unauthenticated",
     "Unavailable",
+    "WaitTimeout",
     "__version__",
     "task_middleware",
     "task_type",
 ]
+
+_CLIENT_NAMES = frozenset({"AsyncClient", "AsyncTaskHandle", "Client", "TaskHandle", "TaskStatus"})
+
+
+def __getattr__(name: str) -> Any:
+    """The client library is imported on first use: it adds about 0.1 s (grpc.aio, the stubs, the
+    converters) to ``import taskward``, which every task module and node process pays, mostly without
+    ever making a client (measured: 0.21 s without it, 0.32 s with it, on the 2-core CI machine)."""
+    if name in _CLIENT_NAMES:
+        from taskward import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'taskward' has no attribute {name!r}")

@@ -1,5 +1,6 @@
 """gRPC channels to a node, made in one place for every client of one: the leader's calls and event
-streams, a follower's forwarded writes, the REST gateway's pool, the CLI and the demo.
+streams, a follower's forwarded writes, the client library (``taskward.Client``) and through it the REST
+gateway and the CLI, and the demo.
 
 One set of options, so a node killed and restarted is reached again within half a second (gRPC's
 default reconnect backoff grows to 120 s), a silently dead peer is noticed by keepalive, and a large
@@ -28,8 +29,12 @@ def bearer(token: str | None) -> Metadata:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def aio_channel(address: str) -> grpc.aio.Channel:
-    """A ``grpc.aio`` channel to a node's gRPC address, for code on the event loop."""
+def aio_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+    """A ``grpc.aio`` channel to a node's gRPC address, for code on the event loop; TLS with
+    ``credentials`` (``grpc.ssl_channel_credentials``, as the client library builds them from its
+    ``tls_*`` files), plaintext without."""
+    if credentials is not None:
+        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 

@@ -1,7 +1,7 @@
 """``taskward cron …``: cluster-wide schedules, over gRPC to one node (any node answers alike).
 
 Errors go to stderr as ``error: …`` with exit 1 (an invalid document names the entry and why); the
-connection options are those of ``taskward tasks``.
+connection options are those of ``taskward tasks``, and so is the way in: the client library's cron methods.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from taskward.cli_tasks import Client, CliError, parse_arg, render_cell, render_table, run
-from taskward.convert import schedule_json_to_pb, schedule_pb_to_dict
-from taskward.errors import InvalidArgument
-from taskward.pb.taskward.v1 import cron_pb2 as pb
+from taskward.cli_tasks import CliError, parse_arg, render_cell, render_table, run
+from taskward.client import Client
 
 LIST_COLUMNS = ("id", "module", "task_type", "schedule", "timezone", "enabled", "cluster", "concurrency",
                 "next_fire_time", "last_slot", "last_task_id", "last_task_state")
@@ -63,13 +61,13 @@ def _print_schedule(d: dict[str, Any]) -> None:
 
 
 def cmd_list(c: Client, a: argparse.Namespace) -> int:
-    rows = [schedule_pb_to_dict(s) for s in c.call_cron("ListSchedules", pb.ListSchedulesRequest()).schedules]
+    rows = c.schedules()
     print(json.dumps({"schedules": rows}) if a.json else render_table(rows, LIST_COLUMNS))
     return 0
 
 
 def cmd_get(c: Client, a: argparse.Namespace) -> int:
-    d = schedule_pb_to_dict(c.call_cron("GetSchedule", pb.ScheduleIdRequest(id=a.id)))
+    d = c.schedule(a.id)
     print(json.dumps(d)) if a.json else _print_schedule(d)
     return 0
 
@@ -81,12 +79,14 @@ def cmd_set(c: Client, a: argparse.Namespace) -> int:
         return _set_document(c, a.file)
     if not a.id or not a.task_type or not a.schedule:
         raise CliError("cron set needs ID --type TYPE --schedule EXPR (or --file cron.json)")
-    msg = pb.CronSchedule(id=a.id, module=a.module, task_type=a.task_type, schedule=a.schedule,
-                          args_json=json.dumps(dict(parse_arg(x) for x in a.arg)), timezone=a.timezone,
-                          cluster=a.cluster, concurrency=a.concurrency, enabled=not a.disabled)
+    entry: dict[str, Any] = {
+        "id": a.id, "module": a.module, "task_type": a.task_type, "schedule": a.schedule,
+        "args": dict(parse_arg(x) for x in a.arg), "timezone": a.timezone, "cluster": a.cluster,
+        "concurrency": a.concurrency, "enabled": not a.disabled,
+    }
     if a.misfire_grace is not None:
-        msg.misfire_grace_s = a.misfire_grace
-    _print_schedule(schedule_pb_to_dict(c.call_cron("PutSchedule", msg)))
+        entry["misfire_grace_s"] = a.misfire_grace
+    _print_schedule(c.put_schedule(entry))
     return 0
 
 
@@ -100,19 +100,13 @@ def _set_document(c: Client, path: str) -> int:
         raise CliError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(body, dict) or not isinstance(body.get("schedules"), list) or set(body) != {"schedules"}:
         raise CliError(f'{path} must hold {{"schedules": [...]}}')
-    try:
-        entries = [schedule_json_to_pb(i, e) for i, e in enumerate(body["schedules"])]
-    except InvalidArgument as exc:
-        raise CliError(exc.message) from None
-    resp = c.call_cron("PutSchedules", pb.PutSchedulesRequest(schedules=entries))
-    print(f"{len(resp.schedules)} schedule(s) in force")
+    print(f"{len(c.put_schedules(body['schedules']))} schedule(s) in force")  # a bad entry: InvalidArgument
     return 0
 
 
 def _setter(enabled: bool) -> Callable[[Client, argparse.Namespace], int]:
     def run(c: Client, a: argparse.Namespace) -> int:
-        d = schedule_pb_to_dict(c.call_cron("SetScheduleEnabled", pb.SetScheduleEnabledRequest(id=a.id,
-                                                                                               enabled=enabled)))
+        d = c.enable_schedule(a.id, enabled)
         print(f"{d['id']} {'enabled' if d['enabled'] else 'disabled'}; next fire time: {d['next_fire_time']}")
         return 0
 
@@ -120,12 +114,12 @@ def _setter(enabled: bool) -> Callable[[Client, argparse.Namespace], int]:
 
 
 def cmd_delete(c: Client, a: argparse.Namespace) -> int:
-    c.call_cron("DeleteSchedule", pb.ScheduleIdRequest(id=a.id))
+    c.delete_schedule(a.id)
     return 0
 
 
 def cmd_run_now(c: Client, a: argparse.Namespace) -> int:
-    print(c.call_cron("RunScheduleNow", pb.ScheduleIdRequest(id=a.id)).task_id)
+    print(c.run_schedule_now(a.id)["task_id"])
     return 0
 
 

@@ -1,4 +1,5 @@
-"""``taskward tasks …``: the nodetool-style client, speaking gRPC to one node.
+"""``taskward tasks …``: the nodetool-style client, speaking gRPC to one node through the client library
+(``taskward.Client``), as an application would.
 
 Output and exit codes are fixed (README, CLI reference): errors go to stderr as ``error: …`` with exit 1;
 ``wait`` exits 0 done, 123 failed, 124 timed out, 125 any other error.
@@ -14,13 +15,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
-import grpc
-
-from taskward.channels import bearer, sync_channel
-from taskward.convert import node_pb_to_dict, stats_pb_to_dict, status_pb_to_dict
-from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
+from taskward.client import Client, TaskHandle, TaskStatus
+from taskward.convert import node_pb_to_dict
+from taskward.errors import NoNodeReachable, TaskFailed, TaskwardError, Unavailable, WaitTimeout
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
-from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 LIST_COLUMNS = ("task_id", "type", "kind", "scope", "state", "sequence_number", "keyspace", "table",
                 "entity", "shard", "start_time", "end_time")
@@ -105,6 +103,8 @@ def _print_status(d: dict[str, Any]) -> None:
             continue
         if key == "children_ids":
             value = json.dumps(value)
+        elif key == "result":  # compact JSON, ``null`` when none
+            value = json.dumps(value, separators=(",", ":"), ensure_ascii=False)
         print(f"{key}: {render_cell(value)}")
 
 
@@ -118,37 +118,16 @@ def parse_arg(item: str) -> tuple[str, Any]:
         return key, raw
 
 
-class Client:
-    def __init__(self, host: str, port: int, token: str | None) -> None:
-        self.address = f"{host}:{port}"
-        self._channel = sync_channel(self.address)
-        self.stub = pb_grpc.TaskManagerStub(self._channel)
-        self.cron = cron_grpc.CronStub(self._channel)
-        self._metadata = bearer(token)
-
-    def call(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
-        return getattr(self.stub, method)(request, timeout=timeout, metadata=self._metadata)
-
-    def call_cron(self, method: str, request: Any, timeout: float | None = 30.0) -> Any:
-        return getattr(self.cron, method)(request, timeout=timeout, metadata=self._metadata)
-
-    def close(self) -> None:
-        self._channel.close()
-
-
-def rpc_error(exc: grpc.RpcError, address: str) -> CliError:
-    code = exc.code()
-    if code == grpc.StatusCode.UNAVAILABLE:
-        return CliError(f"cannot reach node at {address}: {exc.details()}")
-    return CliError(str(exc.details()))
+def unreachable(exc: Unavailable, address: str) -> CliError:
+    """``cannot reach node at ADDRESS: why`` (the node's own words when it answered UNAVAILABLE itself)."""
+    cause = exc.__cause__ if isinstance(exc, NoNodeReachable) and isinstance(exc.__cause__, TaskwardError) else exc
+    return CliError(f"cannot reach node at {address}: {cause.message}")
 
 
 def cmd_list(c: Client, a: argparse.Namespace) -> int:
     iterations = a.iterations if a.interval else 1
     for i in range(iterations or 1):
-        resp = c.call("ListTasks", pb.ListTasksRequest(module=a.module, internal=a.internal,
-                                                       keyspace=a.keyspace, table=a.table))
-        rows = [stats_pb_to_dict(t) for t in resp.tasks]
+        rows = [t.stats_dict() for t in c.tasks(a.module, a.internal, a.keyspace, a.table)]
         print(json.dumps(rows) if a.json else render_table(rows, LIST_COLUMNS), flush=True)
         if i + 1 < (iterations or 1):
             time.sleep(a.interval)
@@ -156,116 +135,108 @@ def cmd_list(c: Client, a: argparse.Namespace) -> int:
 
 
 def cmd_status(c: Client, a: argparse.Namespace) -> int:
-    d = status_pb_to_dict(c.call("GetTaskStatus", pb.TaskIdRequest(task_id=a.id)))
+    d = c.task(a.id).status(unregister=True).to_dict()  # ScyllaDB's read: a finished root leaves
     print(json.dumps(d)) if a.json else _print_status(d)
     return 0
 
 
 def cmd_tree(c: Client, a: argparse.Namespace) -> int:
-    roots = [a.id] if a.id else [
-        t.task_id for m in c.call("ListModules", pb.ListModulesRequest()).modules
-        for t in c.call("ListTasks", pb.ListTasksRequest(module=m)).tasks
-    ]
-    rows: list[dict[str, Any]] = []
-    for rid in roots:
-        resp = c.call("GetTaskStatusRecursive", pb.TaskIdRequest(task_id=rid))
-        rows.extend(status_pb_to_dict(s) for s in resp.statuses)
+    roots = [a.id] if a.id else [t.id for m in c.modules() for t in c.tasks(m)]
+    rows = [s.to_dict() for rid in roots for s in c.task(rid).tree(unregister=True)]
     print(json.dumps(rows) if a.json else render_table(rows, TREE_COLUMNS))
     return 0
 
 
 def cmd_wait(c: Client, a: argparse.Namespace) -> int:
-    req = pb.WaitTaskRequest(task_id=a.id)
-    if a.timeout is not None:
-        req.timeout = a.timeout
-    bar = ProgressBar(c, a.id) if sys.stderr.isatty() and not a.quiet else None
     try:
-        status = c.call("WaitTask", req, timeout=None if a.timeout is None else a.timeout + 10)
-    except grpc.RpcError as exc:
-        if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            raise CliError("Operation timed out", EXIT_TIMEOUT) from None
-        raise CliError(rpc_error(exc, c.address).args[0], EXIT_OTHER) from None
-    finally:
-        if bar is not None:
-            bar.stop()
-    d = status_pb_to_dict(status)
+        handle = c.task(a.id)
+        bar = ProgressBar(handle) if sys.stderr.isatty() and not a.quiet else None
+        try:
+            status = handle.wait(a.timeout)
+        except TaskFailed as exc:
+            assert isinstance(exc.status, TaskStatus)
+            status = exc.status
+        finally:
+            if bar is not None:
+                bar.stop()
+    except WaitTimeout:
+        raise CliError("Operation timed out", EXIT_TIMEOUT) from None
+    except Unavailable as exc:
+        raise CliError(unreachable(exc, c.addresses[0]).args[0], EXIT_OTHER) from None
+    except TaskwardError as exc:
+        raise CliError(exc.message, EXIT_OTHER) from None
     if not a.quiet:
-        _print_status(d)
-    return 0 if d["state"] == "done" else EXIT_FAILED
+        _print_status(status.to_dict())
+    return 0 if status.state == "done" else EXIT_FAILED
 
 
 class ProgressBar:
-    """Draws a task's progress on stderr from its live events while ``wait`` blocks."""
+    """Draws a task's progress on stderr from its events while ``wait`` blocks."""
 
-    def __init__(self, client: Client, task_id: str) -> None:
-        self._stream = client.call("WatchEvents", pb.WatchEventsRequest(live_only=True), timeout=None)
-        self._task_id = task_id
+    def __init__(self, handle: TaskHandle) -> None:
+        self._events = handle.events()  # subscribed when it returns: no progress is missed
         self._thread = threading.Thread(target=self._run, name="progress-bar", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         try:
-            for ev in self._stream:
-                if ev.task_id == self._task_id and ev.progress_total > 0:
-                    frac = min(1.0, ev.progress_completed / ev.progress_total)
+            for ev in self._events:
+                if ev["progress_total"] > 0:
+                    frac = min(1.0, ev["progress_completed"] / ev["progress_total"])
                     filled = int(frac * 30)
-                    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} {ev.message[:40]:40}")
+                    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} {ev['message'][:40]:40}")
                     sys.stderr.flush()
-        except grpc.RpcError:
+        except TaskwardError:  # the wait itself reports what went wrong
             return
 
     def stop(self) -> None:
-        self._stream.cancel()
+        self._events.close()
         self._thread.join(timeout=1.0)
         sys.stderr.write("\n")
 
 
 def cmd_ttl(c: Client, a: argparse.Namespace) -> int:
-    kind = pb.TTL_KIND_USER if a.command == "user-ttl" else pb.TTL_KIND_TASK
+    user = a.command == "user-ttl"
     if a.set_value is not None:
-        c.call("SetTtl", pb.SetTtlRequest(kind=kind, ttl=a.set_value))
-    ttl = c.call("GetTtl", pb.GetTtlRequest(kind=kind)).ttl
-    print(f"Current {'user ' if kind == pb.TTL_KIND_USER else ''}ttl: {ttl}")
+        c.set_ttl(a.set_value, user=user)
+    print(f"Current {'user ' if user else ''}ttl: {c.ttl(user=user)}")
     return 0
 
 
 def cmd_drain(c: Client, a: argparse.Namespace) -> int:
-    modules = [a.module] if a.module else list(c.call("ListModules", pb.ListModulesRequest()).modules)
-    total = sum(c.call("Drain", pb.DrainRequest(module=m)).unregistered for m in modules)
+    modules = [a.module] if a.module else c.modules()
+    total = sum(c.drain(m) for m in modules)
     print(f"unregistered {total} task(s)")
     return 0
 
 
 def cmd_start(c: Client, a: argparse.Namespace) -> int:
     args = dict(parse_arg(item) for item in a.arg)
-    req = pb.StartTaskRequest(
-        module=a.module, type=a.type, args_json=json.dumps(args), idempotency_key=a.idempotency_key,
-        keyspace=a.keyspace, table=a.table, entity=a.entity, cluster=a.cluster,
-        nodes=[n for n in a.nodes.split(",") if n],
-    )
-    task_id = c.call("StartTask", req).task_id
-    print(task_id, flush=True)
+    handle = c.start_with_args(a.module, a.type, args, idempotency_key=a.idempotency_key, keyspace=a.keyspace,
+                               table=a.table, entity=a.entity, cluster=a.cluster,
+                               nodes=[n for n in a.nodes.split(",") if n])
+    print(handle.id, flush=True)
     if a.wait:
-        return cmd_wait(c, argparse.Namespace(id=task_id, quiet=True, timeout=None))
+        return cmd_wait(c, argparse.Namespace(id=handle.id, quiet=True, timeout=None))
     return 0
 
 
 def cmd_nodes(c: Client, a: argparse.Namespace) -> int:
-    resp = c.call("ListNodes", pb.ListNodesRequest())
+    resp = c.call("ListNodes", pb.ListNodesRequest())  # the typed list has no staleness flag
     print(render_table([node_pb_to_dict(n) for n in resp.nodes], NODE_COLUMNS))
     if resp.stale:
-        print(f"warning: {c.address} has lost the cluster store; this is its last known view", file=sys.stderr)
+        print(f"warning: {c.addresses[0]} has lost the cluster store; this is its last known view", file=sys.stderr)
     return 0
 
 
 def cmd_modules(c: Client, a: argparse.Namespace) -> int:
-    for m in c.call("ListModules", pb.ListModulesRequest()).modules:
+    for m in c.modules():
         print(m)
     return 0
 
 
 def cmd_abort(c: Client, a: argparse.Namespace) -> int:
-    c.call("AbortTask", pb.TaskIdRequest(task_id=a.id))
+    c.task(a.id).abort()
     return 0
 
 
@@ -293,13 +264,15 @@ def run(a: argparse.Namespace, env: dict[str, str], commands: dict[str, Callable
                 token = f.read().strip()
         except OSError as exc:
             fail(f"cannot read --token-file: {exc.strerror or exc}", error_code)
-    client = Client(a.host, a.port, token)
+    client = Client(f"{a.host}:{a.port}", token=token)
     try:
         return commands[a.command](client, a)
     except CliError as exc:
         fail(exc.args[0], exc.code)
-    except grpc.RpcError as exc:
-        fail(rpc_error(exc, client.address).args[0], error_code)
+    except Unavailable as exc:
+        fail(unreachable(exc, client.addresses[0]).args[0], error_code)
+    except TaskwardError as exc:
+        fail(exc.message, error_code)
     finally:
         client.close()
 

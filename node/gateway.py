@@ -1,6 +1,6 @@
 """Composition root of ``taskward gateway``: the REST app in front of a list of nodes, and nothing else.
 
-A gateway holds no task state: every call is forwarded over gRPC (``taskward.api.rest.node_pool``), so any
+A gateway holds no task state: every call is forwarded over gRPC (``taskward.client.node_pool``), so any
 number of gateways can front the same cluster and one can be restarted at any time.
 """
 

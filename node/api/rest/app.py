@@ -1,6 +1,7 @@
 """The REST surface: one FastAPI app served by ``taskward node --rest`` and ``taskward gateway``.
 
-The app is a thin adapter over gRPC (architecture: Layering): it holds a ``NodePool`` of gRPC channels — the node's
+The app is a thin adapter over gRPC (architecture: Layering): it holds a ``NodePool`` of gRPC channels (the client
+library's routing layer, ``taskward.client.node_pool``) — the node's
 own listen address for ``node --rest``, the ``--node`` list for a gateway — and never a TaskManager,
 so a gateway in front of a cluster and a node's own REST port answer with the same code.
 
@@ -27,6 +28,7 @@ from taskward import __version__
 from taskward.api.rest.aeordb_routes import router as aeordb_router
 from taskward.api.rest.common import EXCEPTION_HANDLERS, JsonResponse
 from taskward.api.rest.cron_routes import router as cron_router
+from taskward.api.rest.docs_routes import router as docs_router
 from taskward.api.rest.middleware import (
     OPEN_PATHS,
     BearerAuthMiddleware,
@@ -34,11 +36,11 @@ from taskward.api.rest.middleware import (
     MetricsMiddleware,
     RestMetrics,
 )
-from taskward.api.rest.node_pool import NodePool
 from taskward.api.rest.scylla_routes import router as task_manager_router
 from taskward.api.rest.scylla_routes import test_router
 from taskward.api.rest.taskward_routes import EventStreams
 from taskward.api.rest.taskward_routes import router as extra_router
+from taskward.client.node_pool import NodePool
 from taskward.config import NodeConfig, check_address
 
 logger = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class RestSettings:
 
 def create_app(settings: RestSettings, pool: NodePool | None = None) -> FastAPI:
     app = FastAPI(
-        title="taskward", version=__version__, description=DESCRIPTION, redoc_url=None,
+        title="taskward", version=__version__, description=DESCRIPTION, redoc_url=None, docs_url=None,
         default_response_class=JsonResponse, exception_handlers=EXCEPTION_HANDLERS,
     )
     app.include_router(task_manager_router)
@@ -72,6 +74,7 @@ def create_app(settings: RestSettings, pool: NodePool | None = None) -> FastAPI:
     app.include_router(extra_router)
     app.include_router(cron_router)
     app.include_router(aeordb_router)
+    app.include_router(docs_router)
     app.state.pool = pool or NodePool(settings.nodes, settings.token, locate_timeout=settings.locate_timeout_s)
     app.state.metrics = RestMetrics()
     app.state.event_streams = EventStreams()

@@ -19,7 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
-from taskward.errors import InvalidArgument, TaskwardError, http_status_for
+from taskward.errors import InvalidArgument, TaskwardError
 from taskward.model import check_task_id
 
 logger = logging.getLogger(__name__)
@@ -60,17 +60,12 @@ def bad_request(message: str) -> InvalidArgument:
 # ---------------------------------------------------------------- exception handlers
 
 
-async def _on_rpc_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, grpc.aio.AioRpcError)
-    status = http_status_for(exc.code())
-    message = exc.details() or exc.code().name.lower()
-    if status == 500:
-        logger.error("node answered %s to %s %s: %s", exc.code().name, request.method, request.url.path, message)
-    return error_response(status, message)
-
-
 async def _on_taskward_error(request: Request, exc: Exception) -> Response:
+    """Our own checks and every node answer (the node pool raises those as the error tree, with the
+    node's message): the status from ``HTTP_FOR_GRPC``, the message unchanged."""
     assert isinstance(exc, TaskwardError)
+    if exc.http_status == 500:
+        logger.error("node answered %s to %s %s: %s", exc.code.name, request.method, request.url.path, exc.message)
     return error_response(exc.http_status, exc.message)
 
 
@@ -95,7 +90,6 @@ async def _on_internal(request: Request, exc: Exception) -> Response:
 
 
 EXCEPTION_HANDLERS: dict[Any, Any] = {
-    grpc.aio.AioRpcError: _on_rpc_error,
     TaskwardError: _on_taskward_error,
     StarletteHTTPException: _on_http_exception,
     RequestValidationError: _on_validation,

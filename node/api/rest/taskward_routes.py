@@ -9,7 +9,6 @@ from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-import grpc
 import orjson
 from fastapi import APIRouter, Header, Query, Request
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -18,9 +17,10 @@ from starlette.responses import Response, StreamingResponse
 from taskward.api.rest.common import JsonResponse, error_response, json_object_body, parse_bool, parse_uint
 from taskward.api.rest.middleware import RestMetrics
 from taskward.api.rest.models import NodeInfo, errors
-from taskward.api.rest.node_pool import NodePool, NodeStubs
 from taskward.api.rest.scylla_routes import pool_of
+from taskward.client.node_pool import NodePool, NodeStubs
 from taskward.convert import node_pb_to_dict, ts_to_iso
+from taskward.errors import TaskwardError
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -116,7 +116,7 @@ async def _pump(pool: NodePool, after: int, q: asyncio.Queue[bytes | None]) -> N
     except asyncio.CancelledError:
         raise
     except Exception as exc:
-        reason = (exc.details() or "") if isinstance(exc, grpc.aio.AioRpcError) else str(exc)
+        reason = exc.message if isinstance(exc, TaskwardError) else str(exc)
         await q.put(b": stream ended: %s\n\n" % reason.replace("\n", " ").encode())
     _put_end(q)
 

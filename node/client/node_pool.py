@@ -1,16 +1,22 @@
-"""gRPC client pool that the REST surface (node ``--rest`` and ``taskward gateway``) talks through.
+"""Channels to the listed nodes, failover in list order, and the task-owner cache: the routing layer under
+the client library (``taskward.AsyncClient``) and the REST surface (node ``--rest`` and ``taskward gateway``).
 
-REST is a thin adapter: it never touches a TaskManager, it calls nodes over ``grpc.aio``. This pool
-holds one channel per listed node and implements the routing rules (architecture: Routing):
+One pool holds one channel per listed node and implements the routing rules (architecture: Routing):
 
 - calls that name no task go to the *first reachable* listed node (a node answering ``UNAVAILABLE``
   is skipped, so a dead first node fails over to the next);
 - calls that name a task go to the node that *owns* it, found by asking every node in parallel with a
-  bounded timeout and cached (id → address) afterwards.
+  bounded timeout and cached (id → address) afterwards; a task started through the pool is cached
+  from the start answer, without a probe.
 
 The ownership probe is ``WaitTask(timeout=0)``: unlike ``GetTaskStatus`` it never unregisters a
 finished task, and it answers OK (finished) or DEADLINE_EXCEEDED (still running) on the owner and
 NOT_FOUND elsewhere.
+
+Errors: everything a node answers is raised as the ``taskward.errors`` tree (``from_status``), so a caller
+catches ``TaskNotFound`` or ``Unavailable`` whichever surface it serves and never sees a
+``grpc.aio.AioRpcError``. When no listed node could answer, ``NoNodeReachable`` is raised ``from`` the last
+node's own error, whose message says why (the CLI prints it).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskward.channels import Metadata, aio_channel, bearer
-from taskward.errors import NoNodeReachable
+from taskward.errors import NoNodeReachable, TaskNotFound, TaskwardError, Unavailable, from_status
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -33,8 +39,18 @@ from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 Service = Literal["tasks", "test", "cron"]
-FAILOVER_CODES = frozenset({grpc.StatusCode.UNAVAILABLE})
 FOUND_CODES = frozenset({grpc.StatusCode.OK, grpc.StatusCode.DEADLINE_EXCEEDED})
+REFUSED_CODES = frozenset({grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
+                           grpc.StatusCode.PERMISSION_DENIED})
+"""Probe answers that are the caller's fault: every node would say the same, so the first one is raised."""
+DEFAULT = -1.0
+"""``deadline`` default: the pool's ``call_timeout`` (``None`` means no deadline at all)."""
+
+
+def rpc_error(exc: grpc.aio.AioRpcError) -> TaskwardError:
+    """The error a node answered, as the error tree; the message is the node's (or the code's name when
+    it sent none, as REST has always answered)."""
+    return from_status(exc.code(), exc.details() or exc.code().name.lower())
 
 
 class NodeStubs:
@@ -42,9 +58,10 @@ class NodeStubs:
 
     __slots__ = ("address", "channel", "cron", "health", "metadata", "test", "tm")
 
-    def __init__(self, address: str, token: str | None) -> None:
+    def __init__(self, address: str, token: str | None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
-        self.channel = aio_channel(address)
+        self.channel = aio_channel(address, credentials)
         self.tm = pb_grpc.TaskManagerStub(self.channel)
         self.test = pb_grpc.TestApiStub(self.channel)
         self.cron = cron_grpc.CronStub(self.channel)
@@ -55,16 +72,18 @@ class NodeStubs:
 class NodePool:
     """Channels to the listed nodes, failover in list order, and the task-owner cache.
 
-    ``call``/``call_for_task`` take a stub method name (``"GetTaskStatus"``) and a request, and raise
-    ``grpc.aio.AioRpcError`` for the node's own answers or ``NoNodeReachable`` when no node could
-    answer. ``call_timeout`` (seconds) bounds every unary call except ``WaitTask``, which gets the caller's.
+    ``call``/``call_for_task`` take a stub method name (``"GetTaskStatus"``) and a request, and raise the
+    ``taskward.errors`` tree: the node's own answer, or ``NoNodeReachable`` when no node could answer.
+    ``call_timeout`` (seconds) bounds every unary call except ``WaitTask``, which gets the caller's.
+    Create a pool inside the event loop that uses it (``grpc.aio`` channels belong to one loop).
     """
 
-    def __init__(self, addresses: Sequence[str], token: str | None = None, *, locate_timeout: float = 2.0,
+    def __init__(self, addresses: Sequence[str], token: str | None = None, *,
+                 credentials: grpc.ChannelCredentials | None = None, locate_timeout: float = 2.0,
                  call_timeout: float = 30.0, cache_size: int = 100_000) -> None:
         if not addresses:
             raise ValueError("a node pool needs at least one address")
-        self.nodes = [NodeStubs(a, token) for a in addresses]
+        self.nodes = [NodeStubs(a, token, credentials) for a in addresses]
         self.locate_timeout = locate_timeout
         self.call_timeout = call_timeout
         self._owners: OrderedDict[str, NodeStubs] = OrderedDict()
@@ -82,26 +101,33 @@ class NodePool:
 
     @staticmethod
     async def invoke(node: NodeStubs, method: str, request: Any, service: Service, deadline: float | None) -> Any:
-        stub = node.test if service == "test" else node.cron if service == "cron" else node.tm
-        return await getattr(stub, method)(request, timeout=deadline, metadata=node.metadata)
+        """One call to one node, its error mapped to the tree."""
+        stub = node.tm if service == "tasks" else node.test if service == "test" else node.cron
+        try:
+            return await getattr(stub, method)(request, timeout=deadline, metadata=node.metadata)
+        except grpc.aio.AioRpcError as exc:
+            raise rpc_error(exc) from None
 
     async def _first(self, method: str, request: Any, service: Service,
                      deadline: float | None) -> tuple[NodeStubs, Any]:
-        last: grpc.aio.AioRpcError | None = None
+        last: Unavailable | None = None
         for node in self.nodes:
             try:
                 return node, await self.invoke(node, method, request, service, deadline)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() not in FAILOVER_CODES:
-                    raise
+            except Unavailable as exc:
                 last = exc
-                logger.debug("node %s unavailable for %s: %s", node.address, method, exc.details())
-        raise NoNodeReachable(f"no node reachable: {', '.join(self.addresses)} ({_details(last)})")
+                logger.debug("node %s unavailable for %s: %s", node.address, method, exc.message)
+        raise NoNodeReachable(
+            f"no node reachable: {', '.join(self.addresses)} ({last.message if last else 'no answer'})"
+        ) from last
+
+    def _deadline(self, deadline: float | None) -> float | None:
+        return self.call_timeout if deadline == DEFAULT else deadline
 
     async def call(self, method: str, request: Any, *, service: Service = "tasks",
-                   deadline: float | None = -1.0) -> Any:
+                   deadline: float | None = DEFAULT) -> Any:
         """The first listed node that is reachable answers (listings, modules, ttl, the test API)."""
-        return (await self._first(method, request, service, self.call_timeout if deadline == -1.0 else deadline))[1]
+        return (await self._first(method, request, service, self._deadline(deadline)))[1]
 
     async def first(self, method: str, request: Any, *, service: Service = "tasks") -> tuple[NodeStubs, Any]:
         """Like ``call``, and which node answered (for follow-up calls that must go to the same node)."""
@@ -115,31 +141,31 @@ class NodePool:
         return resp
 
     async def call_for_task(self, task_id: str, method: str, request: Any, *, service: Service = "tasks",
-                            deadline: float | None = -1.0) -> Any:
+                            deadline: float | None = DEFAULT) -> Any:
         """The node that owns ``task_id`` answers; a NOT_FOUND there drops the cached owner."""
-        deadline = self.call_timeout if deadline == -1.0 else deadline
-        if len(self.nodes) == 1:  # a node's own REST surface: nothing to route
-            return await self.invoke(self.nodes[0], method, request, service, deadline)
+        timeout = self._deadline(deadline)
+        if len(self.nodes) == 1:  # a node's own REST surface, a one-node client: nothing to route
+            return await self.invoke(self.nodes[0], method, request, service, timeout)
         for attempt in range(2):
             node = self._owners.get(task_id)
             if node is None:
                 node = await self.locate(task_id)
             try:
-                return await self.invoke(node, method, request, service, deadline)
-            except grpc.aio.AioRpcError as exc:
-                if exc.code() == grpc.StatusCode.NOT_FOUND:
-                    self._owners.pop(task_id, None)
-                elif exc.code() in FAILOVER_CODES and attempt == 0:
-                    # Its owner went away: a cluster task is known to every node, so look again.
-                    self._owners.pop(task_id, None)
-                    continue
+                return await self.invoke(node, method, request, service, timeout)
+            except TaskNotFound:
+                self._owners.pop(task_id, None)
                 raise
+            except Unavailable:
+                # Its owner went away: a cluster task is known to every node, so look again (once).
+                self._owners.pop(task_id, None)
+                if attempt:
+                    raise
         raise AssertionError("unreachable")
 
     async def locate(self, task_id: str) -> NodeStubs:
         """Ask every node in parallel whether it knows ``task_id``; the first that does owns it.
 
-        Raises the NOT_FOUND of a node when every node answered and none knows the id, and
+        Raises the node's ``TaskNotFound`` when every node answered and none knows the id, and
         ``NoNodeReachable`` when some nodes could not be asked (the task may be on one of them).
         """
         probe = pb.WaitTaskRequest(task_id=task_id, timeout=0)
@@ -162,9 +188,8 @@ class NodePool:
                         return node
                     if isinstance(exc, grpc.aio.AioRpcError) and exc.code() == grpc.StatusCode.NOT_FOUND:
                         not_found = exc
-                    elif isinstance(exc, grpc.aio.AioRpcError) and exc.code() in (
-                            grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED):
-                        raise exc
+                    elif isinstance(exc, grpc.aio.AioRpcError) and exc.code() in REFUSED_CODES:
+                        raise rpc_error(exc) from None
                     else:
                         unreachable.append(node.address)
         finally:
@@ -174,7 +199,7 @@ class NodePool:
             raise NoNodeReachable(
                 f"task with id {task_id} not found on the reachable nodes; unreachable: {', '.join(unreachable)}"
             )
-        raise not_found
+        raise rpc_error(not_found)
 
     def _remember(self, task_id: str, node: NodeStubs) -> None:
         self._owners[task_id] = node
@@ -196,26 +221,30 @@ class NodePool:
     # ---------------------------------------------------------------- streams and fan-out
 
     async def watch_events(self, after: int) -> AsyncIterator[pb.Event]:
-        """The event stream of the first reachable node, from sequence ``after`` on."""
-        last: grpc.aio.AioRpcError | None = None
+        """The event stream of the first reachable node, from sequence ``after`` on (REST's ``/events``;
+        the client library follows every node instead: ``taskward.client.events``)."""
+        last: Unavailable | None = None
         for node in self.nodes:
             call = node.tm.WatchEvents(pb.WatchEventsRequest(after_sequence=after), metadata=node.metadata)
+            first = True
             try:
-                first = True
                 async for ev in call:
                     first = False
                     yield ev
                 return
             except grpc.aio.AioRpcError as exc:
-                if not first or exc.code() not in FAILOVER_CODES:
-                    raise
-                last = exc
+                err = rpc_error(exc)
+                if not first or not isinstance(err, Unavailable):
+                    raise err from None
+                last = err
             finally:
                 call.cancel()
-        raise NoNodeReachable(f"no node reachable: {', '.join(self.addresses)} ({_details(last)})")
+        raise NoNodeReachable(
+            f"no node reachable: {', '.join(self.addresses)} ({last.message if last else 'no answer'})"
+        ) from last
 
     async def each(self, method: str, request: Any, deadline: float = 2.0) -> list[tuple[str, Any]]:
-        """``method`` on every node at once: (address, response or the exception it raised)."""
+        """``method`` on every node at once: (address, response or the error it raised)."""
 
         async def one(node: NodeStubs) -> Any:
             return await self.invoke(node, method, request, "tasks", deadline)
@@ -235,7 +264,3 @@ class NodePool:
 
         results = await asyncio.gather(*(one(n) for n in self.nodes))
         return dict(zip(self.addresses, results, strict=True))
-
-
-def _details(exc: grpc.aio.AioRpcError | None) -> str:
-    return exc.details() or exc.code().name if exc is not None else "no answer"
