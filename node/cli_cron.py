@@ -12,7 +12,15 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from taskward.cli_tasks import CliError, parse_arg, render_cell, render_table, run
+from taskward.cli_tasks import (
+    CliError,
+    add_connection_arguments,
+    parse,
+    parse_arg,
+    render_cell,
+    render_table,
+    run,
+)
 from taskward.client import Client
 
 LIST_COLUMNS = ("id", "module", "task_type", "schedule", "timezone", "enabled", "cluster", "concurrency",
@@ -22,31 +30,29 @@ LIST_COLUMNS = ("id", "module", "task_type", "schedule", "timezone", "enabled", 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taskward cron", add_help=False,
                                 description="Manage the cluster's cron schedules (any node answers).")
-    p.add_argument("--help", action="help", help="show this help and exit")
-    p.add_argument("-h", "--host", default="127.0.0.1", help="node host (default 127.0.0.1)")
-    p.add_argument("-p", "--port", type=int, default=7100, help="node gRPC port (default 7100)")
-    p.add_argument("--token-file", help="bearer token file (default: env TASKWARD_TOKEN)")
+    add_connection_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
     ls = sub.add_parser("list", help="every schedule with its next fire time and last task")
     ls.add_argument("--json", action="store_true", help="the document as JSON ({\"schedules\": [...]})")
     gt = sub.add_parser("get", help="one schedule with its recent history")
-    gt.add_argument("id")
-    gt.add_argument("--json", action="store_true")
+    gt.add_argument("id", help="schedule id")
+    gt.add_argument("--json", action="store_true", help="print JSON instead of text")
     st = sub.add_parser("set", help="create or replace a schedule, or (--file) replace the whole document")
-    st.add_argument("id", nargs="?")
+    st.add_argument("id", nargs="?", help="schedule id (not with --file)")
     st.add_argument("--file", help="a cron.json document ({\"schedules\": [...]}, AeorDB's format; - for stdin)")
     st.add_argument("--type", dest="task_type", help="task type (with --module when several modules have it)")
-    st.add_argument("--module", default="")
+    st.add_argument("--module", default="", help="module of the task type (needed when several modules have it)")
     st.add_argument("--schedule", help="five cron fields, or @hourly/@daily/@weekly/@monthly/@yearly")
     st.add_argument("--arg", action="append", default=[], metavar="K=V", help="V parsed as JSON when it parses")
     st.add_argument("--timezone", default="", help="IANA time zone (default UTC)")
     st.add_argument("--cluster", action="store_true", help="fire a cluster task instead of a node task")
-    st.add_argument("--concurrency", default="", choices=["", "forbid", "allow", "replace"])
+    st.add_argument("--concurrency", default="", choices=["", "forbid", "allow", "replace"],
+                    help="when the previous run still runs: forbid (skip the slot, default), allow, or replace it")
     st.add_argument("--misfire-grace", type=float, metavar="S", help="seconds a late slot may still fire (60)")
     st.add_argument("--disabled", action="store_true", help="store it disabled")
     for name, text in (("enable", "enable a schedule (slots from now on fire)"), ("disable", "disable a schedule"),
                        ("delete", "delete a schedule"), ("run-now", "fire a schedule's task now; prints its id")):
-        sub.add_parser(name, help=text).add_argument("id")
+        sub.add_parser(name, help=text).add_argument("id", help="schedule id")
     return p
 
 
@@ -130,4 +136,4 @@ COMMANDS: dict[str, Callable[[Client, argparse.Namespace], int]] = {
 
 
 def main(argv: Sequence[str], env: dict[str, str]) -> int:
-    return run(build_parser().parse_args(argv), env, COMMANDS)
+    return run(parse(build_parser(), argv), env, COMMANDS)

@@ -8,12 +8,16 @@ Output and exit codes are fixed (README, CLI reference): errors go to stderr as 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import shutil
+import signal
 import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from typing import Any, NoReturn, TextIO
 
 from taskward.client import Client, TaskHandle, TaskStatus
 from taskward.convert import node_pb_to_dict
@@ -33,54 +37,124 @@ class CliError(Exception):
         self.code = code
 
 
+WAIT_EXITS = "exit codes: 0 done, 123 failed or aborted, 124 timed out (--timeout), 125 any other error"
+UNREGISTERS = ("a finished root task leaves the node when read (ScyllaDB's task_status), unless the node runs with "
+               "--keep-finished-on-read; wait never unregisters")
+
+
+def port_number(raw: str) -> int:
+    try:
+        port = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {raw!r}") from None
+    if not 0 < port < 65536:
+        raise argparse.ArgumentTypeError(f"expected a port number from 1 to 65535, got {port}")
+    return port
+
+
+def positive_number(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {raw!r}")
+    return value
+
+
+def non_negative_number(raw: str) -> float:
+    value = positive_number(raw) if raw.strip() not in ("0", "0.0") else 0.0
+    return value
+
+
+def positive_int(raw: str) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {raw!r}")
+    return value
+
+
+def add_connection_arguments(p: argparse.ArgumentParser) -> None:
+    """nodetool's connection options: ``-h HOST`` (so help is ``--help``, or ``-h`` with nothing after it)."""
+    p.add_argument("--help", action="help", help="show this help and exit (-h alone too)")
+    p.add_argument("-h", "--host", default="127.0.0.1", help="node host (default 127.0.0.1)")
+    p.add_argument("-p", "--port", type=port_number, default=7100, help="node gRPC port (default 7100)")
+    p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (default: env TASKWARD_TOKEN)")
+
+
+def json_flag(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--json", action="store_true", help="print JSON instead of text")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="taskward tasks", add_help=False,
-                                description="Inspect and steer the tasks of a taskward node.")
-    p.add_argument("--help", action="help", help="show this help and exit")
-    p.add_argument("-h", "--host", default="127.0.0.1", help="node host (default 127.0.0.1)")
-    p.add_argument("-p", "--port", type=int, default=7100, help="node gRPC port (default 7100)")
-    p.add_argument("--token-file", help="bearer token file (default: env TASKWARD_TOKEN)")
+                                description="Inspect and steer the tasks of a taskward node (nodetool-style).",
+                                epilog="Errors are one 'error: ...' line on stderr with exit 1 (usage errors: 2). "
+                                       + WAIT_EXITS.replace("exit codes", "wait's exit codes") + ".")
+    add_connection_arguments(p)
     sub = p.add_subparsers(dest="command", required=True, metavar="SUBCOMMAND")
 
-    sub.add_parser("modules", help="list modules")
-    ls = sub.add_parser("list", help="list tasks of a module")
-    ls.add_argument("module")
-    ls.add_argument("--internal", action="store_true", help="include internal tasks")
-    ls.add_argument("--keyspace", "-ks", default="")
-    ls.add_argument("--table", "-t", default="")
-    ls.add_argument("--interval", type=float, help="seconds between listings")
-    ls.add_argument("--iterations", type=int, help="number of listings (with --interval)")
-    ls.add_argument("--json", action="store_true")
-    st = sub.add_parser("status", help="status of a task (unregisters a finished root)")
-    st.add_argument("id")
-    st.add_argument("--json", action="store_true")
-    tr = sub.add_parser("tree", help="statuses of a task tree in BFS order (no ID: every root)")
-    tr.add_argument("id", nargs="?")
-    tr.add_argument("--json", action="store_true")
-    ab = sub.add_parser("abort", help="abort a task and its descendants")
-    ab.add_argument("id")
-    wt = sub.add_parser("wait", help="wait for a task to finish")
-    wt.add_argument("id")
-    wt.add_argument("--quiet", "-q", action="store_true")
-    wt.add_argument("--timeout", type=float)
+    json_flag(sub.add_parser("modules", help="list modules"))
+    ls = sub.add_parser("list", help="list the tasks of a module (never unregisters)")
+    ls.add_argument("module", help="module name (see: modules)")
+    ls.add_argument("--internal", action="store_true", help="include internal tasks (children)")
+    ls.add_argument("--keyspace", "-ks", default="", help="only tasks of this keyspace")
+    ls.add_argument("--table", "-t", default="", help="only tasks of this table")
+    ls.add_argument("--interval", type=positive_number, metavar="S", help="list again every S seconds")
+    ls.add_argument("--iterations", type=positive_int, metavar="N", help="number of listings (with --interval)")
+    json_flag(ls)
+    st = sub.add_parser("status", help=f"status of a task; {UNREGISTERS}")
+    st.add_argument("id", help="task id")
+    json_flag(st)
+    tr = sub.add_parser("tree", help="statuses of a task tree in BFS order, root first (no ID: every root of every "
+                                     f"module); {UNREGISTERS}")
+    tr.add_argument("id", nargs="?", help="root task id")
+    json_flag(tr)
+    ab = sub.add_parser("abort", help="abort a task and its descendants (cooperative)")
+    ab.add_argument("id", help="task id")
+    wt = sub.add_parser("wait", help=f"wait for a task to finish, with a progress bar on a terminal; {WAIT_EXITS}",
+                        epilog=WAIT_EXITS)
+    wt.add_argument("id", help="task id")
+    wt.add_argument("--quiet", "-q", action="store_true", help="print nothing (the exit code says how it ended)")
+    wt.add_argument("--timeout", type=non_negative_number, metavar="S", help="give up after S seconds (exit 124)")
     for name, label in (("ttl", "task_ttl"), ("user-ttl", "user_task_ttl")):
-        t = sub.add_parser(name, help=f"get or set {label}")
-        t.add_argument("--set", type=int, dest="set_value", metavar="N")
+        t = sub.add_parser(name, help=f"get or set {label} (seconds a finished root task is kept)")
+        t.add_argument("--set", type=int, dest="set_value", metavar="N", help="set it to N seconds (0-4294967295)")
+        json_flag(t)
     dr = sub.add_parser("drain", help="unregister finished tasks")
-    dr.add_argument("--module")
+    dr.add_argument("--module", help="only this module's (default: every module)")
     sa = sub.add_parser("start", help="start a task; prints its id")
-    sa.add_argument("module")
-    sa.add_argument("type")
-    sa.add_argument("--arg", action="append", default=[], metavar="K=V", help="V parsed as JSON when it parses")
-    sa.add_argument("--cluster", action="store_true")
-    sa.add_argument("--nodes", default="")
-    sa.add_argument("--idempotency-key", default="")
-    sa.add_argument("--keyspace", "-ks", default="")
-    sa.add_argument("--table", "-t", default="")
-    sa.add_argument("--entity", default="")
-    sa.add_argument("--wait", action="store_true")
-    sub.add_parser("nodes", help="list the cluster's members")
+    sa.add_argument("module", help="module of the task type")
+    sa.add_argument("type", help="task type")
+    sa.add_argument("--arg", action="append", default=[], metavar="K=V",
+                    help="an argument of the task (repeatable); V is parsed as JSON when it parses, else a string")
+    sa.add_argument("--cluster", action="store_true", help="start a cluster task: a child on every node")
+    sa.add_argument("--nodes", default="", metavar="ID,ID", help="with --cluster: only these node ids")
+    sa.add_argument("--idempotency-key", default="", metavar="KEY",
+                    help="the same key and request again returns the first task's id")
+    sa.add_argument("--keyspace", "-ks", default="", help="keyspace label")
+    sa.add_argument("--table", "-t", default="", help="table label")
+    sa.add_argument("--entity", default="", help="entity label")
+    sa.add_argument("--wait", action="store_true", help=f"then wait for it, with the progress bar; {WAIT_EXITS}")
+    json_flag(sub.add_parser("nodes", help="the cluster's members (id, address, alive, leader, version, started)"))
     return p
+
+
+def help_wanted(argv: Sequence[str], parser: argparse.ArgumentParser) -> bool:
+    """``-h`` is nodetool's host flag, but ``-h`` with no host after it (last, or followed by an option or a
+    subcommand) asks for help, as a person typing it means."""
+    subcommands = {a for action in parser._actions if isinstance(action, argparse._SubParsersAction)
+                   for a in action.choices}
+    for i, arg in enumerate(argv):
+        if arg in ("-h", "--host"):
+            following = argv[i + 1] if i + 1 < len(argv) else None
+            return following is None or following.startswith("-") or following in subcommands
+        if arg in subcommands:
+            return False
+    return False
 
 
 def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
@@ -89,7 +163,12 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
+UNSET_TIME = "1970-01-01T00:00:00Z"
+
+
 def render_cell(value: Any) -> str:
+    if value == UNSET_TIME:  # a time not set yet prints empty, as nodetool does (JSON keeps the epoch)
+        return ""
     if isinstance(value, bool):
         return str(value).lower()
     if isinstance(value, float) and value.is_integer():
@@ -151,6 +230,7 @@ def cmd_wait(c: Client, a: argparse.Namespace) -> int:
     try:
         handle = c.task(a.id)
         bar = ProgressBar(handle) if sys.stderr.isatty() and not a.quiet else None
+        status: TaskStatus | None = None
         try:
             status = handle.wait(a.timeout)
         except TaskFailed as exc:
@@ -158,48 +238,82 @@ def cmd_wait(c: Client, a: argparse.Namespace) -> int:
             status = exc.status
         finally:
             if bar is not None:
-                bar.stop()
+                bar.stop(status)
     except WaitTimeout:
         raise CliError("Operation timed out", EXIT_TIMEOUT) from None
     except Unavailable as exc:
         raise CliError(unreachable(exc, c.addresses[0]).args[0], EXIT_OTHER) from None
     except TaskwardError as exc:
         raise CliError(exc.message, EXIT_OTHER) from None
-    if not a.quiet:
+    if not a.quiet and getattr(a, "show", True):
         _print_status(status.to_dict())
     return 0 if status.state == "done" else EXIT_FAILED
 
 
 class ProgressBar:
-    """Draws a task's progress on stderr from its events while ``wait`` blocks."""
+    """One line on stderr while ``wait`` blocks: the task's rolled-up progress (a cluster task's comes from
+    its children on every node), done/total units, elapsed time and the ETA the node computes, fitted
+    to the terminal's width. Read from the task's status a few times a second: one small call, the same
+    for a node task, a tree and a cluster task."""
 
-    def __init__(self, handle: TaskHandle) -> None:
-        self._events = handle.events()  # subscribed when it returns: no progress is missed
+    REFRESH_S = 0.25
+
+    def __init__(self, handle: TaskHandle, *, out: TextIO = sys.stderr) -> None:
+        self._handle = handle
+        self._out = out
+        self._started = time.monotonic()
+        self._stop = threading.Event()
+        self._drawn = False
         self._thread = threading.Thread(target=self._run, name="progress-bar", daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        try:
-            for ev in self._events:
-                if ev["progress_total"] > 0:
-                    frac = min(1.0, ev["progress_completed"] / ev["progress_total"])
-                    filled = int(frac * 30)
-                    sys.stderr.write(f"\r[{'#' * filled}{'.' * (30 - filled)}] {frac:6.1%} {ev['message'][:40]:40}")
-                    sys.stderr.flush()
-        except TaskwardError:  # the wait itself reports what went wrong
-            return
+        while not self._stop.is_set():
+            with contextlib.suppress(TaskwardError):  # the wait itself reports what went wrong
+                self.draw(self._handle.status())
+            self._stop.wait(self.REFRESH_S)
 
-    def stop(self) -> None:
-        self._events.close()
-        self._thread.join(timeout=1.0)
-        sys.stderr.write("\n")
+    def draw(self, st: TaskStatus) -> None:
+        self._out.write("\r" + render_bar(st, time.monotonic() - self._started, shutil.get_terminal_size().columns))
+        self._out.flush()
+        self._drawn = True
+
+    def stop(self, final: TaskStatus | None = None) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2.0)
+        if final is not None:
+            self.draw(final)
+        if self._drawn:
+            self._out.write("\n")
+            self._out.flush()
+
+
+def render_bar(st: TaskStatus, elapsed_s: float, width: int) -> str:
+    """``[#####.....]  42.0%  21/50 batches  elapsed 0:12  eta 0:16  running``, no wider than ``width``."""
+    fraction = 1.0 if st.state == "done" and not st.progress_total else st.progress_fraction
+    units = f"  {st.progress_completed:g}/{st.progress_total:g}{' ' + st.progress_units if st.progress_units else ''}" \
+        if st.progress_total else ""
+    eta = f"  eta {clock(st.eta_ms / 1000)}" if st.eta_ms is not None and st.state == "running" else ""
+    tail = f" {fraction:6.1%}{units}  elapsed {clock(elapsed_s)}{eta}  {st.state}"
+    room = max(0, width - 1 - len(tail) - 2)  # the last column stays empty: no wrap on any terminal
+    bar_width = min(40, room)
+    line = (f"[{'#' * int(fraction * bar_width)}{'.' * (bar_width - int(fraction * bar_width))}]" if bar_width >= 5
+            else "") + tail
+    return line[:max(0, width - 1)].ljust(max(0, width - 1))
+
+
+def clock(seconds: float) -> str:
+    s = int(max(0.0, seconds))
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}" if s >= 3600 else f"{s // 60}:{s % 60:02d}"
 
 
 def cmd_ttl(c: Client, a: argparse.Namespace) -> int:
     user = a.command == "user-ttl"
     if a.set_value is not None:
         c.set_ttl(a.set_value, user=user)
-    print(f"Current {'user ' if user else ''}ttl: {c.ttl(user=user)}")
+    ttl = c.ttl(user=user)
+    label = "user_ttl" if user else "ttl"
+    print(json.dumps({label: ttl}) if a.json else f"Current {'user ' if user else ''}ttl: {ttl}")
     return 0
 
 
@@ -217,21 +331,22 @@ def cmd_start(c: Client, a: argparse.Namespace) -> int:
                                nodes=[n for n in a.nodes.split(",") if n])
     print(handle.id, flush=True)
     if a.wait:
-        return cmd_wait(c, argparse.Namespace(id=handle.id, quiet=True, timeout=None))
+        return cmd_wait(c, argparse.Namespace(id=handle.id, quiet=False, timeout=None, show=False))
     return 0
 
 
 def cmd_nodes(c: Client, a: argparse.Namespace) -> int:
     resp = c.call("ListNodes", pb.ListNodesRequest())  # the typed list has no staleness flag
-    print(render_table([node_pb_to_dict(n) for n in resp.nodes], NODE_COLUMNS))
+    rows = [node_pb_to_dict(n) for n in resp.nodes]
+    print(json.dumps(rows) if a.json else render_table(rows, NODE_COLUMNS))
     if resp.stale:
         print(f"warning: {c.addresses[0]} has lost the cluster store; this is its last known view", file=sys.stderr)
     return 0
 
 
 def cmd_modules(c: Client, a: argparse.Namespace) -> int:
-    for m in c.modules():
-        print(m)
+    modules = c.modules()
+    print(json.dumps(modules) if a.json else "\n".join(modules))
     return 0
 
 
@@ -277,6 +392,16 @@ def run(a: argparse.Namespace, env: dict[str, str], commands: dict[str, Callable
         client.close()
 
 
+def parse(parser: argparse.ArgumentParser, argv: Sequence[str]) -> argparse.Namespace:
+    """Parse as nodetool would: ``-h`` alone is help. A closed pipe (``| head``) ends the command quietly,
+    as it ends other command-line tools (SIGPIPE's default action)."""
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
+    if help_wanted(argv, parser):
+        parser.print_help()
+        sys.exit(0)
+    return parser.parse_args(argv)
+
+
 def main(argv: Sequence[str], env: dict[str, str]) -> int:
-    a = build_parser().parse_args(argv)
+    a = parse(build_parser(), argv)
     return run(a, env, COMMANDS, error_code=EXIT_OTHER if a.command == "wait" else 1)

@@ -248,6 +248,19 @@ def rolled_up_progress(
     return Progress(done, total, max(etas) if etas else None)
 
 
+def linear_eta_ms(rec: TaskRecord, now: datetime) -> int | None:
+    """A cluster task's ETA: its children's progress reaches the cluster record without batch clocks, so
+    the estimate is the mean rate since it started applied to what remains (0 once done, None while
+    nothing is known)."""
+    if rec.state is TaskState.DONE:
+        return 0
+    done, total = rec.progress_completed, rec.progress_total
+    if rec.state is not TaskState.RUNNING or rec.start_time is None or done <= 0 or total <= 0:
+        return None
+    elapsed = max(0.0, (now - rec.start_time).total_seconds())
+    return round(elapsed / done * max(0.0, total - done) * 1000)
+
+
 @dataclass(slots=True)
 class BatchClock:
     """Rolling window of the last ``ETA_WINDOW`` batches (AeorDB): time and units per batch."""

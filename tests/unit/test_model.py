@@ -129,3 +129,17 @@ def test_task_ids_must_be_canonical(bad: str) -> None:
         check_task_id(bad)
     tid = new_task_id()
     assert check_task_id(tid) == tid
+
+
+def test_a_cluster_task_eta_is_its_mean_rate_applied_to_what_remains() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from taskward.model import TaskRecord, TaskState, linear_eta_ms
+
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    rec = TaskRecord(id="c", module="m", type="t", created_at=start, start_time=start, state=TaskState.RUNNING,
+                     progress_completed=10, progress_total=40)
+    assert linear_eta_ms(rec, start + timedelta(seconds=5)) == 15_000  # 2 units/s, 30 to go
+    assert linear_eta_ms(replace(rec, progress_completed=0), start + timedelta(seconds=5)) is None
+    assert linear_eta_ms(replace(rec, state=TaskState.DONE), start) == 0
+    assert linear_eta_ms(replace(rec, state=TaskState.FAILED), start) is None

@@ -7,6 +7,7 @@ import hmac
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -16,7 +17,7 @@ from taskward.cluster_view import ClusterView, UnreachableChild
 from taskward.errors import InvalidArgument, TaskwardError, Unauthenticated
 from taskward.events import SUBSCRIBED, EventLogClosed, SubscriberLagged
 from taskward.manager import TaskManager
-from taskward.model import Progress, TaskRecord, TaskView, check_task_id, matches
+from taskward.model import Progress, TaskRecord, TaskView, check_task_id, linear_eta_ms, matches
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.scylla_test_api import ScyllaTestApi
@@ -58,7 +59,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         return convert.status_to_pb(view, self._cluster.addresses())
 
     def _cluster_status(self, rec: TaskRecord) -> pb.TaskStatus:
-        msg = convert.status_to_pb(TaskView(rec, Progress(rec.progress_completed, rec.progress_total)),
+        eta = linear_eta_ms(rec, datetime.now(UTC))
+        msg = convert.status_to_pb(TaskView(rec, Progress(rec.progress_completed, rec.progress_total, eta)),
                                    self._cluster.addresses())
         msg.stale = self._cluster.stale
         return msg
