@@ -205,7 +205,7 @@ def stats_pb_to_dict(s: pb.TaskStats) -> dict[str, object]:
 def node_to_pb(n: NodeInfo) -> pb.NodeInfo:
     return pb.NodeInfo(
         id=n.id, address=n.address, alive=n.alive, leader=n.leader, version=n.version,
-        started_at=_ts(n.started_at),
+        started_at=_ts_ms(n.started_at),  # a restart within the same second is still later
     )
 
 

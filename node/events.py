@@ -24,6 +24,10 @@ REPLAY_PAGE = 1_000
 SUBSCRIBED = ("taskward-events", "subscribed")
 """Initial metadata of a ``WatchEvents`` stream, sent once its subscription is registered: from then on
 every published event reaches the stream. Clients that must not miss an event wait for it."""
+POSITION_KEY = "taskward-events-after"
+"""Initial metadata of a live-only ``WatchEvents`` stream: the last sequence published before it was
+registered. Every later event reaches the stream, so a client that loses it resumes with
+``after_sequence`` = this (or the last event it saw, if later) and misses nothing."""
 
 
 class EventType(StrEnum):
@@ -136,6 +140,7 @@ class EventLog:
     def __init__(self, store: Store, last_seq: int) -> None:
         self._store = store
         self._seq = last_seq
+        self.published = last_seq  # events are published in sequence order: all up to here are out
         self._subscribers: set[asyncio.Queue[object]] = set()
         self.closed = False
 
@@ -149,6 +154,7 @@ class EventLog:
 
     def publish(self, event: Event) -> None:
         """Called after the event's transaction committed, in commit order."""
+        self.published = event.sequence
         for q in list(self._subscribers):
             if q.qsize() >= SUBSCRIBER_BUFFER - 1:
                 self._subscribers.discard(q)

@@ -42,6 +42,7 @@ from taskward.errors import (
     Unavailable,
     WaitTimeout,
 )
+from taskward.events import POSITION_KEY
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -187,8 +188,11 @@ class EventStream:
             call = node.tm.WatchEvents(req, metadata=node.metadata)
             try:
                 # Answered once the node has registered the subscription (or the call failed): either
-                # way this attempt is over, and from a registered one no later event is missed.
-                await call.initial_metadata()
+                # way this attempt is over, and from a registered one no later event is missed. A live
+                # stream says where it starts, so a break before its first event resumes from there.
+                metadata = dict(await call.initial_metadata() or ())
+                if position is None and POSITION_KEY in metadata:
+                    position = self._positions[node.address] = int(metadata[POSITION_KEY])
                 self._attempted(first)
                 first = False
                 async for ev in call:

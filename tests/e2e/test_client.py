@@ -304,6 +304,30 @@ def test_events_resume_across_a_sigkill_and_restart_without_gap_or_duplicate(tmp
         node.stop()
 
 
+def test_a_break_before_the_first_event_loses_nothing(tmp_path: Path) -> None:
+    """A live stream says where it starts (the node's last published sequence), so a client whose stream
+    breaks before any event arrived resumes from there: what happened in between comes from the replay."""
+    node = NodeProc(tmp_path / "n1", extra=NODE_ARGS).start()
+    old = start_direct(node, "builtin", "sleep", duration=0, steps=0)  # history the live stream must not replay
+    node.stub().WaitTask(pb.WaitTaskRequest(task_id=old, timeout=T), timeout=T + 5)
+    proxy = CountingProxy(node.address).start()
+    try:
+        with Client(proxy.address, timeout=T) as client, client.events() as events:
+            proxy.hold_streams()
+            node.kill()
+            node.start()
+            missed = start_direct(node, "builtin", "sleep", duration=0.05, steps=2)  # while the client is away
+            node.stub().WaitTask(pb.WaitTaskRequest(task_id=missed, timeout=T), timeout=T + 5)
+            proxy.release_streams()
+            seen = take_until(events, missed)
+            assert {e["task_id"] for e in seen} == {missed}  # all of it, and nothing from before the stream
+            assert [e["type"] for e in seen] == ["task.started"] + ["task.progress"] * 3 + ["task.completed"]
+            assert consecutive([e["sequence"] for e in seen])
+    finally:
+        proxy.stop()
+        node.stop()
+
+
 def test_events_of_every_listed_node_each_resumed_after_a_sigkill(two_nodes: tuple[NodeProc, NodeProc]) -> None:
     a, b = two_nodes
     with Client([a.address, b.address], timeout=T) as client, client.events() as events:

@@ -15,7 +15,7 @@ import grpc
 from taskward import convert
 from taskward.cluster_view import ClusterView, UnreachableChild
 from taskward.errors import InvalidArgument, TaskwardError, Unauthenticated
-from taskward.events import SUBSCRIBED, EventLogClosed, SubscriberLagged
+from taskward.events import POSITION_KEY, SUBSCRIBED, EventLogClosed, SubscriberLagged
 from taskward.manager import TaskManager
 from taskward.model import Progress, TaskRecord, TaskView, check_task_id, linear_eta_ms, matches
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -169,9 +169,10 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         """The subscription is registered before the initial metadata goes out, so a client that has
         received the metadata knows every event published from then on will reach it (the cluster leader
         relies on this to trust a child's state from the stream instead of polling it)."""
+        position = self._m.events.published  # taken with the subscription, with no await in between
         sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only)
         try:
-            await context.send_initial_metadata((SUBSCRIBED,))
+            await context.send_initial_metadata((SUBSCRIBED, (POSITION_KEY, str(position))))
             async for ev in sub.events():
                 yield convert.event_to_pb(ev)
         except SubscriberLagged as exc:
