@@ -167,6 +167,40 @@ def test_every_bad_value_is_one_error_line(solo: NodeProc, args: list[str], code
     assert after == before  # nothing was changed by a refused command
 
 
+CRON_BAD_CASES: list[tuple[list[str], int, str]] = [
+    (["get", "nope"], 1, "schedule nope not found"),
+    (["get"], 2, "the following arguments are required: id"),
+    (["set", "s1"], 1, "cron set needs ID --type TYPE --schedule EXPR (or --file cron.json)"),
+    (["set", "s1", "--type", "sleep", "--schedule", "61 * * * *"], 1, "schedule '61 * * * *' is not a valid cron"),
+    (["set", "s1", "--type", "sleep", "--schedule", "@hourly", "--timezone", "Mars/Base"], 1,
+     "unknown time zone 'Mars/Base'"),
+    (["set", "s1", "--type", "sleep", "--schedule", "@hourly", "--concurrency", "sometimes"], 2, "invalid choice"),
+    (["set", "s1", "--type", "sleep", "--schedule", "@hourly", "--misfire-grace", "x"], 2, "invalid float value"),
+    (["set", "--file", "/nonexistent.json"], 1, "cannot read /nonexistent.json: No such file or directory"),
+    (["enable", "nope"], 1, "schedule nope not found"),
+    (["disable", "nope"], 1, "schedule nope not found"),
+    (["delete", "nope"], 1, "schedule nope not found"),
+    (["run-now", "nope"], 1, "schedule nope not found"),
+    (["bogus"], 2, "invalid choice: 'bogus'"),
+]
+
+
+@pytest.mark.parametrize(("args", "code", "message"), CRON_BAD_CASES, ids=[" ".join(c[0]) for c in CRON_BAD_CASES])
+def test_every_bad_cron_value_is_one_error_line(solo: NodeProc, args: list[str], code: int, message: str) -> None:
+    def document() -> str:
+        return subprocess.run([*taskward_cmd(), "cron", "-p", str(solo.port), "list", "--json"], capture_output=True,
+                              text=True, cwd=REPO, check=True, timeout=60).stdout
+
+    before = document()
+    out = subprocess.run([*taskward_cmd(), "cron", "-p", str(solo.port), *args], capture_output=True, text=True,
+                         cwd=REPO, check=False, timeout=60 * TIMEOUT_MULT)
+    assert "Traceback" not in out.stderr and out.stdout == ""
+    assert out.returncode == code, out.stderr
+    last = out.stderr.strip().splitlines()[-1]
+    assert "error: " in last and message in last, out.stderr
+    assert document() == before  # refused: the schedules are as they were
+
+
 def test_no_node_there_is_one_error_line(tmp_path: Path) -> None:
     port = free_port()
     out = subprocess.run([*taskward_cmd(), "tasks", "-p", str(port), "modules"], capture_output=True, text=True,
