@@ -38,6 +38,7 @@ logger = logging.getLogger(__name__)
 
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVICE_NAMES = ("taskward.v1.TaskManager", "taskward.v1.TestApi", "taskward.v1.Cron")
+TEST_SERVICE = "taskward.v1.TestApi"  # listed by reflection only when it is served
 
 
 def build_registry(config: NodeConfig) -> Registry:
@@ -50,6 +51,13 @@ def build_registry(config: NodeConfig) -> Registry:
         else:
             logger.warning("--tasks %s defines no task type (mark functions with @taskward.task_type)", spec)
     return registry
+
+
+def private_dir(path: Path) -> None:
+    """The data dir, readable by its owner only (0700) whatever the umask: it holds every task's arguments
+    and results, and the instance token that reclaims the node's id."""
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o700)
 
 
 def lock_data_dir(data_dir: Path) -> IO[str]:
@@ -77,8 +85,9 @@ def instance_token(data_dir: Path) -> str:
     """A random token kept in the data dir: a restart from it reclaims the node id at once."""
     path = data_dir / "instance"
     if not path.exists():
-        data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(data_dir)
         path.write_text(uuid.uuid4().hex)
+        path.chmod(0o600)
     return path.read_text().strip()
 
 
@@ -157,7 +166,8 @@ class NodeApp:
         if self.config.manager.enable_test_api:
             pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), server)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
-        reflection.enable_server_reflection([*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
+        served = [n for n in SERVICE_NAMES if n != TEST_SERVICE or self.config.manager.enable_test_api]
+        reflection.enable_server_reflection([*served, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         try:
             server.add_insecure_port(self.config.listen)
         except RuntimeError:  # taken since the check at start-up
@@ -179,7 +189,7 @@ class NodeApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
-        self.config.data_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.config.data_dir)
         self._lock = lock_data_dir(self.config.data_dir)
         logger.info("node %s: data in %s", self.config.node_id, self.config.data_dir.resolve())
         await self.manager.start()

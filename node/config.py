@@ -9,6 +9,7 @@ store gets), the REST and RESP surfaces what they need from ``NodeConfig``.
 from __future__ import annotations
 
 import ipaddress
+import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -19,6 +20,8 @@ from typing import Any
 from taskward.errors import ConfigError
 from taskward.model import NODE_ID_RE
 from taskward.settings import DEFAULT_GATEWAY_LISTEN, DEFAULT_LISTEN
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -176,6 +179,9 @@ def is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+MIN_TOKEN_LEN = 16
+
+
 def read_token(token_file: str, token: str) -> str | None:
     """The bearer token: ``--token-file`` wins over ``TASKWARD_TOKEN``; None means auth is off."""
     if not token_file:
@@ -186,6 +192,10 @@ def read_token(token_file: str, token: str) -> str | None:
         raise ConfigError(f"cannot read --token-file: {exc}") from None
     if not token:
         raise ConfigError("--token-file is empty")
+    if Path(token_file).stat().st_mode & 0o077:
+        logger.warning("--token-file %s can be read by other users: chmod 600 it", token_file)
+    if len(token) < MIN_TOKEN_LEN:
+        logger.warning("the bearer token is shorter than %d characters: easy to guess", MIN_TOKEN_LEN)
     return token
 
 

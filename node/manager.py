@@ -44,12 +44,14 @@ from taskward.middleware import (
     TypeStatsMiddleware,
 )
 from taskward.model import (
+    MAX_LABEL_LEN,
     ChildRef,
     TaskRecord,
     TaskState,
     TaskView,
     TtlSettings,
     TypeStats,
+    check_labels,
     check_task_id,
     descendants,
     expiry,
@@ -67,7 +69,6 @@ logger = logging.getLogger(__name__)
 
 TEST_MODULE = "test"
 BUILTIN_MODULE = "builtin"
-MAX_LABEL_LEN = 1024
 MAX_TTL = 2**32 - 1  # ScyllaDB's task_ttl_in_seconds: an unsigned 32-bit integer
 
 
@@ -362,11 +363,6 @@ class TaskManager:
 
     # ---------------------------------------------------------------- starting
 
-    def _check_labels(self, **labels: str) -> None:
-        for name, value in labels.items():
-            if len(value) > MAX_LABEL_LEN:
-                raise InvalidArgument(f"{name} longer than {MAX_LABEL_LEN} characters")
-
     async def start_task(
         self, module: str, type_name: str, args_json: str = "", *, idempotency_key: str = "",
         keyspace: str = "", table: str = "", entity: str = "", user_task: bool = True,
@@ -378,7 +374,7 @@ class TaskManager:
         different request it raises ``IdempotencyConflict`` and changes nothing.
         """
         spec = self.registry.get(module, type_name)
-        self._check_labels(keyspace=keyspace, table=table, entity=entity, idempotency_key=idempotency_key)
+        check_labels(keyspace=keyspace, table=table, entity=entity, idempotency_key=idempotency_key)
         args = spec.parse_args(args_json)
         canon = json.dumps(args, sort_keys=True, separators=(",", ":"))
         if idempotency_key:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 
-from taskward.errors import MalformedTaskId
+from taskward.errors import InvalidArgument, MalformedTaskId
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
@@ -41,6 +41,17 @@ class TaskKind(StrEnum):
 
 def new_task_id() -> str:
     return str(uuid.uuid4())
+
+
+MAX_LABEL_LEN = 1024
+
+
+def check_labels(**labels: str) -> None:
+    """Keyspace, table, entity and idempotency key: at most ``MAX_LABEL_LEN`` characters on every path
+    (a cluster task's labels are replicated to every node, so they are bounded the same way)."""
+    for name, value in labels.items():
+        if len(value) > MAX_LABEL_LEN:
+            raise InvalidArgument(f"{name} longer than {MAX_LABEL_LEN} characters")
 
 
 def check_task_id(task_id: str) -> str:

@@ -175,6 +175,10 @@ class Store:
                                "or move the data dir away; the node does not start with it") from None
 
     def _open_sync(self) -> Loaded:
+        # Owner-only (0600) whatever the umask, before SQLite writes anything: its -wal and -shm files take
+        # the database's permissions. A database from an older version is tightened too.
+        self._path.touch(mode=0o600)
+        self._path.chmod(0o600)
         self._wconn = self._connect()
         self._wconn.executescript(SCHEMA)
         self._rconn = self._connect()

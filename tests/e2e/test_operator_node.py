@@ -7,7 +7,9 @@ from __future__ import annotations
 import json
 import os
 import socket
+import stat
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -163,3 +165,57 @@ def test_a_second_node_on_the_same_data_dir_exits_2_and_the_first_carries_on(tmp
         assert first.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=1)).stats.state == "done"
     finally:
         first.stop()
+
+
+def test_data_is_private_whatever_the_umask_and_a_weak_token_file_is_named(tmp_path: Path) -> None:
+    token = tmp_path / "token"
+    token.write_text("short\n")
+    token.chmod(0o644)
+    wrapper = ["sh", "-c", 'umask 000; exec "$0" "$@"', sys.executable, "-m", "taskward"]
+    n = NodeProc(tmp_path / "d", extra=["--token-file", str(token)], command=wrapper).start()
+    try:
+        data = tmp_path / "d"
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
+        for name in ("taskward.sqlite3", "taskward.sqlite3-wal", "instance"):
+            assert stat.S_IMODE((data / name).stat().st_mode) == 0o600, name
+    finally:
+        n.stop()
+    log = n.log()
+    assert f"--token-file {token} can be read by other users: chmod 600 it" in log
+    assert "the bearer token is shorter than 16 characters" in log
+
+
+def test_reflection_lists_the_test_api_only_when_it_is_served(tmp_path: Path) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    def services(n: NodeProc) -> set[str]:
+        stub = reflection_pb2_grpc.ServerReflectionStub(n.channel())
+        answers = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]))
+        return {s.name for a in answers for s in a.list_services_response.service}
+
+    plain = NodeProc(tmp_path / "plain").start()
+    with_test = NodeProc(tmp_path / "test", extra=["--enable-test-api"]).start()
+    try:
+        assert "taskward.v1.TestApi" not in services(plain) and "taskward.v1.TaskManager" in services(plain)
+        assert "taskward.v1.TestApi" in services(with_test)
+    finally:
+        plain.stop()
+        with_test.stop()
+
+
+@pytest.mark.parametrize("label", ["keyspace", "table", "entity", "idempotency_key"])
+def test_a_cluster_start_bounds_its_labels_as_a_node_start_does(tmp_path: Path, label: str) -> None:
+    import grpc
+
+    n = NodeProc(tmp_path / "c").start()
+    try:
+        for cluster in (True, False):
+            req = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0}', cluster=cluster,
+                                      **{label: "x" * 1025})
+            with pytest.raises(grpc.RpcError) as info:
+                n.stub().StartTask(req, timeout=10)
+            assert (info.value.code(), info.value.details()) == (
+                grpc.StatusCode.INVALID_ARGUMENT, f"{label} longer than 1024 characters")
+        assert list(n.stub().ListTasks(pb.ListTasksRequest(module="builtin", internal=True)).tasks) == []
+    finally:
+        n.stop()

@@ -17,7 +17,7 @@ from taskward.cluster_view import ClusterView, UnreachableChild
 from taskward.errors import InvalidArgument, TaskwardError, Unauthenticated
 from taskward.events import POSITION_KEY, SUBSCRIBED, EventLogClosed, SubscriberLagged
 from taskward.manager import TaskManager
-from taskward.model import Progress, TaskRecord, TaskView, check_task_id, linear_eta_ms, matches
+from taskward.model import Progress, TaskRecord, TaskView, check_labels, check_task_id, linear_eta_ms, matches
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.scylla_test_api import ScyllaTestApi
@@ -138,6 +138,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         if request.task_id:
             check_task_id(request.task_id)
         if request.cluster or request.nodes:
+            check_labels(keyspace=request.keyspace, table=request.table, entity=request.entity,
+                         idempotency_key=request.idempotency_key)
             task_id = await self._cluster.start_task(
                 request.module, request.type, request.args_json, nodes=list(request.nodes),
                 idempotency_key=request.idempotency_key, keyspace=request.keyspace, table=request.table,
