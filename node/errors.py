@@ -140,6 +140,14 @@ class Unavailable(TaskwardError):
     grpc_code = grpc.StatusCode.UNAVAILABLE
 
 
+class StoreUnavailable(Unavailable):
+    """The node's own database refused a write (locked by another process past the busy timeout, disk
+    full, I/O error): the transition did not happen, and the node goes on with the next one."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the node's store cannot write now: {detail}")
+
+
 class NoNodeReachable(Unavailable):
     """Every listed node answered UNAVAILABLE (or could not be asked); REST answers 503."""
 

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from taskward.errors import DataDirError
+from taskward.errors import DataDirError, StoreUnavailable
 from taskward.model import ChildRef, TaskKind, TaskRecord, TaskState
 
 logger = logging.getLogger(__name__)
@@ -144,9 +144,10 @@ class Loaded:
 class Store:
     """SQLite under the node's data dir. Async API; all writes go through one thread."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
         self._path = path
         self._synchronous = synchronous
+        self._busy_timeout_ms = busy_timeout_ms
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
         self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-reader")
         self._wconn: sqlite3.Connection | None = None
@@ -161,7 +162,7 @@ class Store:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute(f"PRAGMA busy_timeout={int(self._busy_timeout_ms)}")
         return conn
 
     async def open(self) -> Loaded:
@@ -213,7 +214,11 @@ class Store:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
-                results = await loop.run_in_executor(self._writer, self._write_batch, [t for t, _ in batch])
+                try:
+                    results = await loop.run_in_executor(self._writer, self._write_batch, [t for t, _ in batch])
+                except sqlite3.Error as exc:  # the whole group failed (e.g. BEGIN: locked past the timeout)
+                    logger.error("store write failed: %s", exc)
+                    results = [StoreUnavailable(str(exc))] * len(batch)
                 for (tx, fut), err in zip(batch, results, strict=True):
                     if err is None:
                         for callback in tx.on_commit:
@@ -223,7 +228,7 @@ class Store:
                     if err is None:
                         fut.set_result(None)
                     else:
-                        fut.set_exception(err)
+                        fut.set_exception(err if isinstance(err, StoreUnavailable) else StoreUnavailable(str(err)))
         finally:
             self._flushing = False
             self._idle.set()
@@ -231,15 +236,16 @@ class Store:
     def _write_batch(self, txs: list[Tx]) -> list[Exception | None]:
         conn = self._wconn
         assert conn is not None
+        conn.execute("BEGIN IMMEDIATE")  # refused (locked past the busy timeout): nothing was tried, all fail
         try:
-            conn.execute("BEGIN IMMEDIATE")
             for tx in txs:
                 for sql, params in tx.statements:
                     conn.execute(sql, params)
             conn.execute("COMMIT")
             return [None] * len(txs)
         except sqlite3.Error:
-            conn.execute("ROLLBACK")
+            if conn.in_transaction:  # a COMMIT that failed may have ended it already
+                conn.execute("ROLLBACK")
             if len(txs) == 1:
                 raise
         results: list[Exception | None] = []

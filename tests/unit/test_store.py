@@ -73,3 +73,31 @@ async def test_corrupt_rows_are_skipped_not_fatal(tmp_path: Path) -> None:
     assert [t.id for t in loaded.tasks] == [rec(1).id]
     assert loaded.corrupt == ["bad"]
     await again.close()
+
+
+async def test_a_store_locked_by_another_process_fails_its_writers_clearly_and_recovers(tmp_path: Path) -> None:
+    """Another writer holds the database past the busy timeout: every pending write fails at once with a
+    clear error (none is left unanswered), nothing half-done is kept, and the next write succeeds."""
+    import sqlite3
+
+    from taskward.errors import StoreUnavailable
+    from taskward.store import Store, Tx
+
+    store = Store(tmp_path / "db.sqlite3", synchronous="NORMAL", busy_timeout_ms=200)
+    await store.open()
+    other = sqlite3.connect(tmp_path / "db.sqlite3", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")  # the lock
+    try:
+        futures = [store.submit(Tx().setting(f"k{i}", "v")) for i in range(3)]
+        results = await asyncio.gather(*futures, return_exceptions=True)
+        assert all(isinstance(r, StoreUnavailable) for r in results), results
+        assert str(results[0]) == "the node's store cannot write now: database is locked"
+    finally:
+        other.execute("ROLLBACK")
+        other.close()
+    await store.commit(Tx().setting("after", "ok"))  # recovered
+    await store.close()
+    again = Store(tmp_path / "db.sqlite3")
+    loaded = await again.open()
+    await again.close()
+    assert loaded.settings == {"after": "ok"}
