@@ -14,18 +14,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from taskward.context import TaskContext
-from taskward.errors import TaskAborted
+from taskward.errors import StoreUnavailable, TaskAborted
+from taskward.logs import task_extra
 from taskward.middleware import RunInput
 from taskward.registry import TaskType, encode_result
 
 logger = logging.getLogger(__name__)
+RECORD_RETRY_MIN_S = 0.1
+RECORD_RETRY_MAX_S = 5.0
+T = TypeVar("T")
 
 
 class RunState(Enum):
@@ -144,18 +148,34 @@ class Executor:
                 await self._failed(run, ctx, exc, child=child)
         except TaskAborted:
             ctx.log.info("aborted")
-            await self._host.complete(run.task_id, aborted=True)
+            await self._recorded(lambda: self._host.complete(run.task_id, aborted=True), run)
         except Exception as exc:  # a failing body (or a result that cannot be stored) is an outcome, not a node error
             await self._failed(run, ctx, exc, child=child)
         else:
-            await self._host.complete(run.task_id, result=result)
+            await self._recorded(lambda: self._host.complete(run.task_id, result=result), run)
 
     async def _failed(self, run: Run, ctx: TaskContext, exc: BaseException, *, child: bool) -> None:
         error = str(exc) or type(exc).__name__
         ctx.log.info("failed: %s", error)
-        delay = await self._host.attempt_failed(run.task_id, exc, error)
+        delay = await self._recorded(lambda: self._host.attempt_failed(run.task_id, exc, error), run)
         if delay is not None:
             self.retry_later(run, delay, child=child)
+
+    async def _recorded(self, record: Callable[[], Awaitable[T]], run: Run) -> T:
+        """Record how a run ended, however long the store refuses it (locked, disk full): the outcome is
+        only known in memory until then, and a task must never stay ``running`` because one write failed.
+        A stop gives up (start-up recovery then treats the task as interrupted, as after a crash)."""
+        backoff = RECORD_RETRY_MIN_S
+        while True:
+            try:
+                return await record()
+            except StoreUnavailable as exc:
+                if self._state is not RunState.RUNNING:
+                    raise
+                logger.error("cannot record how task %s ended (%s); trying again in %.1fs", run.task_id, exc.message,
+                             backoff, extra=task_extra(run.task_id, run.spec.module, run.spec.name))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, RECORD_RETRY_MAX_S)
 
     async def _invoke(self, run: Run, ctx: TaskContext) -> Any:
         if run.spec.is_async:

@@ -94,3 +94,47 @@ async def test_an_abort_during_a_completion_does_not_undo_it(tmp_path: Path) -> 
     loaded = await reopened.open()
     await reopened.close()
     assert {r.id: r.state for r in loaded.tasks}[tid] is TaskState.DONE
+
+
+class RefusingStore(Store):
+    """The real store, which can be told to refuse its next writes as a locked or full disk would."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, synchronous="NORMAL")
+        self.refuse = 0
+
+    def _write_batch(self, txs: list[Tx]) -> list[Exception | None]:
+        if self.refuse:
+            self.refuse -= 1
+            import sqlite3
+
+            raise sqlite3.OperationalError("disk I/O error")
+        return super()._write_batch(txs)
+
+
+async def test_a_completion_the_store_refuses_is_recorded_once_it_can_be(tmp_path: Path) -> None:
+    """How a run ended is written again until the store takes it: the task does not stay running, and the
+    executor's slot goes on to the next task (concurrency 1)."""
+    registry = Registry()
+    registry.load_module(sys.modules[__name__])
+    store = RefusingStore(tmp_path / "db.sqlite3")
+    m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1, concurrency=1), store, registry)
+    await m.start()
+    try:
+        running, release = GATES["refused"] = (asyncio.Event(), asyncio.Event())
+        first = await m.start_task("vis", "gated", json.dumps({"key": "refused"}))
+        await running.wait()
+        store.refuse = 2  # the completion's first two writes fail
+        release.set()
+        assert (await m.wait(first, 5)).record.state is TaskState.DONE
+        assert store.refuse == 0
+        _, release2 = GATES["next"] = (asyncio.Event(), asyncio.Event())
+        release2.set()
+        second = await m.start_task("vis", "gated", json.dumps({"key": "next"}))
+        assert (await m.wait(second, 5)).record.state is TaskState.DONE  # the slot is free again
+    finally:
+        await m.stop()
+    again = Store(tmp_path / "db.sqlite3")
+    loaded = await again.open()
+    await again.close()
+    assert {r.id: r.state for r in loaded.tasks} == {first: TaskState.DONE, second: TaskState.DONE}
