@@ -160,3 +160,29 @@ def test_bad_retry_options_are_refused_when_the_module_loads() -> None:
         with pytest.raises(ValueError) as info:
             task_type("m", "t", **kwargs)  # type: ignore[arg-type]
         assert str(info.value) == message
+
+
+def test_sse_events_carry_the_retry_fields(node: NodeProc, tmp_path: Path) -> None:
+    import httpx
+
+    from tests.support.procs import TIMEOUT_MULT as MULT
+
+    tid = start(node, "sample", "fail-once", log=str(tmp_path / "attempts.log"))
+    ev = retrying_event(node, tid)
+    with httpx.Client(base_url=f"http://{rest_port(node)}") as rest, \
+            rest.stream("GET", "/events", params={"after": "0"}, timeout=20 * MULT) as resp:
+        data: dict[str, object] = {}
+        fields: dict[str, str] = {}
+        for line in resp.iter_lines():
+            if line:
+                key, _, value = line.partition(": ")
+                fields[key] = value
+                continue
+            if fields.get("event") == "task.retrying":
+                data = json.loads(fields["data"])
+                break
+            fields = {}
+    assert (data["task_id"], data["error"], data["attempt"]) == (tid, "first attempt fails", 2)
+    due_ms = ev.next_attempt_at.ToMilliseconds()
+    expected = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(due_ms // 1000)) + f".{due_ms % 1000:03d}Z"
+    assert data["next_attempt_at"] == expected

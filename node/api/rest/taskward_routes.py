@@ -19,7 +19,7 @@ from taskward.api.rest.middleware import RestMetrics
 from taskward.api.rest.models import NodeInfo, errors
 from taskward.api.rest.scylla_routes import pool_of
 from taskward.client.node_pool import NodePool, NodeStubs
-from taskward.convert import node_pb_to_dict, ts_to_iso
+from taskward.convert import event_pb_to_dict, node_pb_to_dict
 from taskward.errors import TaskwardError
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
@@ -66,19 +66,9 @@ async def cluster_nodes(request: Request) -> Response:
 # ---------------------------------------------------------------- events
 
 
-def event_to_dict(ev: pb.Event) -> dict[str, object]:
-    out: dict[str, object] = {
-        "sequence": ev.sequence, "type": ev.type, "task_id": ev.task_id, "module": ev.module,
-        "task_type": ev.task_type, "time": ts_to_iso(ev.time), "progress_completed": ev.progress_completed,
-        "progress_total": ev.progress_total, "message": ev.message, "error": ev.error,
-    }
-    if ev.schedule_id:  # cron.fired
-        out |= {"schedule_id": ev.schedule_id, "slot": ev.slot}
-    return out
-
-
 def sse_frame(ev: pb.Event) -> bytes:
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.sequence, ev.type.encode(), orjson.dumps(event_to_dict(ev)))
+    """One SSE frame; ``data`` is the event's JSON as the client library gives it (``convert``)."""
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (ev.sequence, ev.type.encode(), orjson.dumps(event_pb_to_dict(ev)))
 
 
 class EventStreams:
