@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
 from taskward.client import Client, TaskHandle, TaskStatus
-from taskward.convert import node_pb_to_dict
+from taskward.convert import iso, node_pb_to_dict
 from taskward.errors import NoNodeReachable, TaskFailed, TaskwardError, Unavailable, WaitTimeout
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
@@ -52,19 +52,19 @@ def port_number(raw: str) -> int:
     return port
 
 
-def positive_number(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {raw!r}")
-    return value
+def seconds(*, zero_ok: bool) -> Callable[[str], float]:
+    """An argparse type for a duration: a finite number of seconds, above zero (or zero, when ``zero_ok``)."""
 
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a number of seconds, got {raw!r}") from None
+        if not math.isfinite(value) or value < 0 or (value == 0 and not zero_ok):
+            raise argparse.ArgumentTypeError(f"expected a positive number of seconds, got {raw!r}")
+        return value
 
-def non_negative_number(raw: str) -> float:
-    value = positive_number(raw) if raw.strip() not in ("0", "0.0") else 0.0
-    return value
+    return parse
 
 
 def positive_int(raw: str) -> int:
@@ -103,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     ls.add_argument("--internal", action="store_true", help="include internal tasks (children)")
     ls.add_argument("--keyspace", "-ks", default="", help="only tasks of this keyspace")
     ls.add_argument("--table", "-t", default="", help="only tasks of this table")
-    ls.add_argument("--interval", type=positive_number, metavar="S", help="list again every S seconds")
+    ls.add_argument("--interval", type=seconds(zero_ok=False), metavar="S", help="list again every S seconds")
     ls.add_argument("--iterations", type=positive_int, metavar="N", help="number of listings (with --interval)")
     json_flag(ls)
     st = sub.add_parser("status", help=f"status of a task; {UNREGISTERS}")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
                         epilog=WAIT_EXITS)
     wt.add_argument("id", help="task id")
     wt.add_argument("--quiet", "-q", action="store_true", help="print nothing (the exit code says how it ended)")
-    wt.add_argument("--timeout", type=non_negative_number, metavar="S", help="give up after S seconds (exit 124)")
+    wt.add_argument("--timeout", type=seconds(zero_ok=True), metavar="S", help="give up after S seconds (exit 124)")
     for name, label in (("ttl", "task_ttl"), ("user-ttl", "user_task_ttl")):
         t = sub.add_parser(name, help=f"get or set {label} (seconds a finished root task is kept)")
         t.add_argument("--set", type=int, dest="set_value", metavar="N", help="set it to N seconds (0-4294967295)")
@@ -163,7 +163,7 @@ def render_table(rows: Sequence[dict[str, Any]], columns: Sequence[str]) -> str:
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() for row in cells)
 
 
-UNSET_TIME = "1970-01-01T00:00:00Z"
+UNSET_TIME = iso(None)  # how REST and --json spell a time that is not set
 
 
 def render_cell(value: Any) -> str:

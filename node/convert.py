@@ -72,11 +72,13 @@ def status_to_pb(view: TaskView, addresses: dict[str, str]) -> pb.TaskStatus:
     return msg
 
 
-def _dt(ts: Timestamp) -> datetime | None:
+def second_time(ts: Timestamp) -> datetime | None:
+    """A whole-second time as statuses carry it; the epoch (unset) is None."""
     return datetime.fromtimestamp(ts.seconds, UTC) if ts.seconds else None
 
 
-def _dt_ms(ts: Timestamp) -> datetime:
+def ms_time(ts: Timestamp) -> datetime:
+    """A timestamp kept to the millisecond or finer (``created_at``, a retry's time) as an aware datetime."""
     return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC)
 
 
@@ -88,14 +90,14 @@ def status_from_pb(msg: pb.TaskStatus) -> TaskView:
         id=s.task_id, module=msg.module, type=s.type, kind=TaskKind(s.kind), scope=s.scope, state=TaskState(s.state),
         sequence_number=s.sequence_number, keyspace=s.keyspace, table=s.table, entity=s.entity, shard=s.shard,
         created_at=datetime.fromtimestamp(msg.created_at.seconds + msg.created_at.nanos / 1e9, UTC),
-        args=msg.args_json or "{}", start_time=_dt(s.start_time), end_time=_dt(s.end_time),
+        args=msg.args_json or "{}", start_time=second_time(s.start_time), end_time=second_time(s.end_time),
         is_abortable=msg.is_abortable,
         error=msg.error, aborted=msg.aborted, parent_id=None if msg.parent_id == "none" else msg.parent_id,
         children=tuple(ChildRef(c.task_id, c.node) for c in msg.children_ids), progress_units=msg.progress_units,
         progress_total=msg.progress_total, progress_completed=msg.progress_completed,
         progress_message=msg.progress_message, own_progress=True, result=msg.result_json,
         attempt=msg.attempt or 1, max_attempts=msg.max_attempts or 1,
-        next_attempt_at=_dt_ms(msg.next_attempt_at) if msg.HasField("next_attempt_at") else None,
+        next_attempt_at=ms_time(msg.next_attempt_at) if msg.HasField("next_attempt_at") else None,
     )
     return TaskView(rec, Progress(msg.progress_completed, msg.progress_total,
                                   msg.eta_ms if msg.HasField("eta_ms") else None))
@@ -166,7 +168,7 @@ def status_pb_to_dict(msg: pb.TaskStatus) -> dict[str, object]:
     out["attempt"] = msg.attempt or 1
     out["max_attempts"] = msg.max_attempts or 1
     if msg.HasField("next_attempt_at"):
-        out["next_attempt_at"] = iso_ms(_dt_ms(msg.next_attempt_at))
+        out["next_attempt_at"] = iso_ms(ms_time(msg.next_attempt_at))
     return out
 
 
@@ -184,7 +186,7 @@ def event_pb_to_dict(ev: pb.Event) -> dict[str, object]:
     if ev.schedule_id:  # cron.fired
         out |= {"schedule_id": ev.schedule_id, "slot": ev.slot}
     if ev.HasField("next_attempt_at"):  # task.retrying
-        out |= {"attempt": ev.attempt, "next_attempt_at": iso_ms(_dt_ms(ev.next_attempt_at))}
+        out |= {"attempt": ev.attempt, "next_attempt_at": iso_ms(ms_time(ev.next_attempt_at))}
     return out
 
 

@@ -172,11 +172,12 @@ def taskward_executable() -> str:
     the current folder)."""
     script = Path(sys.executable).parent / "taskward"
     on_path = shutil.which("taskward")
-    if on_path is not None and Path(on_path).resolve() == script.resolve():
+    if not script.exists() or (on_path is not None and Path(on_path).resolve() == script.resolve()):
         return "taskward"
-    with contextlib.suppress(ValueError):
-        return os.path.join(".", script.relative_to(Path.cwd())) if script.exists() else "taskward"
-    return str(script) if script.exists() else "taskward"
+    try:
+        return os.path.join(".", script.relative_to(Path.cwd()))
+    except ValueError:  # not below the current folder
+        return str(script)
 
 
 def tips(root: str, *, taskward: str, have: set[str]) -> list[str]:

@@ -16,29 +16,19 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from taskward.convert import iso_ms
+from taskward.convert import iso, iso_ms, ms_time, second_time
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
-EPOCH_ISO = "1970-01-01T00:00:00Z"
 FINISHED_STATES = frozenset({"done", "failed"})
 
 
-def time_of(ts: Timestamp) -> datetime | None:
-    """A whole-second time as REST shows it; the epoch (unset) is ``None``."""
-    return datetime.fromtimestamp(ts.seconds, UTC) if ts.seconds else None
-
-
-def _dt_ms(ts: Timestamp) -> datetime | None:
-    return datetime.fromtimestamp(ts.seconds + ts.nanos / 1e9, UTC) if ts.seconds or ts.nanos else None
-
-
-def _iso(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%dT%H:%M:%SZ") if value is not None else EPOCH_ISO
+def _set_ms_time(ts: Timestamp) -> datetime | None:
+    return ms_time(ts) if ts.seconds or ts.nanos else None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -127,7 +117,7 @@ class TaskStatus:
         return cls(
             id=s.task_id, type=s.type, kind=s.kind, scope=s.scope, state=s.state, module=msg.module,
             sequence_number=s.sequence_number, keyspace=s.keyspace, table=s.table, entity=s.entity, shard=s.shard,
-            start_time=time_of(s.start_time), end_time=time_of(s.end_time), is_abortable=msg.is_abortable,
+            start_time=second_time(s.start_time), end_time=second_time(s.end_time), is_abortable=msg.is_abortable,
             error=msg.error, aborted=msg.aborted,
             parent_id=None if msg.parent_id in ("none", "") else msg.parent_id,
             progress_units=msg.progress_units, progress_total=msg.progress_total,
@@ -136,10 +126,10 @@ class TaskStatus:
             children_ids=tuple(TaskChild(task_id=c.task_id, node=c.node, address=c.address)
                                for c in children) if children else (),
             args=json.loads(args_json) if args_json and args_json != "{}" else {},
-            created_at=_dt_ms(msg.created_at),
+            created_at=_set_ms_time(msg.created_at),
             result=json.loads(result_json) if result_json and result_json != "null" else None,
             attempt=msg.attempt or 1, max_attempts=msg.max_attempts or 1,
-            next_attempt_at=_dt_ms(msg.next_attempt_at) if msg.HasField("next_attempt_at") else None,
+            next_attempt_at=ms_time(msg.next_attempt_at) if msg.HasField("next_attempt_at") else None,
             stale=msg.stale,
         )
 
@@ -149,15 +139,15 @@ class TaskStatus:
         return cls(
             id=s.task_id, type=s.type, kind=s.kind, scope=s.scope, state=s.state, module=module,
             sequence_number=s.sequence_number, keyspace=s.keyspace, table=s.table, entity=s.entity, shard=s.shard,
-            start_time=time_of(s.start_time), end_time=time_of(s.end_time), partial=True,
+            start_time=second_time(s.start_time), end_time=second_time(s.end_time), partial=True,
         )
 
     def to_dict(self) -> dict[str, Any]:
         """The REST ``task_status`` object (the same keys, order and spellings as REST and ``tasks status``)."""
         out: dict[str, Any] = {
             "id": self.id, "task_id": self.id, "type": self.type, "kind": self.kind, "scope": self.scope,
-            "state": self.state, "is_abortable": self.is_abortable, "start_time": _iso(self.start_time),
-            "end_time": _iso(self.end_time), "error": self.error, "parent_id": self.parent_id or "none",
+            "state": self.state, "is_abortable": self.is_abortable, "start_time": iso(self.start_time),
+            "end_time": iso(self.end_time), "error": self.error, "parent_id": self.parent_id or "none",
             "sequence_number": self.sequence_number, "shard": self.shard, "keyspace": self.keyspace,
             "table": self.table, "entity": self.entity, "progress_units": self.progress_units,
             "progress_total": self.progress_total, "progress_completed": self.progress_completed,
@@ -178,6 +168,6 @@ class TaskStatus:
         return {
             "task_id": self.id, "type": self.type, "kind": self.kind, "scope": self.scope, "state": self.state,
             "sequence_number": self.sequence_number, "keyspace": self.keyspace, "table": self.table,
-            "entity": self.entity, "shard": self.shard, "start_time": _iso(self.start_time),
-            "end_time": _iso(self.end_time),
+            "entity": self.entity, "shard": self.shard, "start_time": iso(self.start_time),
+            "end_time": iso(self.end_time),
         }

@@ -101,16 +101,21 @@ def test_version() -> None:
     assert (out.returncode, out.stdout, out.stderr) == (0, f"taskward {__version__}\n", "")
 
 
-def test_json_logs_name_the_node_and_the_task(tmp_path: Path) -> None:
+def one_hello(tmp_path: Path, *, node_id: str = "n1", flags: tuple[str, ...] = ()) -> tuple[NodeProc, str]:
+    """A node (stopped again) that ran ``mine:hello`` once from ``./mytasks.py``: the node, and the task's id."""
     (tmp_path / "mytasks.py").write_text(TASKS_PY)
-    n = NodeProc(tmp_path / "data", node_id="j1", extra=["--tasks", "mytasks", "--log-format", "json",
-                                                         "--log-level", "debug"])
+    n = NodeProc(tmp_path / "data", node_id=node_id, extra=["--tasks", "mytasks", *flags])
     n.launch(cwd=tmp_path).wait_ready(15 * TIMEOUT_MULT)
     try:
         tid = n.stub().StartTask(pb.StartTaskRequest(module="mine", type="hello", args_json='{"name": "ops"}')).task_id
         n.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=10))
     finally:
         n.stop()
+    return n, tid
+
+
+def test_json_logs_name_the_node_and_the_task(tmp_path: Path) -> None:
+    n, tid = one_hello(tmp_path, node_id="j1", flags=("--log-format", "json", "--log-level", "debug"))
     lines = [json.loads(line) for line in n.log_path.read_text().splitlines() if line.strip()]
     assert all({"time", "level", "logger", "message", "node"} <= set(line) for line in lines)
     assert {line["node"] for line in lines} == {"j1"}
@@ -123,14 +128,7 @@ def test_json_logs_name_the_node_and_the_task(tmp_path: Path) -> None:
 
 
 def test_text_logs_carry_the_task_id(tmp_path: Path) -> None:
-    (tmp_path / "mytasks.py").write_text(TASKS_PY)
-    n = NodeProc(tmp_path / "data", extra=["--tasks", "mytasks"])
-    n.launch(cwd=tmp_path).wait_ready(15 * TIMEOUT_MULT)
-    try:
-        tid = n.stub().StartTask(pb.StartTaskRequest(module="mine", type="hello", args_json='{"name": "ops"}')).task_id
-        n.stub().WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=10))
-    finally:
-        n.stop()
+    n, tid = one_hello(tmp_path)
     line = next(line for line in n.log_path.read_text().splitlines() if "saying hello" in line)
     assert line.endswith(f"INFO taskward.task [task {tid} mine:hello]: saying hello to ops")
 

@@ -12,11 +12,10 @@ from pathlib import Path
 import pytest
 
 from taskward import FinishInput, ProgressInput, RunInput, TaskContext, TaskMiddleware, task_middleware, task_type
-from taskward.config import ManagerConfig
 from taskward.manager import TaskManager
 from taskward.model import TaskState
-from taskward.registry import Registry
 from taskward.store import Store
+from tests.support.managers import in_process_manager
 
 Seen = list[tuple[str, str, str, int]]  # hook, task id, state seen, statements in the transaction
 
@@ -108,12 +107,9 @@ class AlsoBroken(Broken):
     pass
 
 
-def new_manager(path: Path, **config: int | float) -> TaskManager:
+def new_manager(path: Path, concurrency: int = 16) -> TaskManager:
     SEEN.clear()
-    registry = Registry()
-    registry.load_module(sys.modules[__name__])
-    return TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1, **config),  # type: ignore[arg-type]
-                       Store(path / "db.sqlite3", synchronous="NORMAL"), registry)
+    return in_process_manager(path, sys.modules[__name__], concurrency=concurrency)
 
 
 @pytest.fixture

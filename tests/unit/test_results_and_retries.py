@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from taskward import ChildFailed, ErrorInput, FinishInput, TaskContext, TaskMiddleware, task_middleware, task_type
-from taskward.config import ManagerConfig
 from taskward.events import EventType, Subscription
 from taskward.manager import TaskManager
 from taskward.middleware.retry import RetryMiddleware, backoff_cap
 from taskward.model import TaskRecord, TaskState
 from taskward.registry import MAX_RESULT_BYTES, Registry
+from tests.support.managers import in_process_manager
 
 RUNS: dict[str, list[float]] = {}  # key -> wall-clock start of each attempt
 
@@ -102,12 +102,7 @@ class Watch(TaskMiddleware):
 
 
 def new_manager(path: Path) -> TaskManager:
-    from taskward.store import Store
-
-    registry = Registry()
-    registry.load_module(sys.modules[__name__])
-    return TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1),
-                       Store(path / "db.sqlite3", synchronous="NORMAL"), registry)
+    return in_process_manager(path, sys.modules[__name__])
 
 
 @pytest.fixture

@@ -15,12 +15,11 @@ from pathlib import Path
 import pytest
 
 from taskward import TaskContext, task_type
-from taskward.config import ManagerConfig
 from taskward.errors import WaitTimeout
 from taskward.manager import TaskManager
 from taskward.model import TaskState
-from taskward.registry import Registry
 from taskward.store import Store, Tx
+from tests.support.managers import in_process_manager
 
 GATES: dict[str, tuple[asyncio.Event, asyncio.Event]] = {}  # key -> (running, release)
 
@@ -51,10 +50,8 @@ class HeldStore(Store):
 @contextlib.asynccontextmanager
 async def finishing(tmp_path: Path, key: str) -> AsyncIterator[tuple[TaskManager, HeldStore, str]]:
     """A task whose body has ended and whose completion the store holds back from the disk."""
-    registry = Registry()
-    registry.load_module(sys.modules[__name__])
     store = HeldStore(tmp_path / "db.sqlite3")
-    m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1), store, registry)
+    m = in_process_manager(tmp_path, sys.modules[__name__], store=store)
     await m.start()
     try:
         running, release = GATES[key] = (asyncio.Event(), asyncio.Event())
@@ -115,10 +112,8 @@ class RefusingStore(Store):
 async def test_a_completion_the_store_refuses_is_recorded_once_it_can_be(tmp_path: Path) -> None:
     """How a run ended is written again until the store takes it: the task does not stay running, and the
     executor's slot goes on to the next task (concurrency 1)."""
-    registry = Registry()
-    registry.load_module(sys.modules[__name__])
     store = RefusingStore(tmp_path / "db.sqlite3")
-    m = TaskManager(ManagerConfig(node_id="u1", shutdown_grace_s=0.1, concurrency=1), store, registry)
+    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
     await m.start()
     try:
         running, release = GATES["refused"] = (asyncio.Event(), asyncio.Event())
