@@ -31,7 +31,7 @@ from taskward.coordinator.cron.service import CronService
 from taskward.coordinator.election import Election, NotLeader
 from taskward.coordinator.forwarding import Forwarder
 from taskward.coordinator.leader import Leader
-from taskward.coordinator.membership import Membership
+from taskward.coordinator.membership import Membership, live_members
 from taskward.coordinator.node_client import NodeClients, StartRequest
 from taskward.coordinator.records import (
     IDEMPOTENCY,
@@ -40,7 +40,6 @@ from taskward.coordinator.records import (
     ClusterChild,
     ClusterTask,
     Member,
-    decode_member,
     decode_task,
     encode_task,
 )
@@ -56,7 +55,7 @@ from taskward.errors import (
     UnknownNode,
     WaitTimeout,
 )
-from taskward.model import NodeInfo, TaskRecord
+from taskward.model import NodeInfo, TaskRecord, check_labels, check_task_id
 
 logger = logging.getLogger(__name__)
 
@@ -68,7 +67,8 @@ def _dt(ts: float) -> datetime | None:
 
 class Coordinator:
     def __init__(self, config: ClusterConfig, store: ClusterStore, *, node_id: str, address: str,
-                 version: str, instance: str, token: str | None, catalog: TaskCatalog) -> None:
+                 version: str, instance: str, token: str | None, catalog: TaskCatalog,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.config = config
         self.node_id = node_id
         self._store = store
@@ -77,7 +77,7 @@ class Coordinator:
         self.membership = Membership(store, Member(id=node_id, address=address, version=version,
                                                    started_at=time.time(), instance=instance), config.lease_ttl_s)
         self._election = Election(store, node_id, instance)
-        self._clients = NodeClients(token)
+        self._clients = NodeClients(token, credentials)
         self._to_leader = Forwarder(self._clients, self.cache, timeout_s=config.etcd.timeout_s)
         self._child_events = ChildEvents(self._clients, self._full_cycle_after_batch,
                                          reconcile_s=config.reconcile_interval_s)
@@ -119,7 +119,7 @@ class Coordinator:
         """Join only if the live members accept our bearer token: a node with the wrong one would register,
         then fail every call it makes or takes. Members that cannot be reached are not asked."""
         kvs, _ = await self._store.get_prefix(MEMBERS)
-        others = [m for kv in kvs if (m := decode_member(kv.value)) is not None and m.id != self.node_id]
+        others = [m for m in await live_members(self._store, kvs) if m.id != self.node_id]
         for m in others:
             try:
                 await self._clients.load(m.address, timeout_s=self.config.child_rpc_timeout_s)
@@ -128,6 +128,10 @@ class Coordinator:
                 if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
                     raise TokenRefused(f"the cluster refuses this node's token: member {m.id} at {m.address} "
                                        "answered UNAUTHENTICATED (use the cluster's --token-file)") from None
+                if exc.code() == grpc.StatusCode.PERMISSION_DENIED:  # a token, but not of role node there
+                    raise TokenRefused(f"the cluster refuses this node's token: member {m.id} at {m.address} "
+                                       f"answered PERMISSION_DENIED ({exc.details()}): nodes call each other "
+                                       "with a token of role node") from None
 
     async def stop_leading(self) -> None:
         """Shutdown step 2: stop the loops and give up the leader key at once (fast failover).
@@ -154,6 +158,10 @@ class Coordinator:
             await self.membership.leave()
         await self._clients.close()
         await self._store.close()
+
+    def use_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """TLS credentials for calls to other nodes from now on (the node's certificates were reloaded)."""
+        self._clients.use_credentials(credentials)
 
     @property
     def child_events(self) -> ChildEvents:
@@ -292,7 +300,8 @@ class Coordinator:
 
     @property
     def stale(self) -> bool:
-        return self.cache.snapshot.stale
+        """Cut off from the store, or some record was bad and skipped (``ClusterSnapshot.reads_stale``)."""
+        return self.cache.snapshot.reads_stale
 
     def nodes(self) -> list[NodeInfo]:
         snap = self.cache.snapshot
@@ -301,6 +310,9 @@ class Coordinator:
                      started_at=datetime.fromtimestamp(m.started_at, UTC))
             for m in sorted(snap.members.values(), key=lambda m: m.id)
         ]
+
+    async def wait_change(self, timeout_s: float) -> None:
+        await self.cache.wait_change(timeout_s)
 
     def addresses(self) -> dict[str, str]:
         return {m.id: m.address for m in self.cache.snapshot.members.values()}
@@ -360,7 +372,11 @@ class Coordinator:
                          idempotency_key: str = "", keyspace: str = "", table: str = "", entity: str = "",
                          task_id: str = "") -> str:
         """Commit a new cluster task (on the leader) and return its id. ``task_id``: the id to give it,
-        chosen by the node that forwarded the start; a new one when empty."""
+        chosen by the node that forwarded the start; a new one when empty.
+
+        The node path's limits apply here too, before anything is forwarded or replicated: labels and the
+        idempotency key (``check_labels``), arguments (the catalog: size, depth, finite numbers)."""
+        check_labels(keyspace=keyspace, table=table, entity=entity, idempotency_key=idempotency_key)
         leader, address = self._leader_address()
         if leader != self.node_id:
             req = StartRequest(module=module, type=type_name, args_json=args_json, cluster=True, nodes=tuple(nodes),
@@ -390,7 +406,7 @@ class Coordinator:
         if not result.succeeded:
             existing = result.current.get(IDEMPOTENCY + idempotency_key) if idempotency_key else None
             if existing is not None:
-                return self._same_request(existing.decode(), t, idempotency_key)
+                return self._same_request(existing, t, idempotency_key)
             raise InvalidArgument(f"task id {t.id} is already in use")
         logger.info("cluster task %s (%s:%s) committed for nodes %s", t.id, module, type_name, ",".join(targets))
         self._kick_after_batch()
@@ -408,7 +424,14 @@ class Coordinator:
         self._batch = None
         self._kick.set()
 
-    def _same_request(self, existing_id: str, t: ClusterTask, key: str) -> str:
+    def _same_request(self, existing: bytes, t: ClusterTask, key: str) -> str:
+        existing_id = existing.decode("utf-8", "replace")
+        try:
+            check_task_id(existing_id)
+        except InvalidArgument:  # written by hand, or by something that is not taskward
+            logger.error("idempotency key %s holds %s, not a task id", ascii(key[:80]), ascii(existing_id[:80]))
+            raise InvalidArgument(f"idempotency key {key!r} is held by a bad record in the cluster store (not a "
+                                  "task id); use another key") from None
         old = self.cache.snapshot.tasks.get(existing_id)
         if old is not None and (old.module, old.type, json.loads(old.args_json)) != (
                 t.module, t.type, json.loads(t.args_json)):

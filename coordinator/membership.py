@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from taskward.coordinator.records import MEMBERS, Member, decode_member, encode_member
-from taskward.coordinator.store.base import ClusterStore, Compare, Put
+from taskward.coordinator.record_checks import BadRecord
+from taskward.coordinator.records import MEMBERS, Member, decode_member, encode_member, parse_member
+from taskward.coordinator.store.base import ClusterStore, Compare, KeyValue, Put
 from taskward.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -15,6 +16,22 @@ logger = logging.getLogger(__name__)
 class DuplicateNode(ConfigError):
     def __init__(self, node_id: str, address: str) -> None:
         super().__init__(f"node id {node_id} is already live at {address} (another data dir); refusing to start")
+
+
+async def live_members(store: ClusterStore, kvs: list[KeyValue]) -> list[Member]:
+    """The members among ``kvs`` (a listing of ``members/``) that may be called: good records bound to a
+    live lease (the replica admits the same ones, ``cache.py``); others are left out, at debug level (the
+    replica logs them)."""
+    found: list[Member] = []
+    for kv in kvs:
+        try:
+            m = parse_member(kv.value, node_id=kv.key[len(MEMBERS):], lease=kv.lease)
+        except BadRecord as exc:
+            logger.debug("not a member: %s: %s", ascii(kv.key), exc)
+            continue
+        if await store.lease_alive(kv.lease):
+            found.append(m)
+    return found
 
 
 @dataclass(slots=True)
@@ -34,7 +51,9 @@ class Membership:
         """Create our member key on a fresh lease.
 
         A live key with our instance token is our own previous incarnation (restart from the same
-        data dir before its lease expired): we take it over at once. Any other live owner refuses us.
+        data dir before its lease expired): we take it over at once. Any other live owner refuses us. A
+        key that is no live member (bound to no lease, or to one that has expired, or not a member record)
+        is nobody's: we replace it.
         """
         self.lease = await self.store.grant_lease(self.lease_ttl_s)
         value = encode_member(self.me)
@@ -43,10 +62,13 @@ class Membership:
             if cur is None:
                 continue
             old = decode_member(cur.value)
-            if old is not None and old.instance != self.me.instance:
+            live = bool(cur.lease) and await self.store.lease_alive(cur.lease)
+            if old is not None and old.instance != self.me.instance and live:
                 await self.store.revoke_lease(self.lease)
                 raise DuplicateNode(self.me.id, old.address)
-            if cur.lease:
+            if not live:
+                logger.warning("replacing member key %s, which is bound to no live lease", self.key)
+            if live and old is not None and old.instance == self.me.instance:
                 await self.store.revoke_lease(cur.lease)  # drops our old leader key too, if any
             if (await self.store.txn((Compare(self.key, cur.value),), (Put(self.key, value, self.lease),))).succeeded:
                 break

@@ -62,14 +62,26 @@ class EventStream:
 
 
 class NodeClients:
-    def __init__(self, token: str | None) -> None:
+    """Channels to the other nodes, one per address; TLS with ``credentials`` (the node's ``--tls-ca`` and
+    certificate), which verify each member's certificate against its advertised host before anything is sent."""
+
+    def __init__(self, token: str | None, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._retired: list[grpc.aio.Channel] = []
+        self._credentials = credentials
         self.metadata: Metadata = bearer(token)
+
+    def use_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """New TLS credentials (certificates reloaded): later calls go over new channels. The old ones are
+        not cut: calls and event streams on them go on, and they are closed with the others."""
+        self._credentials = credentials
+        self._retired.extend(self._channels.values())
+        self._channels.clear()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
         if ch is None:
-            ch = aio_channel(address)
+            ch = aio_channel(address, self._credentials)
             self._channels[address] = ch
         return ch
 
@@ -118,6 +130,7 @@ class NodeClients:
                                                            metadata=self.metadata))
 
     async def close(self) -> None:
-        for ch in self._channels.values():
+        for ch in [*self._channels.values(), *self._retired]:
             await ch.close(grace=None)
         self._channels.clear()
+        self._retired.clear()

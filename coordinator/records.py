@@ -1,7 +1,9 @@
 """Cluster records as frozen values, and their protobuf encoding for the cluster store.
 
-Decoding is tolerant: a value that does not parse is logged and skipped by the caller, never
-allowed to crash a node.
+Decoding is tolerant: a value that does not parse, or parses into a record whose fields are out of
+range (``record_checks``), is refused with ``BadRecord`` (``parse_*``, for the replica, which logs and
+skips it with its key) or read as absent (``decode_*``, for the leader's own reads), never allowed to
+crash a node.
 """
 
 from __future__ import annotations
@@ -13,6 +15,19 @@ from datetime import UTC, datetime
 
 from google.protobuf.message import DecodeError
 
+from taskward import limits
+from taskward.coordinator.record_checks import (
+    MAX_NAME_LEN,
+    BadRecord,
+    check_address,
+    check_count,
+    check_json,
+    check_node_id,
+    check_progress,
+    check_task_id,
+    check_text,
+    check_time,
+)
 from taskward.model import ChildRef, TaskKind, TaskRecord, TaskState
 from taskward.pb.taskward.v1 import cluster_pb2 as cpb
 
@@ -120,7 +135,28 @@ def encode_member(m: Member) -> bytes:
                             instance=m.instance).SerializeToString()
 
 
+def parse_member(raw: bytes, *, node_id: str, lease: int) -> Member:
+    """The member record of key ``members/<node_id>``, bound to ``lease``; ``BadRecord`` unless it is one a
+    node may be called at: bound to a lease (whether that lease is alive is the caller's to ask), its id
+    the key's, its address a ``HOST:PORT``."""
+    try:
+        p = cpb.MemberRecord.FromString(raw)
+    except DecodeError:
+        raise BadRecord("not a member record") from None
+    if not lease:
+        raise BadRecord("not bound to a lease (a member is alive only while its lease is)")
+    check_node_id("id", p.id)
+    if p.id != node_id:
+        raise BadRecord(f"id {p.id!r} is not the key's")
+    check_address("address", p.address)
+    check_text("version", p.version, MAX_NAME_LEN)
+    check_text("instance", p.instance, MAX_NAME_LEN)
+    check_time("started_at", p.started_at)
+    return Member(id=p.id, address=p.address, version=p.version, started_at=p.started_at, instance=p.instance)
+
+
 def decode_member(raw: bytes) -> Member | None:
+    """What a member key holds, checked only for parsing (membership compares its own key's owner)."""
     try:
         p = cpb.MemberRecord.FromString(raw)
     except DecodeError:
@@ -146,10 +182,15 @@ def encode_task(t: ClusterTask) -> bytes:
     ).SerializeToString()
 
 
-def decode_task(raw: bytes) -> ClusterTask | None:
+def parse_task(raw: bytes, *, task_id: str | None = None) -> ClusterTask:
+    """A cluster task record (of key ``tasks/<task_id>`` when given); ``BadRecord`` naming the first field
+    out of range. What passes can be shown on every surface and driven by the leader."""
     try:
         p = cpb.ClusterTaskRecord.FromString(raw)
-        return ClusterTask(
+    except DecodeError:
+        raise BadRecord("not a cluster task record") from None
+    try:
+        t = ClusterTask(
             id=p.id, module=p.module, type=p.type, args_json=p.args_json, state=TaskState(p.state),
             error=p.error, aborted=p.aborted, abort_requested=p.abort_requested, created_at=p.created_at,
             start_time=p.start_time, end_time=p.end_time, target_nodes=tuple(p.target_nodes),
@@ -163,8 +204,45 @@ def decode_task(raw: bytes) -> ClusterTask | None:
             idempotency_key=p.idempotency_key, keyspace=p.keyspace, table=p.table, entity=p.entity,
             is_abortable=p.is_abortable, progress_units=p.progress_units,
         )
-    except (DecodeError, ValueError):
-        logger.error("skipping corrupt cluster task record")
+    except ValueError as exc:  # a state that is none of ours
+        raise BadRecord(f"unknown state: {exc}") from None
+    check_task(t, task_id)
+    return t
+
+
+def check_task(t: ClusterTask, task_id: str | None = None) -> None:
+    """``BadRecord`` for a field of ``t`` out of range: ids, labels (the node path's limits), times,
+    progress, arguments and results (``taskward.limits``)."""
+    check_task_id("id", t.id)
+    if task_id is not None and t.id != task_id:
+        raise BadRecord(f"id {t.id!r} is not the key's")
+    check_text("module", t.module, required=True)
+    check_text("type", t.type, required=True)
+    for name in ("keyspace", "table", "entity", "idempotency_key", "progress_units"):
+        check_text(name, getattr(t, name))
+    check_json("args", t.args_json, limits.MAX_ARGS_BYTES, object_only=True)
+    for name in ("created_at", "start_time", "end_time"):
+        check_time(name, getattr(t, name))
+    for node in t.target_nodes:
+        check_node_id("target node", node)
+    for c in t.children:
+        check_node_id("child node", c.node)
+        check_task_id(f"child task id on {c.node}", c.task_id, optional=True)
+        check_progress(f"progress_completed of the child on {c.node}", c.progress_completed)
+        check_progress(f"progress_total of the child on {c.node}", c.progress_total)
+        check_count(f"attempt of the child on {c.node}", c.attempt)
+        for name in ("down_since", "start_time", "end_time"):
+            check_time(f"{name} of the child on {c.node}", getattr(c, name))
+        if c.result_json:
+            check_json(f"result of the child on {c.node}", c.result_json, limits.MAX_RESULT_BYTES)
+
+
+def decode_task(raw: bytes) -> ClusterTask | None:
+    """``parse_task``, with a record that must not be used read as absent (and logged)."""
+    try:
+        return parse_task(raw)
+    except BadRecord as exc:
+        logger.error("skipping bad cluster task record: %s", exc)
         return None
 
 

@@ -11,7 +11,12 @@ if __name__ != "taskward":  # e.g. ``import node`` from the repository root woul
     raise ImportError(f"the repository's node/ folder is the package 'taskward': import taskward, not {__name__} "
                       "(install it with: pip install -e .)")
 
+import os
 from typing import TYPE_CHECKING, Any
+
+# gRPC's documented default log level is ERROR, yet its core prints INFO lines (a refused TLS handshake, ...)
+# straight to stderr unless told before it is imported: a command's stderr is one ``error:`` line, not those.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
 
 from taskward.context import TaskContext
 from taskward.errors import (

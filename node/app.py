@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import fcntl
 import json
 import logging
@@ -18,20 +19,28 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskward import __version__
+from taskward.api.grpc.auth import AuthInterceptor
 from taskward.api.grpc.cron import CronServicer
-from taskward.api.grpc.servicers import BearerAuthInterceptor, TaskManagerServicer, TestApiServicer
-from taskward.config import ListenError, NodeConfig
+from taskward.api.grpc.limits import StreamLimitInterceptor
+from taskward.api.grpc.servicers import TaskManagerServicer, TestApiServicer
+from taskward.api.prometheus import node_registry
+from taskward.config import ListenError, NodeConfig, insecure_bind_warnings
 from taskward.coordinator.catalog import CheckedArgs
 from taskward.coordinator.cluster import Coordinator
+from taskward.coordinator.cron.scheduler import Fired
 from taskward.coordinator.store.base import ClusterStore
 from taskward.coordinator.store.embedded import EmbeddedStore
 from taskward.coordinator.store.etcd import EtcdStore
+from taskward.descriptors import guard_descriptors
 from taskward.errors import DataDirError
 from taskward.manager import TaskManager
+from taskward.metrics import NodeMetrics
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.registry import Registry, import_task_module
 from taskward.scylla_test_api import ScyllaTestApi
+from taskward.security.access import build_access, start_audit_log
+from taskward.security.tls import load_certificates
 from taskward.store import Store
 
 logger = logging.getLogger(__name__)
@@ -45,7 +54,7 @@ def build_registry(config: NodeConfig) -> Registry:
     registry = Registry()
     registry.load_entry_points()
     for spec in config.task_modules:
-        n = registry.load_module(import_task_module(spec))
+        n = registry.load_module(import_task_module(spec), source=spec)  # a worker process loads it alike
         if n:
             logger.info("loaded %d task type(s) from %s", n, spec)
         else:
@@ -91,21 +100,27 @@ def instance_token(data_dir: Path) -> str:
     return path.read_text().strip()
 
 
-def build_coordinator(config: NodeConfig, manager: TaskManager) -> Coordinator:
+def build_coordinator(config: NodeConfig, manager: TaskManager,
+                      credentials: grpc.ChannelCredentials | None = None) -> Coordinator:
     """etcd when ``--etcd`` is given, else the embedded single-node store in the data dir."""
     cc = config.cluster
     store: ClusterStore
     if cc.etcd.endpoints:
-        store = EtcdStore(cc.etcd, prefix=cc.prefix)
+        store = EtcdStore(cc.etcd, prefix=cc.prefix, metrics=manager.metrics)
     else:
         store = EmbeddedStore(config.data_dir / "cluster.sqlite3")
 
     coordinator = Coordinator(cc, store, node_id=config.node_id, address=config.advertise_address,
                               version=__version__, instance=instance_token(config.data_dir), token=config.token,
-                              catalog=RegistryCatalog(manager.registry))
-    coordinator.on_cron_fired = lambda f: manager.publish_cron_fired(
-        schedule_id=f.schedule_id, slot=f.slot, task_id=f.task_id, module=f.module, task_type=f.task_type,
-        node=f.node, run_now=f.run_now)
+                              catalog=RegistryCatalog(manager.registry), credentials=credentials)
+
+    def cron_fired(f: Fired) -> None:
+        manager.metrics.cron_fired_slot(f.schedule_id, None if f.run_now else f.delay_s)
+        manager.publish_cron_fired(schedule_id=f.schedule_id, slot=f.slot, task_id=f.task_id, module=f.module,
+                                   task_type=f.task_type, node=f.node, run_now=f.run_now)
+
+    coordinator.on_cron_fired = cron_fired
+    manager.metrics.is_leader = lambda: coordinator.is_leader
     return coordinator
 
 
@@ -135,14 +150,22 @@ class NodeApp:
 
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.store = Store(config.db_path, synchronous=config.sqlite_synchronous)
-        self.manager = TaskManager(config.manager, self.store, build_registry(config))
+        self.certificates = load_certificates(config.tls)  # a bad file: TlsError, exit 2, nothing created
+        self.metrics = NodeMetrics()
+        self.metrics_registry = node_registry(self.metrics, node_id=config.node_id, version=__version__)
+        self.store = Store(config.db_path, synchronous=config.sqlite_synchronous, metrics=self.metrics)
+        self.manager = TaskManager(config.manager, self.store, build_registry(config), metrics=self.metrics)
         self.test_api = ScyllaTestApi(self.manager)
-        self.coordinator = build_coordinator(config, self.manager)
+        self.coordinator = build_coordinator(
+            config, self.manager, self.certificates.channel_credentials if self.certificates else None)
+        if self.certificates is not None:
+            self.certificates.on_reload(self.coordinator.use_credentials)
         self.coordinator.on_fatal = self._fatal
+        self.access = build_access(config.auth)
         self.fatal_error: BaseException | None = None
         self._stop = asyncio.Event()
         self._server: grpc.aio.Server | None = None
+        self._tasks_servicer: TaskManagerServicer | None = None
         self._surfaces: list[Surface] = []
         self._coordinator_started = False
         self._lock: IO[str] | None = None
@@ -151,17 +174,21 @@ class NodeApp:
 
     async def _start_grpc(self) -> None:
         interceptors: list[Any] = []
-        if self.config.token:
-            interceptors.append(BearerAuthInterceptor(self.config.token))
+        limits = self.config.grpc_limits
+        interceptors.append(StreamLimitInterceptor(limits.max_streams))  # first: bounds apply before auth
+        interceptors.append(AuthInterceptor(self.access))
         server = grpc.aio.server(
             interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
                 ("grpc.so_reuseport", 0),
+                *limits.server_options(),
             ],
+            maximum_concurrent_rpcs=limits.max_rpcs,
         )
-        pb_grpc.add_TaskManagerServicer_to_server(TaskManagerServicer(self.manager, self.coordinator), server)
+        self._tasks_servicer = TaskManagerServicer(self.manager, self.coordinator)
+        pb_grpc.add_TaskManagerServicer_to_server(self._tasks_servicer, server)
         cron_grpc.add_CronServicer_to_server(CronServicer(self.coordinator), server)
         if self.config.manager.enable_test_api:
             pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), server)
@@ -169,16 +196,32 @@ class NodeApp:
         served = [n for n in SERVICE_NAMES if n != TEST_SERVICE or self.config.manager.enable_test_api]
         reflection.enable_server_reflection([*served, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         try:
-            server.add_insecure_port(self.config.listen)
+            if self.certificates is not None and self.certificates.serving:
+                server.add_secure_port(self.config.listen, self.certificates.grpc_server_credentials())
+            else:
+                server.add_insecure_port(self.config.listen)
         except RuntimeError:  # taken since the check at start-up
             raise ListenError(f"cannot listen on {self.config.listen}: address already in use") from None
         await server.start()
         self._server = server
         await self._set_health(health_pb2.HealthCheckResponse.NOT_SERVING)  # until registered
         logger.info(
-            "node %s serving gRPC on %s (auth %s, test API %s)", self.config.node_id, self.config.listen,
-            "on" if self.config.token else "off", "on" if self.config.manager.enable_test_api else "off",
+            "node %s serving gRPC on %s (auth %s, TLS %s, test API %s)", self.config.node_id, self.config.listen,
+            "on" if self.access.enabled else "off", self._tls_mode(),
+            "on" if self.config.manager.enable_test_api else "off",
         )
+
+    def _tls_mode(self) -> str:
+        if self.certificates is None or not self.certificates.serving:
+            return "off"
+        return "on, client certificates required" if self.certificates.requires_client_certificates else "on"
+
+    def _reload_certificates(self) -> None:
+        """SIGHUP: read the certificate files again; new handshakes use them, open connections stay."""
+        if self.certificates is None:
+            logger.info("SIGHUP: no --tls-* files to reload")
+            return
+        self.certificates.reload()
 
     async def _set_health(self, status: int) -> None:
         for name in ("", *SERVICE_NAMES):
@@ -189,9 +232,13 @@ class NodeApp:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self._stop.set)
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGHUP, self._reload_certificates)
+        self._fit_limits(loop)
         private_dir(self.config.data_dir)
         self._lock = lock_data_dir(self.config.data_dir)
         logger.info("node %s: data in %s", self.config.node_id, self.config.data_dir.resolve())
+        start_audit_log(self.access)
         await self.manager.start()
         try:
             await self._start_grpc()
@@ -206,19 +253,47 @@ class NodeApp:
         if self.fatal_error is not None:
             raise self.fatal_error
 
+    def _fit_limits(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Raise the open-file limit and fit the connection caps of the surfaces served below it."""
+        c = self.config
+        caps: dict[str, Any] = {"gRPC": c.grpc_limits}
+        if c.rest:
+            caps["REST"] = c.rest_limits
+        if c.admin:
+            caps["RESP"] = c.resp_limits
+        fitted = guard_descriptors(loop, caps)
+        self.config = dataclasses.replace(c, grpc_limits=fitted["gRPC"], rest_limits=fitted.get("REST", c.rest_limits),
+                                          resp_limits=fitted.get("RESP", c.resp_limits))
+
     async def _start_surfaces(self) -> None:
         if self.config.rest:
             from taskward.api.rest.app import start_rest_server
 
-            self._surfaces.append(await start_rest_server(self.config))
+            self._surfaces.append(await start_rest_server(self.config, self.certificates, access=self.access,
+                                                          node_metrics=self.metrics_registry))
         if self.config.admin:
             from taskward.api.resp.server import start_resp_server
 
-            self._surfaces.append(await start_resp_server(self.config, self.manager))
+            certs = self.certificates
+            ssl_context = certs.server_context() if certs is not None and certs.serving else None
+            self._surfaces.append(await start_resp_server(self.config, self.manager, ssl_context=ssl_context,
+                                                          access=self.access))
+        if self.config.metrics:
+            from taskward.api.metrics_server import MetricsServer
+
+            certs = self.certificates
+            ssl_context = certs.server_context() if certs is not None and certs.serving else None
+            self._surfaces.append(await MetricsServer(self.config.metrics, self.metrics_registry, access=self.access,
+                                                      ssl_context=ssl_context).start())
 
     def _log_auth(self) -> None:
-        if self.config.token:
-            logger.info("auth on: every surface requires the bearer token")
+        for line in insecure_bind_warnings(self.config.listeners, token=self.access.enabled,
+                                           tls=self.config.tls.serves, insecure_bind=self.config.insecure_bind):
+            logger.warning("%s", line)
+        if self.access.enabled:
+            logger.info("auth on: every surface requires a bearer token (%d tokens; roles: %s)",
+                        len(self.access.tokens.principals),
+                        ", ".join(f"{p.name}={p.role.label}" for p in self.access.tokens.principals))
         elif self.config.insecure_bind:
             logger.warning("auth off and --insecure-bind given: surfaces may be reachable from other hosts")
         else:
@@ -244,6 +319,8 @@ class NodeApp:
             # Event streams never end on their own (the cluster leader keeps one to every node): end
             # them now, or they would hold the graceful stop for its whole grace period.
             self.manager.events.close()
+            if self._tasks_servicer is not None:
+                self._tasks_servicer.close_streams()  # WatchNodes streams, for the same reason
             await self._server.stop(grace=2.0)
             self._server = None
         if self._coordinator_started:
@@ -252,4 +329,6 @@ class NodeApp:
         if self._coordinator_started:
             await self.coordinator.stop()
             self._coordinator_started = False
+        if self.access.audit_log is not None:
+            await self.access.audit_log.close()  # last: every surface has stopped, so every line is queued
         logger.info("node %s stopped", self.config.node_id)

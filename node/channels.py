@@ -29,15 +29,20 @@ def bearer(token: str | None) -> Metadata:
     return (("authorization", f"Bearer {token}"),) if token else ()
 
 
-def aio_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.aio.Channel:
+def aio_channel(address: str, credentials: grpc.ChannelCredentials | None = None, *,
+                server_name: str = "") -> grpc.aio.Channel:
     """A ``grpc.aio`` channel to a node's gRPC address, for code on the event loop; TLS with
-    ``credentials`` (``grpc.ssl_channel_credentials``, as the client library builds them from its
-    ``tls_*`` files), plaintext without."""
+    ``credentials`` (``grpc.ssl_channel_credentials``, built by ``taskward.security.tls``), plaintext
+    without. The server's certificate must name the host of ``address``, or ``server_name`` when given
+    (a node calling itself on a loopback address checks the name its peers use)."""
     if credentials is not None:
-        return grpc.aio.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
+        options = (*CHANNEL_OPTIONS, ("grpc.ssl_target_name_override", server_name)) if server_name else CHANNEL_OPTIONS
+        return grpc.aio.secure_channel(address, credentials, options=options)
     return grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
 
 
-def sync_channel(address: str) -> grpc.Channel:
-    """A blocking channel, for command-line tools."""
+def sync_channel(address: str, credentials: grpc.ChannelCredentials | None = None) -> grpc.Channel:
+    """A blocking channel, for command-line tools and health checks; TLS with ``credentials``."""
+    if credentials is not None:
+        return grpc.secure_channel(address, credentials, options=CHANNEL_OPTIONS)
     return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)

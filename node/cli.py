@@ -57,6 +57,7 @@ def _config_error(exc: ConfigError) -> int:
 
 def run_node(argv: Sequence[str]) -> int:
     from taskward.app import NodeApp
+    from taskward.security.tls import load_config
 
     p = argparse.ArgumentParser(prog="taskward node", description="Run one taskward node.")
     add_arguments(p, NODE_SETTINGS)
@@ -64,9 +65,9 @@ def run_node(argv: Sequence[str]) -> int:
     try:  # everything that can be refused is refused before anything is created (the data dir, a port)
         values = resolve(NODE_SETTINGS, args, os.environ)
         config = node_config_from(values)
-        for address in (config.listen, config.rest, config.admin):
-            if address:
-                check_can_listen(address)
+        load_config(config.tls)  # a bad certificate file is refused here, before the data dir exists
+        for address in config.listeners.values():
+            check_can_listen(address)
     except ConfigError as exc:
         return _config_error(exc)
     return _serve(lambda: NodeApp(config).run(), values, node=config.node_id)
@@ -74,6 +75,7 @@ def run_node(argv: Sequence[str]) -> int:
 
 def run_gateway(argv: Sequence[str]) -> int:
     from taskward.gateway import GatewayApp
+    from taskward.security.tls import load_config
 
     p = argparse.ArgumentParser(prog="taskward gateway", description="Serve the REST API in front of nodes.")
     add_arguments(p, GATEWAY_SETTINGS)
@@ -81,6 +83,7 @@ def run_gateway(argv: Sequence[str]) -> int:
     try:
         values = resolve(GATEWAY_SETTINGS, args, os.environ)
         config = gateway_config_from(values)
+        load_config(config.tls)
         check_can_listen(config.listen)
     except ConfigError as exc:
         return _config_error(exc)

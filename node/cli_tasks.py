@@ -19,10 +19,13 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TextIO
 
+from taskward import limits
 from taskward.client import Client, TaskHandle, TaskStatus
 from taskward.convert import iso, node_pb_to_dict
-from taskward.errors import NoNodeReachable, TaskFailed, TaskwardError, Unavailable, WaitTimeout
+from taskward.errors import InvalidArgument, NoNodeReachable, TaskFailed, TaskwardError, Unavailable, WaitTimeout
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.security.tls import FLAGS, TlsError, client_credentials
+from taskward.security.tls_probe import explain_unreachable
 
 LIST_COLUMNS = ("task_id", "type", "kind", "scope", "state", "sequence_number", "keyspace", "table",
                 "entity", "shard", "start_time", "end_time")
@@ -83,6 +86,10 @@ def add_connection_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-h", "--host", default="127.0.0.1", help="node host (default 127.0.0.1)")
     p.add_argument("-p", "--port", type=port_number, default=7100, help="node gRPC port (default 7100)")
     p.add_argument("--token-file", metavar="FILE", help="file holding the bearer token (default: env TASKWARD_TOKEN)")
+    p.add_argument("--tls-ca", metavar="FILE", help="talk TLS to the node, verifying it with this PEM CA bundle")
+    p.add_argument("--tls-cert", metavar="FILE",
+                   help="PEM client certificate, for a node that requires one (--tls-client-ca); with --tls-key")
+    p.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
 
 
 def json_flag(p: argparse.ArgumentParser) -> None:
@@ -192,15 +199,23 @@ def parse_arg(item: str) -> tuple[str, Any]:
     if not sep or not key:
         raise CliError(f"--arg expects K=V, got {item!r}")
     try:
-        return key, json.loads(raw)
-    except ValueError:
+        limits.check_json_depth(raw, f"--arg {key}")
+    except InvalidArgument as exc:
+        raise CliError(exc.message) from None
+    try:  # strict JSON: NaN, Infinity and 1e400 are not JSON numbers, so they stay strings
+        return key, limits.loads(raw, "")
+    except InvalidArgument:
         return key, raw
 
 
-def unreachable(exc: Unavailable, address: str) -> CliError:
-    """``cannot reach node at ADDRESS: why`` (the node's own words when it answered UNAVAILABLE itself)."""
+def unreachable(exc: Unavailable, address: str, a: argparse.Namespace) -> CliError:
+    """``cannot reach node at ADDRESS: why``: the node's own words when it answered UNAVAILABLE itself, or, when
+    no node answered and a TLS handshake of our own says why (a TLS node and no ``--tls-ca``, a client
+    certificate missing or refused), that."""
     cause = exc.__cause__ if isinstance(exc, NoNodeReachable) and isinstance(exc.__cause__, TaskwardError) else exc
-    return CliError(f"cannot reach node at {address}: {cause.message}")
+    why = (explain_unreachable(address, ca=a.tls_ca, cert=a.tls_cert, key=a.tls_key)
+           if isinstance(exc, NoNodeReachable) else None)
+    return CliError(f"cannot reach node at {address}: {why or cause.message}")
 
 
 def cmd_list(c: Client, a: argparse.Namespace) -> int:
@@ -242,7 +257,7 @@ def cmd_wait(c: Client, a: argparse.Namespace) -> int:
     except WaitTimeout:
         raise CliError("Operation timed out", EXIT_TIMEOUT) from None
     except Unavailable as exc:
-        raise CliError(unreachable(exc, c.addresses[0]).args[0], EXIT_OTHER) from None
+        raise CliError(unreachable(exc, c.addresses[0], a).args[0], EXIT_OTHER) from None
     except TaskwardError as exc:
         raise CliError(exc.message, EXIT_OTHER) from None
     if not a.quiet and getattr(a, "show", True):
@@ -370,7 +385,7 @@ def fail(message: str, code: int) -> NoReturn:
 
 def run(a: argparse.Namespace, env: dict[str, str], commands: dict[str, Callable[[Client, argparse.Namespace], int]],
         *, error_code: int = 1) -> int:
-    """Connect as ``a`` says (host, port, token) and run ``a.command``; every failure is one ``error:`` line
+    """Connect as ``a`` says (host, port, token, TLS files) and run ``a.command``; every failure is one ``error:`` line
     with ``error_code`` (a command's own ``CliError`` carries its code)."""
     token = env.get("TASKWARD_TOKEN")
     if a.token_file:
@@ -379,13 +394,17 @@ def run(a: argparse.Namespace, env: dict[str, str], commands: dict[str, Callable
                 token = f.read().strip()
         except OSError as exc:
             fail(f"cannot read --token-file: {exc.strerror or exc}", error_code)
-    client = Client(f"{a.host}:{a.port}", token=token)
+    try:  # the files are checked here, so a bad one is named by its flag
+        client_credentials(a.tls_ca, a.tls_cert, a.tls_key, names=FLAGS)
+    except TlsError as exc:
+        fail(exc.message, error_code)
+    client = Client(f"{a.host}:{a.port}", token=token, tls_ca=a.tls_ca, tls_cert=a.tls_cert, tls_key=a.tls_key)
     try:
         return commands[a.command](client, a)
     except CliError as exc:
         fail(exc.args[0], exc.code)
     except Unavailable as exc:
-        fail(unreachable(exc, client.addresses[0]).args[0], error_code)
+        fail(unreachable(exc, client.addresses[0], a).args[0], error_code)
     except TaskwardError as exc:
         fail(exc.message, error_code)
     finally:

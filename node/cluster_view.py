@@ -71,7 +71,8 @@ class ClusterView(Protocol):
 
     @property
     def stale(self) -> bool:
-        """True while this node has lost the cluster store: reads may be out of date."""
+        """True while this node has lost the cluster store, or skips a bad replicated record: reads may be
+        out of date or miss something."""
         ...
 
     def get(self, task_id: str) -> TaskRecord | None:
@@ -81,6 +82,11 @@ class ClusterView(Protocol):
     def list_module(self, module: str) -> list[TaskRecord]: ...
 
     def nodes(self) -> list[NodeInfo]: ...
+
+    async def wait_change(self, timeout_s: float) -> None:
+        """Return after the replica's next change (members, leader, tasks, staleness) or after
+        ``timeout_s``, whichever comes first; never raises on timeout."""
+        ...
 
     def addresses(self) -> dict[str, str]: ...
 

@@ -28,6 +28,7 @@ from taskward.model import (
 )
 from taskward.pb.taskward.v1 import cron_pb2 as cron_pb
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.type_signature import TypeSignature
 
 
 def _ts(value: datetime | None) -> Timestamp:
@@ -143,6 +144,30 @@ def type_stats_to_pb(st: TypeStats) -> pb.TaskTypeInfo:
         name=st.name, running=st.running, completed=st.completed, started_at=st.started_at,
         last_run=st.last_run,
     )
+
+
+def task_type_to_pb(st: TypeStats, *, module: str, type_name: str, abortable: bool,
+                    signature: TypeSignature) -> pb.TaskTypeInfo:
+    """A registered type: its run history (``type_stats_to_pb``) and what its arguments look like."""
+    msg = type_stats_to_pb(st)
+    msg.module, msg.type, msg.abortable, msg.extra_args = module, type_name, abortable, signature.extra_args
+    msg.params.extend(pb.TaskParam(name=p.name, type=p.json_type, required=p.required, default_json=p.default_json)
+                      for p in signature.params)
+    return msg
+
+
+def task_type_pb_to_dict(t: pb.TaskTypeInfo) -> dict[str, object]:
+    """REST's form of a task type (``GET /task_types``): a default is the parsed JSON value, and a
+    parameter without one (required, or a default with no JSON form) has no ``default`` key."""
+    params: list[dict[str, object]] = []
+    for p in t.params:
+        entry: dict[str, object] = {"name": p.name, "type": p.type or None, "required": p.required}
+        if p.default_json:
+            entry["default"] = json.loads(p.default_json)
+        params.append(entry)
+    return {"module": t.module, "type": t.type, "name": t.name, "abortable": t.abortable, "params": params,
+            "extra_args": t.extra_args, "running": t.running, "completed": t.completed,
+            "started_at": t.started_at, "last_run": t.last_run}
 
 
 def ts_to_iso(ts: Timestamp) -> str:

@@ -15,7 +15,6 @@ schedule's IANA time zone (zoneinfo). Across daylight-saving changes:
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -26,6 +25,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from croniter import croniter
 from croniter.croniter import CroniterBadDateError
 
+from taskward import limits
 from taskward.errors import InvalidArgument
 
 ALIASES = {"@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *", "@weekly": "0 0 * * 0",
@@ -35,6 +35,7 @@ MAX_SCHEDULES = 10_000
 MAX_ARGS_BYTES = 64 * 1024
 HISTORY = 20
 DEFAULT_GRACE_S = 60.0
+MAX_GRACE_S = 86400.0 * 7
 LOOKAHEAD = timedelta(days=366 * 5)  # an expression with no slot within five years never fires
 
 
@@ -135,7 +136,7 @@ def zone(name: str) -> ZoneInfo:
         if not name or name.startswith(("/", ".")) or ".." in name:
             raise ValueError(name)
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: "Europe" is a directory, a long name too long
         raise InvalidArgument(f"unknown time zone {name!r}: expected an IANA name such as Europe/Berlin") from None
 
 
@@ -166,12 +167,12 @@ def _iterator(expr: str, timezone: str) -> croniter:
 @lru_cache(maxsize=65536)
 def _next_slot(expr: str, timezone: str, after: float) -> float | None:
     tz = zone(timezone)
-    start = datetime.fromtimestamp(after, tz)
-    horizon = start + LOOKAHEAD
     it = _iterator(expr, timezone)
-    it.set_current(start, force=True)
     fixed = _fixed_hours(expr)
     try:
+        start = datetime.fromtimestamp(after, tz)
+        horizon = start + LOOKAHEAD
+        it.set_current(start, force=True)
         while True:
             candidate: datetime = it.get_next(datetime)
             if candidate > horizon:
@@ -181,7 +182,7 @@ def _next_slot(expr: str, timezone: str, after: float) -> float | None:
             ts = candidate.timestamp()
             if ts > after:
                 return ts
-    except CroniterBadDateError:
+    except (CroniterBadDateError, OverflowError):  # OverflowError: past year 9999, where no date (or slot) is
         return None
 
 
@@ -249,15 +250,12 @@ def check_fields(s: ScheduleInput) -> tuple[str, str, Concurrency, float, str]:
     except ValueError:
         raise InvalidArgument(f"concurrency {s.concurrency!r}: expected forbid, allow or replace") from None
     grace = DEFAULT_GRACE_S if s.misfire_grace_s is None else s.misfire_grace_s
-    if not 0 <= grace <= 86400 * 7:
+    if not 0 <= grace <= MAX_GRACE_S:
         raise InvalidArgument(f"misfire_grace_s {grace:g}: expected 0 to 604800 seconds")
     raw = s.args_json or "{}"
     if len(raw.encode()) > MAX_ARGS_BYTES:
         raise InvalidArgument(f"args too large: {len(raw.encode())} bytes > {MAX_ARGS_BYTES}")
-    try:
-        args = json.loads(raw)
-    except ValueError:
-        raise InvalidArgument("args are not valid JSON") from None
+    args = limits.loads(raw, "args")
     if not isinstance(args, dict):
         raise InvalidArgument("args must be a JSON object")
     if _next_slot(expr, timezone, datetime.now(UTC).timestamp()) is None:

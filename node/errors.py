@@ -26,6 +26,22 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
 """The one table from gRPC status to REST status, for errors raised here and for a node's gRPC answers
 that REST passes on: REST says exactly what gRPC said. Anything else is 500."""
 
+MAX_STATUS_MESSAGE_BYTES = 2048
+"""The most UTF-8 bytes of a message sent as a gRPC status. A message quotes what the client sent (an id,
+a module name), and gRPC carries it in a trailer, percent-encoded, which a client refuses beyond 16 KiB:
+an unbounded quote turned a NOT_FOUND into the client's own RESOURCE_EXHAUSTED "Stream removed"."""
+
+
+def status_message(message: str) -> str:
+    """``message`` as a gRPC status carries it: whole when short, else its start and end (the fixed
+    wording is on both sides of the quoted input) around a note of how much was left out."""
+    data = message.encode()
+    if len(data) <= MAX_STATUS_MESSAGE_BYTES:
+        return message
+    head = data[:MAX_STATUS_MESSAGE_BYTES * 3 // 4].decode(errors="ignore")
+    tail = data[-MAX_STATUS_MESSAGE_BYTES // 8:].decode(errors="ignore")
+    return f"{head} ...[{len(message) - len(head) - len(tail)} characters left out]... {tail}"
+
 
 def http_status_for(code: grpc.StatusCode) -> int:
     return HTTP_FOR_GRPC.get(code, 500)
@@ -171,6 +187,17 @@ class PermissionDenied(TaskwardError):
 
     def __init__(self, what: str) -> None:
         super().__init__(f"permission denied: {what}")
+
+
+class AuthRateLimited(TaskwardError):
+    """An address that failed to authenticate too often is refused, without its token being checked, until
+    its window ends (REST 429 with ``Retry-After``; RESP ``ERR`` with the same words)."""
+
+    grpc_code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, host: str, retry_after_s: int) -> None:
+        super().__init__(f"too many failed authentication attempts from {host}: try again in {retry_after_s} s")
+        self.retry_after_s = retry_after_s
 
 
 class ConfigError(TaskwardError):

@@ -10,11 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from taskward.metrics import NodeMetrics
 from taskward.store import Store
 
 logger = logging.getLogger(__name__)
@@ -28,6 +30,21 @@ POSITION_KEY = "taskward-events-after"
 """Initial metadata of a live-only ``WatchEvents`` stream: the last sequence published before it was
 registered. Every later event reaches the stream, so a client that loses it resumes with
 ``after_sequence`` = this (or the last event it saw, if later) and misses nothing."""
+NODE_KEY = "taskward-node"
+"""Initial metadata of every ``WatchEvents`` stream: the id of the node whose events it carries (a merged
+stream keys its positions by node id, whatever address it reached the node at)."""
+EPOCH_KEY = "taskward-events-epoch"
+"""Initial metadata of every ``WatchEvents`` stream: the epoch of the node's sequence numbers. They are
+durable (a restart from the same data dir continues them); a node that comes back with a new database
+numbers from 1 again under a new epoch, which tells a resuming reader that its position means nothing
+there."""
+EVENTS_EPOCH = "events_epoch"
+"""The store setting that keeps the epoch with the events it numbers."""
+
+
+def new_epoch() -> str:
+    """A fresh epoch: 16 lowercase hex digits, drawn once per database."""
+    return uuid.uuid4().hex[:16]
 
 
 class EventType(StrEnum):
@@ -137,8 +154,10 @@ class Subscription:
 class EventLog:
     """Assigns sequence numbers and fans committed events out to subscribers."""
 
-    def __init__(self, store: Store, last_seq: int) -> None:
+    def __init__(self, store: Store, last_seq: int, *, epoch: str = "", metrics: NodeMetrics | None = None) -> None:
         self._store = store
+        self.epoch = epoch
+        self._metrics = metrics or NodeMetrics()
         self._seq = last_seq
         self.published = last_seq  # events are published in sequence order: all up to here are out
         self._subscribers: set[asyncio.Queue[object]] = set()
@@ -155,6 +174,7 @@ class EventLog:
     def publish(self, event: Event) -> None:
         """Called after the event's transaction committed, in commit order."""
         self.published = event.sequence
+        self._metrics.events_published += 1
         for q in list(self._subscribers):
             if q.qsize() >= SUBSCRIBER_BUFFER - 1:
                 self._subscribers.discard(q)

@@ -1,11 +1,14 @@
 """Runs task bodies: a bounded pool for root operations, children inside their root's budget.
 
 Async bodies run on the event loop; synchronous ones in a worker thread, so a body that blocks never
-stalls the node. A time limit set by the middleware (a type's ``time_limit_s``) fails a run that
-overstays; the body's coroutine is cancelled, or its thread abandoned (its next ``ctx`` call raises),
-and the slot is freed either way. What a body returns is encoded here (JSON, 64 KiB) and handed to
-the host with the completion; a body that raises is handed to the host, which may answer with the
-delay of a retry (the middleware's decision, already durable): the run is then queued again at its time.
+stalls the node; bodies of ``executor="process"`` types in the pool of worker processes
+(``taskward.procpool``), which they wait for while still ``created``. A time limit set by the middleware
+(a type's ``time_limit_s``) fails a run that overstays; the body's coroutine is cancelled, or its thread
+abandoned (its next ``ctx`` call raises), or its process run abandoned (the same, and the worker is
+killed if the body does not return soon), and the slot is freed either way. What a body returns is
+encoded (JSON, 64 KiB; in its worker for a process body, and checked here) and handed to the host with
+the completion; a body that raises is handed to the host, which may answer with the delay of a retry
+(the middleware's decision, already durable): the run is then queued again at its time.
 Shutdown cancels running bodies without recording an outcome: start-up recovery then treats them as
 interrupted (re-queued if retryable, else failed with ``node restarted``), exactly as after a crash.
 """
@@ -13,18 +16,20 @@ interrupted (re-queued if retryable, else failed with ``node restarted``), exact
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any, Protocol, TypeVar
 
-from taskward.context import TaskContext
+from taskward.context import ContextHost, TaskContext
 from taskward.errors import StoreUnavailable, TaskAborted
 from taskward.logs import task_extra
 from taskward.middleware import RunInput
-from taskward.registry import TaskType, encode_result
+from taskward.procpool import BodyRaised, ProcessPool, Slot, default_size
+from taskward.registry import BodyExecutor, TaskType, encode_result
 
 logger = logging.getLogger(__name__)
 RECORD_RETRY_MIN_S = 0.1
@@ -39,8 +44,8 @@ class RunState(Enum):
     STOPPED = "stopped"
 
 
-class ExecutorHost(Protocol):
-    """Lifecycle callbacks implemented by ``TaskManager``."""
+class ExecutorHost(ContextHost, Protocol):
+    """Lifecycle callbacks implemented by ``TaskManager`` (and what a body in a worker process asks of it)."""
 
     async def begin(self, task_id: str, spec: TaskType) -> RunInput | None:
         """Mark the task running (durably, with the middleware's ``before_run``); None when it must not
@@ -65,11 +70,15 @@ class Run:
 
 
 class Executor:
-    def __init__(self, host: ExecutorHost, *, concurrency: int, sync_threads: int) -> None:
+    def __init__(self, host: ExecutorHost, *, concurrency: int, sync_threads: int, process_workers: int = 0,
+                 process_sources: Sequence[str] = ()) -> None:
+        """``process_workers``: size of the worker-process pool (0: one per core); ``process_sources``: the
+        modules of the node's process types, which its workers import as they start."""
         self._host = host
         self._concurrency = concurrency
         self._queue: asyncio.Queue[Run] = asyncio.Queue()
         self._threads = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="task-body")
+        self.processes = ProcessPool(host, size=process_workers or default_size(), preload=process_sources)
         self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[None]] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
@@ -78,6 +87,10 @@ class Executor:
     @property
     def running_ids(self) -> set[str]:
         return set(self._running)
+
+    def queue_depth(self) -> int:
+        """Root operations waiting for a slot (read by the node's metrics when scraped)."""
+        return self._queue.qsize()
 
     def start(self) -> None:
         self._state = RunState.RUNNING
@@ -128,7 +141,19 @@ class Executor:
         if handle is not None:
             handle.cancel()
 
+    def abort_requested(self, task_id: str) -> None:
+        """An abort of running task ``task_id`` was recorded: a body in a worker process is told at once (one
+        in the node reads the flag itself)."""
+        self.processes.abort_requested(task_id)
+
     async def _run_one(self, run: Run, *, child: bool) -> None:
+        if run.spec.executor is BodyExecutor.PROCESS:
+            async with self.processes.slot() as slot:  # waits for a worker while the task is still `created`
+                await self._run_started(run, child=child, slot=slot)
+        else:
+            await self._run_started(run, child=child, slot=None)
+
+    async def _run_started(self, run: Run, *, child: bool, slot: Slot | None) -> None:
         started = await self._host.begin(run.task_id, run.spec)
         if started is None:
             return
@@ -137,8 +162,7 @@ class Executor:
         deadline = asyncio.timeout(limits.time_limit_s)
         try:
             async with deadline:
-                value = await self._invoke(run, ctx)
-            result = encode_result(value)
+                result = await self._invoke(run, ctx, slot)
         except TimeoutError as exc:
             if deadline.expired():
                 ctx.abandoned = True
@@ -149,13 +173,15 @@ class Executor:
         except TaskAborted:
             ctx.log.info("aborted")
             await self._recorded(lambda: self._host.complete(run.task_id, aborted=True), run)
+        except BodyRaised as exc:  # in a worker process: the exception rebuilt here, the message said there
+            await self._failed(run, ctx, exc.exception, child=child, error=exc.error)
         except Exception as exc:  # a failing body (or a result that cannot be stored) is an outcome, not a node error
             await self._failed(run, ctx, exc, child=child)
         else:
             await self._recorded(lambda: self._host.complete(run.task_id, result=result), run)
 
-    async def _failed(self, run: Run, ctx: TaskContext, exc: BaseException, *, child: bool) -> None:
-        error = str(exc) or type(exc).__name__
+    async def _failed(self, run: Run, ctx: TaskContext, exc: BaseException, *, child: bool, error: str = "") -> None:
+        error = error or str(exc) or type(exc).__name__
         ctx.log.info("failed: %s", error)
         delay = await self._recorded(lambda: self._host.attempt_failed(run.task_id, exc, error), run)
         if delay is not None:
@@ -177,11 +203,15 @@ class Executor:
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECORD_RETRY_MAX_S)
 
-    async def _invoke(self, run: Run, ctx: TaskContext) -> Any:
+    async def _invoke(self, run: Run, ctx: TaskContext, slot: Slot | None) -> str:
+        """Run the body; its result as JSON text (``encode_result``)."""
+        if slot is not None:  # arguments cross as JSON, the result comes back encoded and checked
+            return await slot.run(run.spec, run.task_id, json.dumps(run.args), ctx)
         if run.spec.is_async:
-            return await run.spec.body(ctx, **run.args)
+            return encode_result(await run.spec.body(ctx, **run.args))
         body: Callable[..., Any] = run.spec.body
-        return await asyncio.get_running_loop().run_in_executor(self._threads, lambda: body(ctx, **run.args))
+        value = await asyncio.get_running_loop().run_in_executor(self._threads, lambda: body(ctx, **run.args))
+        return encode_result(value)
 
     async def stop(self, grace_s: float) -> None:
         """Take no new work, give running bodies ``grace_s``, then cancel them. Idempotent."""
@@ -205,4 +235,5 @@ class Executor:
             w.cancel()
         await asyncio.gather(*self._workers, return_exceptions=True)
         self._threads.shutdown(wait=False, cancel_futures=True)
+        await self.processes.stop()  # every process run has ended or was abandoned above
         self._state = RunState.STOPPED

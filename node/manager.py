@@ -29,9 +29,11 @@ from taskward.errors import (
     UnknownModule,
     WaitTimeout,
 )
-from taskward.events import Event, EventLog, EventType
+from taskward.events import EVENTS_EPOCH, Event, EventLog, EventType, new_epoch
 from taskward.executor import Executor, Run
+from taskward.limits import MAX_TREE_DEPTH, check_progress
 from taskward.logs import task_extra, task_logger
+from taskward.metrics import NodeMetrics
 from taskward.middleware import (
     ErrorInput,
     EtaMiddleware,
@@ -40,6 +42,7 @@ from taskward.middleware import (
     ProgressInput,
     RetryMiddleware,
     RunInput,
+    TaskMetricsMiddleware,
     TimeLimitMiddleware,
     TypeStatsMiddleware,
 )
@@ -60,7 +63,7 @@ from taskward.model import (
     new_task_id,
     rolled_up_progress,
 )
-from taskward.registry import Registry, TaskType
+from taskward.registry import BodyExecutor, Registry, TaskType
 from taskward.retention import Retention
 from taskward.store import Store, Tx
 from taskward.task_table import TaskTable
@@ -90,15 +93,22 @@ class TaskManager:
         registry: Registry,
         *,
         clock: Callable[[], datetime] = utcnow,
+        metrics: NodeMetrics | None = None,
     ) -> None:
         self.config = config
+        self.metrics = metrics or NodeMetrics()
         self.node_id = config.node_id
         self.registry = registry
         self._store = store
         self._now = clock
         self.table = TaskTable()
-        self.events: EventLog = EventLog(store, 0)
-        self.executor = Executor(self, concurrency=config.concurrency, sync_threads=config.sync_threads)
+        self.events: EventLog = EventLog(store, 0, metrics=self.metrics)
+        self.executor = Executor(
+            self, concurrency=config.concurrency, sync_threads=config.sync_threads,
+            process_workers=config.process_workers,
+            process_sources=sorted({t.import_source for t in registry.all() if t.executor is BodyExecutor.PROCESS}),
+        )
+        self.metrics.queue_depth = self.executor.queue_depth
         self.retention = Retention(self, config)
         self.ttl = TtlSettings(config.initial_task_ttl, config.initial_user_task_ttl)
         self.test_module_registered = False
@@ -107,20 +117,24 @@ class TaskManager:
         self.type_stats = TypeStatsMiddleware()
         self._eta_clocks = EtaMiddleware()
         self.middleware = MiddlewareChain([
-            self.type_stats, self._eta_clocks, TimeLimitMiddleware(), RetryMiddleware(),
+            TaskMetricsMiddleware(self.metrics), self.type_stats, self._eta_clocks, TimeLimitMiddleware(),
+            RetryMiddleware(),
             *(cls() for cls in registry.middleware),
         ])
         self._runs: set[str] = set()  # tasks whose run began in this process (before_run was called)
         self._finishing: set[str] = set()  # tasks whose completion is being committed
         self._retrying: set[str] = set()  # tasks whose pending retry is being committed
+        self._starting: dict[str, asyncio.Future[None]] = {}  # idempotency key -> its first start's commit
+        self._starting_ids: set[str] = set()  # tasks whose start is being committed (not in the table yet)
         self._events_pruned_to = 0
 
     # ---------------------------------------------------------------- lifecycle
 
     async def start(self) -> None:
         loaded = await self._store.open()
-        self.events = EventLog(self._store, loaded.last_event_seq)
         s = loaded.settings
+        self.events = EventLog(self._store, loaded.last_event_seq, epoch=s.get(EVENTS_EPOCH) or new_epoch(),
+                               metrics=self.metrics)
         self.ttl = TtlSettings(
             int(s.get("task_ttl", self.config.initial_task_ttl)),
             int(s.get("user_task_ttl", self.config.initial_user_task_ttl)),
@@ -131,6 +145,8 @@ class TaskManager:
                 if module != TEST_MODULE:
                     self._seq[(module, int(shard))] = int(value)
         self.type_stats.load(s)
+        for module in self.list_modules():
+            self.metrics.known_module(module)
         for rec in loaded.tasks:
             self.table.put(rec)
         await self._recover()
@@ -141,6 +157,7 @@ class TaskManager:
     async def _recover(self) -> None:
         """Re-queue or fail work that a crash or shutdown interrupted (architecture: Execution and durability)."""
         tx = Tx().setting("task_ttl", str(self.ttl.task_ttl)).setting("user_task_ttl", str(self.ttl.user_task_ttl))
+        tx.setting(EVENTS_EPOCH, self.events.epoch)  # durable before the first event of this epoch is published
         now = self._now()
         requeue: list[tuple[TaskRecord, TaskType]] = []
         retries: list[tuple[TaskRecord, TaskType]] = []
@@ -229,6 +246,8 @@ class TaskManager:
 
     def view(self, task_id: str) -> TaskView:
         rec = self.table.records[task_id]
+        if any(c.task_id not in self.table for c in rec.children):  # a child whose start is not durable yet
+            rec = replace(rec, children=tuple(c for c in rec.children if c.task_id in self.table))
         progress = rolled_up_progress(task_id, self.table.records, self._eta)
         return TaskView(rec, progress)
 
@@ -372,12 +391,19 @@ class TaskManager:
 
         Idempotent per key: the same key with the same request returns the first id; with a
         different request it raises ``IdempotencyConflict`` and changes nothing.
+
+        Nothing is answered from a start that is not durable yet: the task enters the table (readers see
+        it, the executor runs it) only once its record has committed, and a repeat of a key whose first
+        start is still committing waits for that commit. If it fails, the repeat starts anew: an id is
+        answered only once a crash can no longer take it back.
         """
         spec = self.registry.get(module, type_name)
         check_labels(keyspace=keyspace, table=table, entity=entity, idempotency_key=idempotency_key)
         args = spec.parse_args(args_json)
         canon = json.dumps(args, sort_keys=True, separators=(",", ":"))
         if idempotency_key:
+            while (first := self._starting.get(idempotency_key)) is not None and not first.done():
+                await asyncio.wait((first,))  # its outcome, not its error: a failed first start is started anew
             existing_id = self.table.by_idempotency_key.get(idempotency_key)
             if existing_id is not None:
                 old = self.table.records[existing_id]
@@ -394,20 +420,34 @@ class TaskManager:
             user_task=user_task, internal=internal or bool(cluster_parent), args=canon,
             idempotency_key=idempotency_key, cluster_parent=cluster_parent, max_attempts=spec.max_attempts,
         )
-        self.table.put(rec)
-        try:
-            await self._commit(tx.put(rec))
-        except BaseException:
-            self.table.remove(rec.id)
-            raise
-        self.executor.enqueue(Run(rec.id, spec, args))
+        tx.put(rec).on_commit.append(functools.partial(self._start_committed, rec, Run(rec.id, spec, args)))
+        written = self._store.submit(tx)
+        self._starting_ids.add(rec.id)
+        if idempotency_key:
+            self._starting[idempotency_key] = written
+        written.add_done_callback(functools.partial(self._start_settled, rec))
+        await asyncio.shield(written)  # a caller that goes away does not stop the commit, nor what follows it
         return rec.id
 
+    def _start_committed(self, rec: TaskRecord, run: Run) -> None:
+        """Runs as the start's commit completes (whether or not its caller still waits): now it may be seen
+        and run."""
+        self.table.put(rec)
+        self.executor.enqueue(run)
+
+    def _start_settled(self, rec: TaskRecord, written: asyncio.Future[None]) -> None:
+        if not written.cancelled():
+            written.exception()  # the caller has it, if it still waits; retrieved here in case it does not
+        self._starting_ids.discard(rec.id)
+        if rec.idempotency_key and self._starting.get(rec.idempotency_key) is written:
+            del self._starting[rec.idempotency_key]
+
     def _fresh_id(self, task_id: str) -> str:
-        """``task_id`` when the caller chose one (a canonical UUID not in use), else a new one."""
+        """``task_id`` when the caller chose one (a canonical UUID not in use, nor being started), else a new
+        one."""
         if not task_id:
             return new_task_id()
-        if check_task_id(task_id) in self.table:
+        if check_task_id(task_id) in self.table or task_id in self._starting_ids:
             raise InvalidArgument(f"task id {task_id} is already in use")
         return task_id
 
@@ -435,9 +475,17 @@ class TaskManager:
         self._submit(tx, ev).add_done_callback(self._progress_written)
 
     async def spawn_child(self, parent_id: str, module: str, type_name: str, args: dict[str, Any]) -> str:
+        """Record a child of a running task and run it; its id once that is durable. ``InvalidArgument``
+        for arguments its type refuses (JSON they cannot become included) or a tree that would grow
+        deeper than ``MAX_TREE_DEPTH``."""
         parent = self.table.records[parent_id]
         spec = self.registry.get(module, type_name)
-        parsed = spec.parse_args(json.dumps(args))
+        self.check_child_depth(parent)
+        try:
+            args_json = json.dumps(args, allow_nan=False)
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise InvalidArgument(f"args of a {module}:{type_name} child are not JSON: {exc}") from None
+        parsed = spec.parse_args(args_json)
         child = TaskRecord(
             id=new_task_id(), module=module, type=type_name, created_at=self._now(),
             sequence_number=parent.sequence_number, keyspace=parent.keyspace, table=parent.table,
@@ -445,12 +493,50 @@ class TaskManager:
             parent_id=parent_id, internal=True, args=json.dumps(parsed, sort_keys=True),
             abort_requested=parent.abort_requested, max_attempts=spec.max_attempts,
         )
-        parent = parent.with_child(ChildRef(child.id, self.node_id))
-        self.table.put(child)
-        self.table.put(parent)
-        await self._commit(Tx().put(child).put(parent))
-        self.executor.start_child(Run(child.id, spec, parsed))
+        written = self.add_child(Tx(), parent, child, on_commit=lambda: self.executor.start_child(
+            Run(child.id, spec, parsed)))
+        await asyncio.shield(written)
         return child.id
+
+    def check_child_depth(self, parent: TaskRecord) -> None:
+        """``InvalidArgument`` when a child of ``parent`` would lie more than ``MAX_TREE_DEPTH`` levels below
+        its root (trees are walked by every status read; the walk up stops at the limit)."""
+        depth, rec = 0, parent
+        while rec.parent_id is not None and depth <= MAX_TREE_DEPTH:
+            up = self.table.get(rec.parent_id)
+            if up is None:
+                break
+            depth, rec = depth + 1, up
+        if depth + 1 > MAX_TREE_DEPTH:
+            raise InvalidArgument(f"task tree too deep: a child of task {parent.id} would be {depth + 1} levels "
+                                  f"below its root, the limit is {MAX_TREE_DEPTH}")
+
+    def add_child(self, tx: Tx, parent: TaskRecord, child: TaskRecord,
+                  *, on_commit: Callable[[], None] | None = None) -> asyncio.Future[None]:
+        """Commit ``child`` with its parent's reference to it (plus whatever ``tx`` holds); the commit's future.
+
+        The parent's new reference enters the table at once, so a write of the parent queued behind this one
+        keeps it; the child itself only once committed (readers skip a reference whose record is not in
+        the table, see ``view``), and then with the parent's abort flag as it is by then."""
+        parent = parent.with_child(ChildRef(child.id, self.node_id))
+        self.table.put(parent)
+
+        def committed() -> None:
+            now_parent = self.table.get(parent.id)
+            aborted = child.abort_requested or (now_parent is not None and now_parent.abort_requested)
+            self.table.put(replace(child, abort_requested=aborted))
+            if on_commit is not None:
+                on_commit()
+
+        def settled(written: asyncio.Future[None]) -> None:
+            never_written = written.cancelled() or written.exception() is not None
+            if never_written and (now_parent := self.table.get(parent.id)) is not None:  # forget the reference
+                self.table.put(now_parent.without_children({child.id}))
+
+        tx.put(child).put(parent).on_commit.append(committed)
+        written = self._store.submit(tx)
+        written.add_done_callback(settled)
+        return written
 
     # ---------------------------------------------------------------- running (executor host)
 
@@ -488,6 +574,11 @@ class TaskManager:
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
         rec = self.table.get(task_id)
         if rec is None or rec.state.finished or task_id in self._finishing or task_id in self._retrying:
+            return
+        try:
+            check_progress(done, total)  # the context refuses these in the body; this is the last line
+        except InvalidArgument as exc:
+            logger.warning("progress not recorded: %s", exc.message, extra=task_extra(task_id, rec.module, rec.type))
             return
         rec = rec.with_progress(done, total, message[:MAX_LABEL_LEN])
         self.table.put(rec)
@@ -575,15 +666,20 @@ class TaskManager:
         finally:
             self._finishing.discard(task_id)
         view = self.view(rec.id)
-        for fut in self._waiters.pop(rec.id, []):
-            if not fut.done():
-                fut.set_result(view)
-        if rec.is_root:
-            if rec.expires_at is None or rec.expires_at <= self._now():
+        expired = rec.is_root and (rec.expires_at is None or rec.expires_at <= self._now())
+        try:
+            if expired:  # gone for good before a waiter hears of the end: a read after the wait finds no task
                 await self.unregister_tree(rec.id)
-            else:
-                self.retention.track_finished(rec)
-                await self.retention.prune_module(rec.module)
+        except BaseException:
+            self.retention.track_finished(rec)  # still registered: the ttl sweep unregisters it later
+            raise
+        finally:
+            for fut in self._waiters.pop(rec.id, []):
+                if not fut.done():
+                    fut.set_result(view)
+        if rec.is_root and not expired:
+            self.retention.track_finished(rec)
+            await self.retention.prune_module(rec.module)
 
     def _fold(self, task_id: str, tx: Tx) -> set[str]:
         """Write into ``tx`` what folding drops when ``task_id`` finishes (the table is left as it is until
@@ -608,14 +704,20 @@ class TaskManager:
             self.table.remove(d)
 
     async def unregister_tree(self, root_id: str) -> int:
-        """Forget a root and its finished descendants (running ones stay until they finish)."""
+        """Forget a root and its finished descendants (running ones stay until they finish); readers see
+        them gone once that is durable."""
         ids = [t for t in descendants(root_id, self.table.records, include_self=True)
                if self.table.records[t].state.finished or t == root_id]
-        for tid in ids:
-            rec = self.table.remove(tid)
-            if rec is not None:
-                self.retention.forget(rec.module, tid)
-        await self._commit(Tx().delete(ids))
+
+        def committed() -> None:
+            for tid in ids:
+                rec = self.table.remove(tid)
+                if rec is not None:
+                    self.retention.forget(rec.module, tid)
+
+        tx = Tx().delete(ids)
+        tx.on_commit.append(committed)
+        await self._commit(tx)
         return len(ids)
 
     # ---------------------------------------------------------------- steering
@@ -629,6 +731,7 @@ class TaskManager:
             return
         tx = Tx()
         queued: list[str] = []
+        running: list[str] = []
         for tid in descendants(rec.id, self.table.records, include_self=True):
             r = self.table.records[tid]
             if r.state.finished or r.abort_requested or tid in self._finishing:
@@ -641,15 +744,22 @@ class TaskManager:
             tx.put(r)
             if r.state is TaskState.CREATED or r.retry_pending:
                 queued.append(tid)
+            else:
+                running.append(tid)
         await self._commit(tx)
+        for tid in running:  # a body in a worker process learns it now (one in the node reads the flag)
+            self.executor.abort_requested(tid)
         for tid in reversed(queued):  # not running (queued, or between attempts): nothing will check the flag
             self.executor.cancel_retry(tid)
             await self.complete(tid, aborted=True)
 
     async def drain(self, module: str) -> int:
-        """Unregister every finished task of ``module``; running ones stay."""
+        """Unregister every finished task of ``module``; running ones stay, and so do the children of cluster
+        tasks, which leave by expiry only (as on a status read): the leader polls a finished child for its
+        outcome, and one drained before that looks lost to it, so it would run the child again."""
         self.check_module(module)
-        roots = [r.id for _, r in self.table.module_records(module) if r.is_root and r.state.finished]
+        roots = [r.id for _, r in self.table.module_records(module)
+                 if r.is_root and r.state.finished and not r.cluster_parent]
         n = 0
         for rid in roots:
             n += await self.unregister_tree(rid)

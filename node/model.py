@@ -176,10 +176,13 @@ def expiry(rec: TaskRecord, ttl: TtlSettings) -> datetime | None:
 def subtree_failed(task_id: str, records: Mapping[str, TaskRecord]) -> bool:
     """True when the task or any of its descendants failed."""
     stack = [task_id]
+    seen: set[str] = set()
     while stack:
-        rec = records.get(stack.pop())
-        if rec is None:
+        tid = stack.pop()
+        rec = records.get(tid)
+        if rec is None or tid in seen:
             continue
+        seen.add(tid)
         if rec.state is TaskState.FAILED:
             return True
         stack.extend(c.task_id for c in rec.children)
@@ -191,19 +194,27 @@ def fold_drops(task_id: str, records: Mapping[str, TaskRecord]) -> set[str]:
 
     ScyllaDB keeps the statuses of a finished task's direct children; indirect descendants are kept
     only when they, or one of their descendants, failed. Unfinished descendants stay: they fold
-    again when they finish.
+    again when they finish. Linear in the size of the tree: whether a subtree failed is computed once
+    for all of them, children before parents.
     """
     drops: set[str] = set()
     rec = records.get(task_id)
     if rec is None:
         return drops
+    below = descendants(task_id, records)
+    failed: dict[str, bool] = {}
+    for tid in reversed(below):  # BFS order reversed: every child before its parent
+        r = records[tid]
+        failed[tid] = r.state is TaskState.FAILED or any(failed.get(c.task_id, False) for c in r.children)
     frontier = [g.task_id for c in rec.children if (cr := records.get(c.task_id)) for g in cr.children]
+    seen = {task_id, *(c.task_id for c in rec.children)}
     while frontier:
         gid = frontier.pop()
         grec = records.get(gid)
-        if grec is None:
+        if grec is None or gid in seen:
             continue
-        if grec.state.finished and not subtree_failed(gid, records):
+        seen.add(gid)
+        if grec.state.finished and not failed.get(gid, False):
             drops.update(descendants(gid, records, include_self=True))
         else:
             frontier.extend(c.task_id for c in grec.children)
@@ -214,13 +225,15 @@ def descendants(task_id: str, records: Mapping[str, TaskRecord], *, include_self
     """Ids of the task's descendants in BFS order (the task itself first when asked)."""
     order = [task_id] if include_self else []
     queue = [c.task_id for c in records[task_id].children] if task_id in records else []
+    seen = {task_id}  # a task reached twice (only a damaged store could link one so) is listed once
     i = 0
     while i < len(queue):
         tid = queue[i]
         i += 1
         rec = records.get(tid)
-        if rec is None:
+        if rec is None or tid in seen:
             continue
+        seen.add(tid)
         order.append(tid)
         queue.extend(c.task_id for c in rec.children)
     return order
@@ -242,21 +255,36 @@ class Progress:
 def rolled_up_progress(
     task_id: str, records: Mapping[str, TaskRecord], eta_of: Callable[[str], int | None]
 ) -> Progress:
-    """A task's own progress, or the sum of its children's when it reports none of its own."""
-    rec = records[task_id]
-    if rec.own_progress or not rec.children:
-        return Progress(rec.progress_completed, rec.progress_total, eta_of(task_id))
-    done = total = 0.0
-    etas: list[int] = []
-    for child in rec.children:
-        if child.task_id not in records:
+    """A task's own progress, or the sum of its children's when it reports none of its own (recursively:
+    a child without its own reports its children's).
+
+    Iterative, children before parents, so a tree of any depth costs no recursion; a task reached twice
+    (only a damaged store could link one so) counts once."""
+    rolled: dict[str, Progress] = {}
+    order: list[str] = []  # tasks whose progress is their children's, parents before children
+    stack = [task_id]
+    while stack:
+        tid = stack.pop()
+        rec = records[tid]
+        if rec.own_progress or not rec.children:
+            rolled[tid] = Progress(rec.progress_completed, rec.progress_total, eta_of(tid))
             continue
-        p = rolled_up_progress(child.task_id, records, eta_of)
-        done += p.completed
-        total += p.total
-        if p.eta_ms is not None:
-            etas.append(p.eta_ms)
-    return Progress(done, total, max(etas) if etas else None)
+        rolled[tid] = Progress(0.0, 0.0)  # placeholder: marks it seen
+        order.append(tid)
+        stack.extend(c.task_id for c in rec.children if c.task_id in records and c.task_id not in rolled)
+    for tid in reversed(order):
+        done = total = 0.0
+        etas: list[int] = []
+        for child in records[tid].children:
+            p = rolled.get(child.task_id)
+            if p is None or child.task_id == tid:
+                continue
+            done += p.completed
+            total += p.total
+            if p.eta_ms is not None:
+                etas.append(p.eta_ms)
+        rolled[tid] = Progress(done, total, max(etas) if etas else None)
+    return rolled[task_id]
 
 
 def linear_eta_ms(rec: TaskRecord, now: datetime) -> int | None:

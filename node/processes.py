@@ -137,9 +137,9 @@ class ChildExited(RuntimeError):
         self.code = code
 
 
-def grpc_serving(address: str) -> bool:
-    """Whether the gRPC health service at ``address`` answers SERVING."""
-    with sync_channel(address) as ch:
+def grpc_serving(address: str, credentials: grpc.ChannelCredentials | None = None) -> bool:
+    """Whether the gRPC health service at ``address`` answers SERVING (over TLS with ``credentials``)."""
+    with sync_channel(address, credentials) as ch:
         try:
             resp = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=0.5)
         except grpc.RpcError:
@@ -156,11 +156,12 @@ def tcp_open(address: str) -> bool:
 
 class NodeProcess(ChildProcess):
     """``taskward node`` with its data dir; restartable from it on the same port. Ready once its gRPC
-    health check answers SERVING (the node registers as healthy only when it can take work)."""
+    health check answers SERVING (the node registers as healthy only when it can take work); a node
+    started with ``--tls-*`` flags is asked over TLS with ``credentials``."""
 
     def __init__(self, data_dir: Path, *, node_id: str = "n1", port: int | None = None, extra: Sequence[str] = (),
                  env: dict[str, str] | None = None, command: Sequence[str] | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, credentials: grpc.ChannelCredentials | None = None) -> None:
         super().__init__(node_id, log_path or data_dir.parent / f"{data_dir.name}.log")
         self.data_dir = data_dir
         self.node_id = node_id
@@ -168,6 +169,7 @@ class NodeProcess(ChildProcess):
         self.extra = list(extra)
         self.env = dict(env or {})
         self.command = list(command or taskward_command())
+        self.credentials = credentials
         self.base_flags: list[str] = []  # before ``extra``, which may override them
 
     @property
@@ -182,7 +184,7 @@ class NodeProcess(ChildProcess):
         return self
 
     def wait_ready(self, timeout_s: float = 15.0) -> NodeProcess:
-        self.wait_until(lambda: grpc_serving(self.address), timeout_s, "gRPC health SERVING")
+        self.wait_until(lambda: grpc_serving(self.address, self.credentials), timeout_s, "gRPC health SERVING")
         return self
 
     def start(self, timeout_s: float = 15.0, *, cwd: Path | None = None) -> NodeProcess:

@@ -16,18 +16,20 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import Enum
 from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 from typing import Any, get_type_hints
 
+from taskward import limits
 from taskward.errors import ConfigError, InvalidArgument, UnknownModule, UnknownTaskType
 
 logger = logging.getLogger(__name__)
 
-MAX_ARGS_BYTES = 64 * 1024
-MAX_RESULT_BYTES = 64 * 1024
+MAX_ARGS_BYTES = limits.MAX_ARGS_BYTES
+MAX_RESULT_BYTES = limits.MAX_RESULT_BYTES
 ENTRY_POINT_GROUP = "taskward.tasks"
 _MARK = "__taskward_task_type__"
 MIDDLEWARE_MARK = "__taskward_middleware__"
@@ -36,11 +38,24 @@ MIDDLEWARE_MARK = "__taskward_middleware__"
 TaskBody = Callable[..., Awaitable[Any] | Any]
 
 
+class BodyExecutor(Enum):
+    """Where a type's body runs: ``thread`` (the default) keeps it in the node process, an async body on the
+    event loop and a synchronous one in a worker thread; ``process`` runs it in the node's pool of worker
+    processes (``taskward.procpool``), so CPU-bound bodies use every core instead of sharing the GIL."""
+
+    THREAD = "thread"
+    PROCESS = "process"
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class TaskType:
     module: str
     name: str
     body: TaskBody
+    executor: BodyExecutor = BodyExecutor.THREAD
+    source: str = ""
+    """What the node loaded the body's module from (a ``--tasks`` module name or ``.py`` path, an entry
+    point's module): a worker process imports it the same way. Set by ``Registry.load_module``."""
     abortable: bool = True
     retryable: bool = False
     time_limit_s: float | None = None
@@ -62,19 +77,22 @@ class TaskType:
     def is_async(self) -> bool:
         return inspect.iscoroutinefunction(self.body)
 
+    @property
+    def import_source(self) -> str:
+        """How a worker process finds the body's module: what the node loaded, else the body's own module."""
+        return self.source or self.body.__module__
+
     def parse_args(self, args_json: str) -> dict[str, Any]:
         """Decode and check arguments against the body's keyword parameters.
 
-        Raises ``InvalidArgument`` for oversized or malformed JSON, unknown or missing arguments
-        and values of the wrong type, so a bad submission never reaches the store.
+        Raises ``InvalidArgument`` for oversized, too deeply nested or malformed JSON (non-finite numbers
+        included: ``limits.loads``), unknown or missing arguments and values of the wrong type, so a bad
+        submission never reaches the store.
         """
         size = len(args_json.encode())
         if size > MAX_ARGS_BYTES:
             raise InvalidArgument(f"args too large: {size} bytes > {MAX_ARGS_BYTES}")
-        try:
-            args = json.loads(args_json) if args_json.strip() else {}
-        except ValueError as exc:
-            raise InvalidArgument(f"args are not valid JSON: {exc}") from None
+        args = limits.loads(args_json, "args") if args_json.strip() else {}
         if not isinstance(args, dict):
             raise InvalidArgument("args must be a JSON object")
         params, hints = _signature(self.body)
@@ -102,9 +120,16 @@ def encode_result(value: object) -> str:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ResultError(f"the task's return value is not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise ResultError(f"the task's return value nested too deeply: the limit is {limits.MAX_JSON_DEPTH} "
+                          "levels of arrays and objects") from None
     size = len(text.encode())
     if size > MAX_RESULT_BYTES:
         raise ResultError(f"the task's return value is too large: {size} bytes of JSON > {MAX_RESULT_BYTES}")
+    try:  # what is stored is read back by every client (and REST's JSON encoder stops at 255 levels)
+        limits.check_json_depth(text, "the task's return value")
+    except InvalidArgument as exc:
+        raise ResultError(exc.message) from None
     return text
 
 
@@ -147,6 +172,7 @@ def task_type(
     retries: int = 0,
     retry_backoff: tuple[float, float] = (1.0, 60.0),
     retry_on: tuple[type[BaseException], ...] = (Exception,),
+    executor: str | BodyExecutor = "thread",
 ) -> Callable[[TaskBody], TaskBody]:
     """Mark ``fn(ctx, **args)`` as task type ``module:name``.
 
@@ -156,7 +182,10 @@ def task_type(
     ``retries``: a run that raises one of ``retry_on`` runs again, up to ``retries`` more times, after a
     capped exponential backoff with full jitter (``retry_backoff`` = (initial, max) seconds). What the
     body returns (any JSON value, at most 64 KiB) is the task's result.
+    ``executor="process"`` runs the body in a worker process (``BodyExecutor``); it must be defined at the
+    top level of its module, which the worker imports.
     """
+    kind = body_executor(executor)
     if type(retries) is not int or retries < 0:
         raise ValueError(f"retries must be a non-negative integer, got {retries!r}")
     initial, cap = retry_backoff
@@ -167,8 +196,12 @@ def task_type(
         raise ValueError("retry_on must be a non-empty tuple of exception classes")
 
     def mark(fn: TaskBody) -> TaskBody:
+        qualname = str(getattr(fn, "__qualname__", fn))
+        if kind is BodyExecutor.PROCESS and "<locals>" in qualname:
+            raise ValueError(f"{qualname}: a body with executor=\"process\" must be defined at the top level of its "
+                             "module (a worker process imports it from there)")
         spec = TaskType(
-            module=module, name=name or fn.__name__.replace("_", "-"), body=fn, abortable=abortable,
+            module=module, name=name or fn.__name__.replace("_", "-"), body=fn, executor=kind, abortable=abortable,
             retryable=retryable, time_limit_s=time_limit_s, progress_units=progress_units,
             check=check, retries=retries, retry_backoff=(float(initial), float(cap)), retry_on=tuple(retry_on),
         )
@@ -176,6 +209,26 @@ def task_type(
         return fn
 
     return mark
+
+
+def body_executor(value: object) -> BodyExecutor:
+    """``task_type``'s ``executor`` option: ``"thread"`` or ``"process"`` (``ValueError`` naming both otherwise)."""
+    if isinstance(value, BodyExecutor):
+        return value
+    for kind in BodyExecutor:
+        if value == kind.value:
+            return kind
+    raise ValueError(f"executor must be \"thread\" or \"process\", got {value!r}")
+
+
+def marked_type(module: ModuleType, module_name: str, type_name: str) -> TaskType | None:
+    """The task type ``module_name:type_name`` marked in ``module`` (how a worker process finds a body in
+    the module it imported), or None."""
+    for value in vars(module).values():
+        spec = getattr(value, _MARK, None)
+        if isinstance(spec, TaskType) and (spec.module, spec.name) == (module_name, type_name):
+            return spec
+    return None
 
 
 def import_task_module(spec: str) -> ModuleType:
@@ -219,11 +272,15 @@ class Registry:
     def add(self, spec: TaskType) -> None:
         self._types[(spec.module, spec.name)] = spec
 
-    def load_module(self, mod: ModuleType | str) -> int:
-        """Register every marked callable of a Python module; returns how many were found."""
+    def load_module(self, mod: ModuleType | str, *, source: str = "") -> int:
+        """Register every marked callable of a Python module; returns how many were found. ``source`` is
+        how the module was loaded (``import_task_module``'s argument; default: its name), so that a worker
+        process can load it the same way."""
         if isinstance(mod, str):
+            source = source or mod
             mod = importlib.import_module(mod)
-        found = [getattr(v, _MARK) for v in vars(mod).values() if hasattr(v, _MARK)]
+        source = source or mod.__name__
+        found = [replace(getattr(v, _MARK), source=source) for v in vars(mod).values() if hasattr(v, _MARK)]
         for spec in found:
             self.add(spec)
         for v in vars(mod).values():

@@ -6,11 +6,13 @@ abortable, and exist so that compatibility tests can build trees and drive state
 
 from __future__ import annotations
 
+import asyncio
+import functools
 from dataclasses import replace
 
 from taskward.errors import InvalidArgument, TaskNotFound, TestApiDisabled, UnknownModule
 from taskward.manager import TEST_MODULE, TaskManager
-from taskward.model import ChildRef, TaskRecord, TaskState, check_task_id
+from taskward.model import TaskRecord, TaskState, check_labels, check_task_id
 from taskward.store import Tx
 
 
@@ -19,6 +21,7 @@ class ScyllaTestApi:
 
     def __init__(self, manager: TaskManager) -> None:
         self._m = manager
+        self._creating: set[str] = set()  # ids of test tasks being committed (not in the table yet)
 
     def _check_enabled(self) -> None:
         if not self._m.config.enable_test_api:
@@ -47,17 +50,20 @@ class ScyllaTestApi:
         self, *, task_id: str = "", shard: int = 0, parent_id: str = "", keyspace: str = "",
         table: str = "", entity: str = "", user_task: bool = False,
     ) -> str:
+        """A running test task (a child of ``parent_id`` when given); its id once it is durable."""
         self._check_registered()
         if shard < 0 or shard > 1 << 16:
             raise InvalidArgument(f"shard must be between 0 and {1 << 16}")
+        check_labels(keyspace=keyspace, table=table, entity=entity)
         tid = check_task_id(task_id) if task_id else None
-        if tid is not None and tid in self._m.table:
+        if tid is not None and (tid in self._m.table or tid in self._creating):
             raise InvalidArgument(f"task with id {tid} already exists")
         parent: TaskRecord | None = None
         if parent_id:
             parent = self._m.table.get(check_task_id(parent_id))
             if parent is None or parent.folded:
                 raise TaskNotFound(parent_id)
+            self._m.check_child_depth(parent)
         tx = Tx()
         seq = parent.sequence_number if parent else self._m.next_sequence(tx, TEST_MODULE, shard)
         rec = TaskRecord(
@@ -66,13 +72,15 @@ class ScyllaTestApi:
             parent_id=parent.id if parent else None, internal=parent is not None, user_task=user_task,
         )
         rec = rec.started(self._m.now())
-        self._m.table.put(rec)
-        tx.put(rec)
-        if parent is not None:
-            parent = parent.with_child(ChildRef(rec.id, self._m.node_id))
-            self._m.table.put(parent)
-            tx.put(parent)
-        await self._m.commit_tx(tx)
+        self._creating.add(rec.id)
+        try:
+            if parent is not None:
+                await asyncio.shield(self._m.add_child(tx, parent, rec))
+            else:  # seen once durable, like any start
+                tx.put(rec).on_commit.append(functools.partial(self._m.table.put, rec))
+                await self._m.commit_tx(tx)
+        finally:
+            self._creating.discard(rec.id)
         return rec.id
 
     async def unregister_task(self, task_id: str) -> None:
@@ -85,8 +93,9 @@ class ScyllaTestApi:
             await self._m.unregister_tree(rec.id)
             return
         rec = replace(rec, folded=True)
-        self._m.table.put(rec)
-        await self._m.commit_tx(Tx().put(rec))
+        tx = Tx().put(rec)
+        tx.on_commit.append(functools.partial(self._m.table.put, rec))
+        await self._m.commit_tx(tx)
 
     async def finish_task(self, task_id: str, error: str = "") -> None:
         self._check_registered()

@@ -20,6 +20,18 @@ from pathlib import Path
 from typing import Any
 
 from taskward.errors import ConfigError
+from taskward.resource_limits import (
+    DEFAULT_GRPC_MAX_CONNECTIONS,
+    DEFAULT_GRPC_MAX_RPCS,
+    DEFAULT_GRPC_MAX_STREAMS,
+    DEFAULT_RESP_AUTH_TIMEOUT_S,
+    DEFAULT_RESP_IDLE_TIMEOUT_S,
+    DEFAULT_RESP_MAX_CLIENTS,
+    DEFAULT_REST_HEADER_TIMEOUT_S,
+    DEFAULT_REST_MAX_CONNECTIONS,
+    DEFAULT_REST_MAX_REQUESTS,
+    RESP_MAX_UNAUTHENTICATED,
+)
 
 DEFAULT_LISTEN = "127.0.0.1:7100"
 DEFAULT_GATEWAY_LISTEN = "127.0.0.1:10000"
@@ -140,6 +152,52 @@ LOG_SETTINGS: tuple[Setting, ...] = (
                  "on lines about a task)"),
 )
 
+TLS_SETTINGS: tuple[Setting, ...] = (
+    Setting(name="tls-cert", default="", metavar="FILE",
+            help="PEM certificate (chain): TLS on every listener, and this process's client certificate on its "
+                 "own calls; reloaded on SIGHUP"),
+    Setting(name="tls-key", default="", metavar="FILE", help="PEM private key of --tls-cert (unencrypted)"),
+    Setting(name="tls-client-ca", default="", metavar="FILE",
+            help="require client certificates signed by this PEM CA on every listener (mTLS)"),
+    Setting(name="tls-ca", default="", metavar="FILE",
+            help="PEM CA bundle that verifies the nodes this process calls (TLS on those calls; default with "
+                 "--tls-cert: the system's roots)"),
+)
+
+AUTH_LIMIT_SETTINGS: tuple[Setting, ...] = (
+    Setting(name="auth-failure-limit", parse=integer(0, 1_000_000), default=10, metavar="N",
+            help="wrong tokens from one address within --auth-failure-window after which its attempts are refused "
+                 "unchecked until the window ends (0: no limit)"),
+    Setting(name="auth-failure-window", parse=number(1.0), default=60.0, metavar="S",
+            help="the window of --auth-failure-limit, in seconds"),
+)
+
+# Resource bounds applied before authentication (taskward.resource_limits says why each default is what it is).
+REST_LIMIT_SETTINGS: tuple[Setting, ...] = (
+    Setting(name="rest-header-timeout", parse=number(0.05), default=DEFAULT_REST_HEADER_TIMEOUT_S, metavar="S",
+            help="REST: close a connection that has not sent complete request headers within S seconds (408)"),
+    Setting(name="rest-max-connections", parse=integer(1), default=DEFAULT_REST_MAX_CONNECTIONS, metavar="N",
+            help="REST: open connections; one more is answered 503 and closed"),
+    Setting(name="rest-max-requests", parse=integer(1), default=DEFAULT_REST_MAX_REQUESTS, metavar="N",
+            help="REST: requests in progress (waits and event streams included); one more is answered 503"),
+)
+
+NODE_LIMIT_SETTINGS: tuple[Setting, ...] = (
+    *REST_LIMIT_SETTINGS,
+    Setting(name="admin-max-clients", parse=integer(1), default=DEFAULT_RESP_MAX_CLIENTS, metavar="N",
+            help=f"RESP: open connections (unauthenticated ones evict each other beyond {RESP_MAX_UNAUTHENTICATED})"),
+    Setting(name="admin-auth-timeout", parse=number(0.05), default=DEFAULT_RESP_AUTH_TIMEOUT_S, metavar="S",
+            help="RESP: with a token, close a connection not authenticated within S seconds"),
+    Setting(name="admin-idle-timeout", parse=number(), default=DEFAULT_RESP_IDLE_TIMEOUT_S, metavar="S",
+            help="RESP: close a connection that sent nothing for S seconds (0: never)"),
+    Setting(name="grpc-max-connections", parse=integer(1), default=DEFAULT_GRPC_MAX_CONNECTIONS, metavar="N",
+            help="gRPC: open connections; more are closed at once"),
+    Setting(name="grpc-max-rpcs", parse=integer(2), default=DEFAULT_GRPC_MAX_RPCS, metavar="N",
+            help="gRPC: calls in progress; one more is answered RESOURCE_EXHAUSTED"),
+    Setting(name="grpc-max-streams", parse=integer(1), default=DEFAULT_GRPC_MAX_STREAMS, metavar="N",
+            help="gRPC: event streams and waits in progress, below --grpc-max-rpcs so short calls always get through"),
+)
+
 CONFIG = Setting(name="config", metavar="FILE",
                  help="read settings from this TOML file (keys are the long flag names); CLI and environment win")
 
@@ -153,8 +211,12 @@ NODE_SETTINGS: tuple[Setting, ...] = (
             help="SQLite database and node state (default ./taskward-data/ID)"),
     Setting(name="rest", default="", metavar="HOST:PORT", help="serve the ScyllaDB-compatible REST API"),
     Setting(name="admin", default="", metavar="HOST:PORT", help="serve the RESP3 admin protocol for redis-cli -3"),
+    Setting(name="metrics", default="", metavar="HOST:PORT",
+            help="serve Prometheus metrics at /metrics on this address (--rest serves them too)"),
     Setting(name="insecure-bind", parse=boolean, default=False, switch=True,
-            help="allow non-loopback --listen/--rest/--admin addresses without a token"),
+            help="allow non-loopback --listen/--rest/--admin/--metrics addresses without a token and TLS (logged "
+                 "as a warning)"),
+    *TLS_SETTINGS,
     Setting(name="enable-test-api", parse=boolean, default=False, switch=True,
             help="serve ScyllaDB's test API (module test)"),
     Setting(name="task-ttl", parse=integer(0, MAX_TTL), default=0, metavar="S",
@@ -164,11 +226,21 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting(name="keep-finished-on-read", parse=boolean, default=False, switch=True,
             help="status reads do not unregister finished roots (they stay until their TTL)"),
     Setting(name="token-file", default="", metavar="FILE",
-            help="file holding the bearer token (or the token itself in TASKWARD_TOKEN)"),
+            help="file holding the bearer token (or the token itself in TASKWARD_TOKEN): one token with role node, "
+                 "also sent on this node's own calls"),
     Setting(name="token", flag=False, default="", help="the bearer token itself"),
+    Setting(name="tokens-file", default="", metavar="FILE",
+            help="TOML file of named tokens with roles read, operate, admin or node ([[token]] name, role, token or "
+                 "sha256)"),
+    Setting(name="audit-log", default="", metavar="FILE",
+            help="append-only JSON-lines log of every mutating call and failed authentication (default "
+                 "DATA_DIR/audit.jsonl; off: none)"),
+    *AUTH_LIMIT_SETTINGS,
     Setting(name="tasks", repeatable=True, default=(), metavar="MODULE",
             help="import task types (and middleware) from a Python module (repeatable)"),
     Setting(name="concurrency", parse=integer(1), default=16, metavar="N", help="root operations running at once"),
+    Setting(name="process-workers", parse=integer(0, 1024), default=0, metavar="N",
+            help="worker processes running the bodies of executor=\"process\" task types at once (0: one per core)"),
     Setting(name="retention-max-age", parse=number(0.001), default=86400.0, metavar="S",
             help="finished tasks are kept at most this long"),
     Setting(name="retention-max-per-module", parse=integer(1), default=100, metavar="N",
@@ -192,6 +264,7 @@ NODE_SETTINGS: tuple[Setting, ...] = (
     Setting(name="cron-test-clock", default="", metavar="EPOCH:SPEED",
             help="tests only: run the cron scheduler on a clock SPEED times faster than the wall clock from EPOCH "
                  "(Unix seconds), the same on every node"),
+    *NODE_LIMIT_SETTINGS,
     *LOG_SETTINGS,
 )
 
@@ -201,10 +274,18 @@ GATEWAY_SETTINGS: tuple[Setting, ...] = (
     Setting(name="node", env="TASKWARD_GATEWAY_NODES", parse=comma_list, default=(DEFAULT_LISTEN,),
             metavar="HOST:PORT[,HOST:PORT...]", help="gRPC addresses of the nodes, in failover order"),
     Setting(name="token-file", default="", metavar="FILE",
-            help="bearer token file (or TASKWARD_TOKEN): required on REST and sent to the nodes"),
+            help="bearer token file (or TASKWARD_TOKEN): one token with role node on REST, and sent to the nodes"),
     Setting(name="token", flag=False, default="", help="the bearer token itself"),
+    Setting(name="tokens-file", default="", metavar="FILE",
+            help="TOML file of named tokens with roles (as on a node); the first node entry with a plain-text "
+                 "token is sent to the nodes unless --token-file is given"),
+    Setting(name="audit-log", default="", metavar="FILE",
+            help="append-only JSON-lines log of every mutating call and failed authentication (default: none)"),
+    *AUTH_LIMIT_SETTINGS,
     Setting(name="insecure-bind", parse=boolean, default=False, switch=True,
-            help="allow a non-loopback --listen without a token"),
+            help="allow a non-loopback --listen without a token and TLS (logged as a warning)"),
+    *TLS_SETTINGS,
+    *REST_LIMIT_SETTINGS,
     *LOG_SETTINGS,
 )
 

@@ -13,6 +13,7 @@ import asyncio
 import json
 import logging
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from taskward.errors import DataDirError, StoreUnavailable
+from taskward.metrics import NodeMetrics
 from taskward.model import ChildRef, TaskKind, TaskRecord, TaskState
 
 logger = logging.getLogger(__name__)
@@ -144,8 +146,10 @@ class Loaded:
 class Store:
     """SQLite under the node's data dir. Async API; all writes go through one thread."""
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000) -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", busy_timeout_ms: int = 5000,
+                 metrics: NodeMetrics | None = None) -> None:
         self._path = path
+        self._commit_seconds = (metrics or NodeMetrics()).store_commit_seconds
         self._synchronous = synchronous
         self._busy_timeout_ms = busy_timeout_ms
         self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sqlite-writer")
@@ -214,15 +218,20 @@ class Store:
         try:
             while self._pending:
                 batch, self._pending = self._pending, []
+                started = time.perf_counter()
                 try:
                     results = await loop.run_in_executor(self._writer, self._write_batch, [t for t, _ in batch])
                 except sqlite3.Error as exc:  # the whole group failed (e.g. BEGIN: locked past the timeout)
                     logger.error("store write failed: %s", exc)
                     results = [StoreUnavailable(str(exc))] * len(batch)
+                self._commit_seconds.observe(time.perf_counter() - started)  # one group commit, as a caller waits
                 for (tx, fut), err in zip(batch, results, strict=True):
                     if err is None:
                         for callback in tx.on_commit:
-                            callback()
+                            try:
+                                callback()
+                            except Exception:  # a bug in one must not leave this batch's callers waiting
+                                logger.exception("an after-commit step failed; please report it as a bug")
                     if fut.done():
                         continue
                     if err is None:

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what taskward needs on a Debian/Ubuntu machine: etcd, redis-cli and openssl (the tests make
 # their own TLS certificates), docker.io, docker-compose and debootstrap (the container testbed) and
-# chromium (the docs page is rendered headless) from the OS, and the package with its test tools into ./.venv.
+# chromium (the docs page and the dashboard are tested in it, headless, driven by Playwright without any browser
+# download) from the OS, and the package with its test tools into ./.venv.
 # Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -9,12 +10,13 @@ cd "$(dirname "$0")/.."
 missing=()
 command -v etcd >/dev/null || missing+=(etcd-server)
 command -v redis-cli >/dev/null || missing+=(redis-tools)
-command -v openssl >/dev/null || missing+=(openssl)  # the tests make their own etcd TLS certificates
+command -v openssl >/dev/null || missing+=(openssl)  # the tests make their own TLS certificates (etcd, nodes)
+command -v curl >/dev/null || missing+=(curl)  # the TLS tests call REST with curl --cacert
 # the docker-compose testbed's tests start their own engine and build the image from Debian packages
 [[ -x /usr/sbin/dockerd ]] || missing+=(docker.io)
 [[ -x /usr/bin/docker-compose ]] || missing+=(docker-compose)
 command -v debootstrap >/dev/null || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
-command -v chromium >/dev/null || missing+=(chromium)  # the tests render /docs in headless Chromium
+command -v chromium >/dev/null || missing+=(chromium)  # the tests render /docs and drive /ui in headless Chromium
 [[ -x .venv/bin/python ]] || python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
 if ((${#missing[@]})); then
   echo "setup: installing from the OS: ${missing[*]}"
@@ -23,7 +25,7 @@ if ((${#missing[@]})); then
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 else
-  echo "setup: etcd, redis-cli, openssl, docker.io, docker-compose, debootstrap and chromium are installed"
+  echo "setup: etcd, redis-cli, openssl, curl, docker.io, docker-compose, debootstrap and chromium are installed"
 fi
 
 [[ -x .venv/bin/python ]] || { echo "setup: creating .venv"; python3 -m venv .venv; }

@@ -67,6 +67,8 @@ class Fired:
     task_type: str
     node: str  # empty for a cluster task
     run_now: bool = False
+    delay_s: float = 0.0
+    """Real seconds from the slot's time to its firing (0 for a run-now, which has no slot)."""
 
 
 class SchedulerHost(Protocol):
@@ -247,8 +249,9 @@ class Scheduler:
                     f" on {node}" if node else "")
         if s.cluster:
             self._host.cluster_task_committed()
+        delay = 0.0 if run_now else self._clock.real_seconds(max(0.0, self._clock.now() - slot))
         self._host.fired(Fired(schedule_id=s.id, slot=slot, task_id=task_id, module=s.module,
-                               task_type=s.task_type, node=node, run_now=run_now))
+                               task_type=s.task_type, node=node, run_now=run_now, delay_s=delay))
         if not s.cluster:
             committed = await self._finish_start(s, committed, self._cache.snapshot)
         return committed

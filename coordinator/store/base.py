@@ -4,7 +4,10 @@ Two backends implement it: etcd (``store/etcd.py``) and an embedded single-node 
 (``store/embedded.py``) for a node run without ``--etcd``. Everything above this package sees only
 this interface and ``CoordinatorUnavailable``; backend exceptions never leak out.
 
-Keys are strings relative to the cluster's prefix (``/taskward/<cluster>/``); values are bytes.
+Keys are strings relative to the cluster's prefix (``/taskward/<cluster>/``); values are bytes. A key
+that is not UTF-8 (anyone with write access to the store may write one) arrives with its bad bytes as
+lone surrogates (``surrogateescape``): readers refuse it as they refuse any malformed key, and it still
+names the same key if written back.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ class WatchEvent:
     key: str
     value: bytes
     revision: int
+    lease: int = 0
+    """The lease a put bound the key to (0: none)."""
 
 
 class WatchGap(Exception):
@@ -129,6 +134,10 @@ class ClusterStore(abc.ABC):
 
     @abc.abstractmethod
     async def revoke_lease(self, lease: int) -> None: ...
+
+    @abc.abstractmethod
+    async def lease_alive(self, lease: int) -> bool:
+        """Whether ``lease`` exists and has not expired (the replica admits a member only on such a lease)."""
 
     @abc.abstractmethod
     def watch(self, prefix: str, *, from_revision: int) -> AsyncIterator[WatchEvent]:

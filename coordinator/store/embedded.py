@@ -115,7 +115,7 @@ class EmbeddedStore(ClusterStore):
             if isinstance(op, Put):
                 self._data[op.key] = KeyValue(op.key, op.value, rev, op.lease)
                 self._conn.execute("INSERT OR REPLACE INTO kv VALUES (?,?,?,?)", (op.key, op.value, rev, op.lease))
-                events.append(WatchEvent(WatchEventType.PUT, op.key, op.value, rev))
+                events.append(WatchEvent(WatchEventType.PUT, op.key, op.value, rev, op.lease))
             else:
                 keys = [k for k in self._data if k.startswith(op.key)] if op.prefix else [op.key]
                 for key in keys:
@@ -141,6 +141,10 @@ class EmbeddedStore(ClusterStore):
             return False
         self._leases[lease] = (entry[0], time.monotonic() + entry[0])
         return True
+
+    async def lease_alive(self, lease: int) -> bool:
+        entry = self._leases.get(lease)
+        return entry is not None and entry[1] >= time.monotonic()
 
     async def revoke_lease(self, lease: int) -> None:
         async with self._lock:

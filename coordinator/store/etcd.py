@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import ipaddress
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,6 +34,7 @@ from taskward.coordinator.store.base import (
     WatchGap,
 )
 from taskward.errors import ConfigError, CoordinatorUnavailable
+from taskward.metrics import NodeMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -59,18 +62,31 @@ def _prefix_end(prefix: bytes) -> bytes:
     return prefix[:-1] + bytes([prefix[-1] + 1])
 
 
+@functools.cache
+def _op_name(request_type: str) -> str:
+    """The metrics label of an etcd request type: ``RangeRequest`` → ``range``, ``LeaseGrantRequest`` →
+    ``lease_grant``."""
+    name = request_type.removesuffix("Request")
+    return "".join("_" + c.lower() if c.isupper() and i else c.lower() for i, c in enumerate(name))
+
+
 class EtcdStore(ClusterStore):
-    def __init__(self, config: EtcdConfig, *, prefix: str) -> None:
+    """Every unary call and lease keep-alive is timed into ``taskward_etcd_request_seconds{op}``, and each
+    one that fails counted in ``taskward_etcd_request_errors_total{op}`` (a re-login after a forgotten token
+    is one more call)."""
+
+    def __init__(self, config: EtcdConfig, *, prefix: str, metrics: NodeMetrics | None = None) -> None:
         self._o = config
+        self._metrics = metrics or NodeMetrics()
         self._prefix = prefix.encode()
         self._channel: grpc.aio.Channel | None = None
         self._metadata: tuple[tuple[str, str], ...] = ()
 
-    def _k(self, key: str) -> bytes:
-        return self._prefix + key.encode()
-
     def _unk(self, raw: bytes) -> str:
-        return raw[len(self._prefix):].decode()
+        return raw[len(self._prefix):].decode("utf-8", "surrogateescape")  # a bad key is refused above, not here
+
+    def _k(self, key: str) -> bytes:
+        return self._prefix + key.encode("utf-8", "surrogateescape")
 
     async def start(self) -> None:
         target = channel_target(self._o.endpoints)
@@ -111,14 +127,19 @@ class EtcdStore(ClusterStore):
     async def _call(self, method: Callable[..., Awaitable[Any]], request: object) -> Any:
         """One etcd call with its deadline (and a new login once if etcd forgot our token); aetcd's stubs
         are untyped, so the answer is ``Any``, read right here."""
+        op = _op_name(type(request).__name__)
         for attempt in (1, 2):
+            started = time.perf_counter()
             try:
-                return await method(request, timeout=self._o.timeout_s, metadata=self._metadata)
+                answer = await method(request, timeout=self._o.timeout_s, metadata=self._metadata)
             except grpc.aio.AioRpcError as exc:
+                self._metrics.etcd_request(op, time.perf_counter() - started, failed=True)
                 if attempt == 1 and self._token_refused(exc):
                     await self._authenticate()
                     continue
                 raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
+            self._metrics.etcd_request(op, time.perf_counter() - started, failed=False)
+            return answer
         raise AssertionError("unreachable")
 
     def _token_refused(self, exc: grpc.aio.AioRpcError) -> bool:
@@ -179,15 +200,22 @@ class EtcdStore(ClusterStore):
             yield rpc.LeaseKeepAliveRequest(ID=lease)
 
         call = self._lease.LeaseKeepAlive(one(), timeout=self._o.timeout_s, metadata=self._metadata)
+        started = time.perf_counter()
         try:
             async for resp in call:
+                self._metrics.etcd_request("lease_keep_alive", time.perf_counter() - started, failed=False)
                 return bool(resp.TTL > 0)
         except grpc.aio.AioRpcError as exc:
+            self._metrics.etcd_request("lease_keep_alive", time.perf_counter() - started, failed=True)
             await self._renew_if_refused(exc)
             raise CoordinatorUnavailable(f"etcd: {exc.code().name} {exc.details()}") from None
         finally:
             call.cancel()
         raise CoordinatorUnavailable("etcd closed the keep-alive stream")
+
+    async def lease_alive(self, lease: int) -> bool:
+        resp = await self._call(self._lease.LeaseTimeToLive, rpc.LeaseTimeToLiveRequest(ID=lease))
+        return bool(resp.TTL > 0)  # -1: expired or never granted
 
     async def revoke_lease(self, lease: int) -> None:
         try:
@@ -215,7 +243,7 @@ class EtcdStore(ClusterStore):
                     raise WatchGap(resp.cancel_reason or "watch canceled")
                 for ev in resp.events:
                     etype = WatchEventType.DELETE if ev.type == rpc.Event.DELETE else WatchEventType.PUT
-                    yield WatchEvent(etype, self._unk(ev.kv.key), ev.kv.value, ev.kv.mod_revision)
+                    yield WatchEvent(etype, self._unk(ev.kv.key), ev.kv.value, ev.kv.mod_revision, ev.kv.lease)
         except grpc.aio.AioRpcError as exc:
             await self._renew_if_refused(exc)
             raise CoordinatorUnavailable(f"etcd watch: {exc.code().name} {exc.details()}") from None

@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import grpc
 
+from taskward import limits
+from taskward.client.cluster_events import ClusterEventStream
 from taskward.client.events import EventStream, TaskEventStream
 from taskward.client.node_pool import DEFAULT, NodePool, Service
 from taskward.client.status import TaskStatus
@@ -28,13 +30,14 @@ from taskward.errors import InvalidArgument, TaskFailed
 from taskward.model import check_task_id
 from taskward.pb.taskward.v1 import cron_pb2 as cron_pb
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
+from taskward.security.tls import client_credentials
 
 WAIT_SLACK_S = 10.0
 """A wait's gRPC deadline exceeds its timeout by this much, so the node's own answer (WaitTimeout) wins."""
 LOCATE_TIMEOUT_S = 2.0
 
 Path = str | os.PathLike[str]
-S = TypeVar("S", bound=EventStream)
+S = TypeVar("S", bound="EventStream | ClusterEventStream")
 
 
 def node_addresses(nodes: str | Sequence[str]) -> list[str]:
@@ -48,22 +51,11 @@ def node_addresses(nodes: str | Sequence[str]) -> list[str]:
 
 def channel_credentials(tls_ca: Path | None, tls_cert: Path | None,
                         tls_key: Path | None) -> grpc.ChannelCredentials | None:
-    """TLS credentials from PEM files (read once, here): ``tls_ca`` verifies the nodes (the system's roots
-    without it), ``tls_cert`` + ``tls_key`` are this client's certificate for nodes that require one.
-    None of them: plaintext."""
-    if tls_ca is None and tls_cert is None and tls_key is None:
-        return None
-    if (tls_cert is None) != (tls_key is None):
-        raise ValueError("tls_cert and tls_key go together")
-
-    def read(path: Path | None) -> bytes | None:
-        if path is None:
-            return None
-        with open(path, "rb") as f:
-            return f.read()
-
-    return grpc.ssl_channel_credentials(root_certificates=read(tls_ca), private_key=read(tls_key),
-                                        certificate_chain=read(tls_cert))
+    """TLS credentials from PEM files (read once, and checked, by ``taskward.security.tls``): ``tls_ca``
+    verifies the nodes (the system's roots without it), ``tls_cert`` + ``tls_key`` are this client's
+    certificate for nodes that require one. None of them: plaintext. A bad file raises ``TlsError`` (a
+    ``ValueError``) naming it."""
+    return client_credentials(tls_ca, tls_cert, tls_key)
 
 
 def _args_json(args: Mapping[str, Any]) -> str:
@@ -71,6 +63,9 @@ def _args_json(args: Mapping[str, Any]) -> str:
         return json.dumps(args, separators=(",", ":"), allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise InvalidArgument(f"task arguments must be JSON values: {exc}") from None
+    except RecursionError:
+        raise InvalidArgument(f"task arguments nested too deeply: the limit is {limits.MAX_JSON_DEPTH} levels of "
+                              "arrays and objects") from None
 
 
 class AsyncTaskHandle:
@@ -151,7 +146,7 @@ class AsyncClient:
         self._token = token
         self._credentials = channel_credentials(tls_ca, tls_cert, tls_key)
         self._node_pool: NodePool | None = None
-        self._streams: set[EventStream] = set()
+        self._streams: set[EventStream | ClusterEventStream] = set()
         self._closed = False
 
     def __repr__(self) -> str:
@@ -170,7 +165,7 @@ class AsyncClient:
         self._streams.add(stream)
         return stream
 
-    def _untrack(self, stream: EventStream) -> None:
+    def _untrack(self, stream: EventStream | ClusterEventStream) -> None:
         self._streams.discard(stream)
 
     async def close(self) -> None:
@@ -245,6 +240,13 @@ class AsyncClient:
         ``EventStream``): live from now with ``after=None``, else what each node retained after ``after``
         (one sequence for every node, or an earlier stream's ``positions``: address → sequence)."""
         return self._track(EventStream(self._pool(), after, on_close=self._untrack))
+
+    def cluster_events(self, after: str | int | None = None) -> ClusterEventStream:
+        """Events of every listed node merged into one stream that resumes by itself, each with ``node`` (the
+        node's id), as the gateway's ``GET /events`` serves them (see ``ClusterEventStream``). ``after=None``:
+        live from now; ``after=N``: what each node retained after sequence N, then live; ``after=TOKEN``: an
+        earlier stream's ``position`` (or a gateway event's SSE id), continued exactly where it stood."""
+        return self._track(ClusterEventStream(self._pool(), after, on_close=self._untrack))
 
     # ---------------------------------------------------------------- settings
 

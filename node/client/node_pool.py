@@ -59,14 +59,23 @@ class NodeStubs:
     __slots__ = ("address", "channel", "cron", "health", "metadata", "test", "tm")
 
     def __init__(self, address: str, token: str | None,
-                 credentials: grpc.ChannelCredentials | None = None) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, server_name: str = "") -> None:
         self.address = address
-        self.channel = aio_channel(address, credentials)
+        self.metadata: Metadata = bearer(token)
+        self._open(credentials, server_name)
+
+    def redial(self, credentials: grpc.ChannelCredentials | None, server_name: str = "") -> grpc.aio.Channel:
+        """A new channel for the calls from now on; the previous one (returned) is left to the calls on it."""
+        previous = self.channel
+        self._open(credentials, server_name)
+        return previous
+
+    def _open(self, credentials: grpc.ChannelCredentials | None, server_name: str) -> None:
+        self.channel = aio_channel(self.address, credentials, server_name=server_name)
         self.tm = pb_grpc.TaskManagerStub(self.channel)
         self.test = pb_grpc.TestApiStub(self.channel)
         self.cron = cron_grpc.CronStub(self.channel)
         self.health = health_pb2_grpc.HealthStub(self.channel)
-        self.metadata: Metadata = bearer(token)
 
 
 class NodePool:
@@ -79,11 +88,13 @@ class NodePool:
     """
 
     def __init__(self, addresses: Sequence[str], token: str | None = None, *,
-                 credentials: grpc.ChannelCredentials | None = None, locate_timeout: float = 2.0,
-                 call_timeout: float = 30.0, cache_size: int = 100_000) -> None:
+                 credentials: grpc.ChannelCredentials | None = None, server_name: str = "",
+                 locate_timeout: float = 2.0, call_timeout: float = 30.0, cache_size: int = 100_000) -> None:
         if not addresses:
             raise ValueError("a node pool needs at least one address")
-        self.nodes = [NodeStubs(a, token, credentials) for a in addresses]
+        self.nodes = [NodeStubs(a, token, credentials, server_name) for a in addresses]
+        self._server_name = server_name
+        self._retired: list[grpc.aio.Channel] = []
         self.locate_timeout = locate_timeout
         self.call_timeout = call_timeout
         self._owners: OrderedDict[str, NodeStubs] = OrderedDict()
@@ -93,9 +104,15 @@ class NodePool:
     def addresses(self) -> list[str]:
         return [n.address for n in self.nodes]
 
+    def use_credentials(self, credentials: grpc.ChannelCredentials | None) -> None:
+        """New TLS credentials (the process's certificates were reloaded): calls from now on go over new
+        channels; calls and streams on the old ones go on, and those channels are closed with the pool."""
+        self._retired.extend(n.redial(credentials, self._server_name) for n in self.nodes)
+
     async def close(self) -> None:
-        for n in self.nodes:
-            await n.channel.close(grace=None)
+        for ch in [*(n.channel for n in self.nodes), *self._retired]:
+            await ch.close(grace=None)
+        self._retired.clear()
 
     # ---------------------------------------------------------------- calls
 
@@ -220,12 +237,14 @@ class NodePool:
 
     # ---------------------------------------------------------------- streams and fan-out
 
-    async def watch_events(self, after: int) -> AsyncIterator[pb.Event]:
-        """The event stream of the first reachable node, from sequence ``after`` on (REST's ``/events``;
-        the client library follows every node instead: ``taskward.client.events``)."""
+    async def watch_events(self, after: int, *, live_only: bool = False) -> AsyncIterator[pb.Event]:
+        """The event stream of the first reachable node, from sequence ``after`` on, or with ``live_only``
+        only what is published from now on (REST's ``/events``; the client library follows every node
+        instead: ``taskward.client.events``)."""
         last: Unavailable | None = None
         for node in self.nodes:
-            call = node.tm.WatchEvents(pb.WatchEventsRequest(after_sequence=after), metadata=node.metadata)
+            req = pb.WatchEventsRequest(after_sequence=after, live_only=live_only)
+            call = node.tm.WatchEvents(req, metadata=node.metadata)
             first = True
             try:
                 async for ev in call:

@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any, TypeVar
 
 from taskward.client.aio import AsyncClient, AsyncTaskHandle, Path
+from taskward.client.cluster_events import ClusterEventStream
 from taskward.client.events import Event, EventStream
 from taskward.client.node_pool import DEFAULT, Service
 from taskward.client.status import TaskStatus
@@ -85,7 +86,7 @@ class EventIterator(Iterator[Event]):
     """An event stream for synchronous code: iterate it; ``close()`` (or leaving ``with``) stops it and may
     be called from another thread while one waits in ``next``, which then ends the iteration."""
 
-    def __init__(self, client: Client, stream: EventStream) -> None:
+    def __init__(self, client: Client, stream: EventStream | ClusterEventStream) -> None:
         self._client = client  # keeps the client (and its loop) alive while the iterator is
         self._runner = client._runner
         self._stream = stream
@@ -165,7 +166,23 @@ class TaskHandle:
                                                                         self._client._async.timeout)))
 
 
-async def _subscribed(open_stream: Callable[[], EventStream], bound_s: float) -> EventStream:
+class ClusterEventIterator(EventIterator):
+    """``Client.cluster_events``: an ``EventIterator`` whose ``position`` resumes it (``ClusterEventStream``)."""
+
+    def __init__(self, client: Client, stream: ClusterEventStream) -> None:
+        super().__init__(client, stream)
+        self._merged = stream
+
+    @property
+    def position(self) -> str:
+        """The resume token of what was taken so far: ``client.cluster_events(after=position)`` continues here."""
+        return self._merged.position
+
+
+St = TypeVar("St", bound="EventStream | ClusterEventStream")
+
+
+async def _subscribed(open_stream: Callable[[], St], bound_s: float) -> St:
     """Open a stream on the loop (its channels and tasks belong there) and wait until it follows every
     node, at most ``bound_s`` seconds (a node that neither answers nor refuses is then followed later)."""
     stream = open_stream()
@@ -249,6 +266,12 @@ class Client:
         nothing published from then on by a reachable node is missed."""
         return EventIterator(self, self._runner.run(_subscribed(lambda: self._async.events(after),
                                                                 self._async.timeout)))
+
+    def cluster_events(self, after: str | int | None = None) -> ClusterEventIterator:
+        """Every listed node's events merged, each with ``node`` (its id), resumable by ``position`` (see
+        ``AsyncClient.cluster_events``); subscribed when this returns, like ``events``."""
+        return ClusterEventIterator(self, self._runner.run(_subscribed(lambda: self._async.cluster_events(after),
+                                                                       self._async.timeout)))
 
     # ---------------------------------------------------------------- settings and cron
 

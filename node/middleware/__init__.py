@@ -12,6 +12,7 @@ from taskward.middleware.base import (
 )
 from taskward.middleware.chain import MiddlewareChain
 from taskward.middleware.eta import EtaMiddleware
+from taskward.middleware.metrics import TaskMetricsMiddleware
 from taskward.middleware.retry import RetryMiddleware
 from taskward.middleware.time_limit import TimeLimitMiddleware
 from taskward.middleware.type_stats import TypeStatsMiddleware
@@ -26,6 +27,7 @@ __all__ = [
     "RetryMiddleware",
     "RunInput",
     "RunLimits",
+    "TaskMetricsMiddleware",
     "TaskMiddleware",
     "TimeLimitMiddleware",
     "TypeStatsMiddleware",

@@ -94,10 +94,13 @@ class Leader:
 
     async def start(self) -> Leader:
         await self.coord.start()
-        for n in self._nodes:  # members as the nodes would register, reached through their proxies
+        # Members as the nodes would register, reached through their proxies: on a live lease, as a member
+        # only counts while its lease lives (one long enough for the test, kept by no one).
+        lease = await self.store.grant_lease(3600)
+        for n in self._nodes:
             m = Member(id=n.node_id, address=self._proxies[n.node_id].address, version="test",
                        started_at=time.time(), instance=(n.data_dir / "instance").read_text().strip())
-            await self.store.put(MEMBERS + n.node_id, encode_member(m))
+            await self.store.put(MEMBERS + n.node_id, encode_member(m), lease=lease)
         await until(lambda: self.coord.is_leader and set(NODES) <= set(self.coord.snapshot.members), 10,
                     "the in-process coordinator to lead the three nodes")
         return self

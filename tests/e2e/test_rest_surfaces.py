@@ -96,9 +96,11 @@ def test_metrics(rest: httpx.Client) -> None:
     latency = [s for s in families["taskward_rest_request_duration_seconds"].samples
                if s.name.endswith("_count") and s.labels["route"] == "/task_manager/wait_task/{task_id}"]
     assert latency and latency[0].value >= 1
-    tasks = {(s.labels["module"], s.labels["state"]): s.value for s in families["taskward_tasks"].samples}
-    assert tasks[("builtin", "done")] >= 1 and tasks[("builtin", "created")] == 0
-    assert [s.value for s in families["taskward_node_up"].samples] == [1.0]
+    finished = {(s.labels["module"], s.labels["type"], s.labels["outcome"]): s.value
+                for s in families["taskward_tasks_finished"].samples}
+    assert finished[("builtin", "sleep", "done")] >= 1
+    assert [s.value for s in families["taskward_tasks_running"].samples if s.labels["module"] == "builtin"] == [0.0]
+    assert not families["taskward_node_up"].samples  # a gateway's: a node's REST shows the node's own metrics
 
 
 def test_docs_and_openapi(rest: httpx.Client) -> None:

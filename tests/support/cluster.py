@@ -58,7 +58,8 @@ class Cluster:
     """``size`` nodes n1..nN joined to one cluster name in one etcd (or one embedded node)."""
 
     def __init__(self, root: Path, etcd_endpoints: str | None, *, size: int = 3, name: str = "",
-                 dead_node_grace: float = 10.0, lease_ttl: int = LEASE_TTL, extra: Sequence[str] = ()) -> None:
+                 dead_node_grace: float = 10.0, lease_ttl: int = LEASE_TTL, extra: Sequence[str] = (),
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
         self.etcd_endpoints = etcd_endpoints
         self.name = name or unique_cluster_name()
         self.lease_ttl = lease_ttl
@@ -66,7 +67,8 @@ class Cluster:
         if etcd_endpoints is not None:
             args += ["--etcd", etcd_endpoints, "--cluster", self.name, "--lease-ttl", str(lease_ttl),
                      "--dead-node-grace", str(dead_node_grace)]
-        self.nodes = [NodeProc(root / f"n{i}", node_id=f"n{i}", extra=args) for i in range(1, size + 1)]
+        self.nodes = [NodeProc(root / f"n{i}", node_id=f"n{i}", extra=args, credentials=credentials)
+                      for i in range(1, size + 1)]
 
     # ------------------------------------------------------------------ processes
 

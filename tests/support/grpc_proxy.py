@@ -32,6 +32,7 @@ class CountingProxy:
         self._upstream = grpc.insecure_channel(upstream)
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._in_flight: Counter[str] = Counter()
         self._server = grpc.server(ThreadPoolExecutor(max_workers=32))
         self._server.add_generic_rpc_handlers((_Forward(self),))
         self._server.add_insecure_port(self.address)
@@ -56,13 +57,29 @@ class CountingProxy:
         with self._lock:
             self._calls[method] += 1
 
+    def in_flight(self, method: str) -> int:
+        """Calls of ``method`` forwarded and not yet ended (answered, failed or cancelled)."""
+        with self._lock:
+            return self._in_flight[method]
+
     def unary(self, method: str, request: bytes, context: grpc.ServicerContext) -> bytes:
+        name = method.rsplit("/", 1)[-1]
+        call = self._upstream.unary_unary(method).future(
+            request, timeout=_timeout(context), metadata=context.invocation_metadata())
+        context.add_callback(call.cancel)  # the caller went away: so does the forwarded call, as a peer's would
+        with self._lock:
+            self._in_flight[name] += 1
         try:
-            return bytes(self._upstream.unary_unary(method)(
-                request, timeout=_timeout(context), metadata=context.invocation_metadata()))
+            return bytes(call.result())
         except grpc.RpcError as exc:
             context.abort(exc.code(), exc.details() or "")  # type: ignore[attr-defined]
             raise
+        except grpc.FutureCancelledError:
+            context.abort(grpc.StatusCode.CANCELLED, "cancelled by the caller")  # type: ignore[attr-defined]
+            raise
+        finally:
+            with self._lock:
+                self._in_flight[name] -= 1
 
     def break_streams(self) -> None:
         """End every live stream at once, as a connection lost between the peers does."""

@@ -56,8 +56,9 @@ class NodeProc(NodeProcess):
     imports), with a short shutdown grace, and a cached channel for the tests' own calls."""
 
     def __init__(self, data_dir: Path, *, node_id: str = "n1", extra: Sequence[str] = (),
-                 env: dict[str, str] | None = None, command: Sequence[str] | None = None) -> None:
-        super().__init__(data_dir, node_id=node_id, extra=extra, env=env, command=command)
+                 env: dict[str, str] | None = None, command: Sequence[str] | None = None,
+                 credentials: grpc.ChannelCredentials | None = None) -> None:
+        super().__init__(data_dir, node_id=node_id, extra=extra, env=env, command=command, credentials=credentials)
         self.base_flags = ["--shutdown-grace", "0.5"]
         self._channel: grpc.Channel | None = None
 
@@ -67,7 +68,8 @@ class NodeProc(NodeProcess):
 
     def channel(self) -> grpc.Channel:
         if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address)
+            self._channel = (grpc.secure_channel(self.address, self.credentials) if self.credentials
+                             else grpc.insecure_channel(self.address))
         return self._channel
 
     def stub(self) -> pb_grpc.TaskManagerStub:

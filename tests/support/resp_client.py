@@ -39,8 +39,10 @@ def cmd(*args: str | bytes) -> bytes:
 
 
 class RespConn:
-    def __init__(self, port: int, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * TIMEOUT_MULT)
+    def __init__(self, port: int, timeout: float = 10.0, *, source: str | None = None) -> None:
+        """``source``: the loopback address to connect from (e.g. 127.0.0.2: another client address)."""
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout * TIMEOUT_MULT,
+                                             source_address=(source, 0) if source else None)
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self._buf = bytearray()
 

@@ -36,6 +36,7 @@ from taskward.errors import (
 )
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
+from taskward.security.tls import TlsError
 from tests.support.procs import REPO, free_port
 from tests.support.tls_certs import TlsFiles, make_certs
 from tests.unit.test_convert import full_status
@@ -127,7 +128,7 @@ def test_node_addresses_and_tls_settings(tmp_path: Path) -> None:
     assert channel_credentials(None, None, None) is None
     with pytest.raises(ValueError, match="go together"):
         channel_credentials(None, tmp_path / "cert.pem", None)
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(TlsError, match=r"cannot read tls_ca .*absent\.pem: No such file or directory"):
         channel_credentials(tmp_path / "absent.pem", None, None)
 
 

@@ -13,11 +13,13 @@ GENERATED = "taskward.pb"
 
 # What the coordinator may use of the node package: domain types and boundaries, never its services.
 COORDINATOR_MAY_USE = {"taskward", "taskward.cron", "taskward.model", "taskward.errors", "taskward.events",
-                       "taskward.config", "taskward.convert", "taskward.channels", "taskward.cluster_view"}
+                       "taskward.config", "taskward.convert", "taskward.channels", "taskward.cluster_view",
+                       "taskward.limits", "taskward.metrics"}
 # The domain core: no protobuf, no surfaces, no coordinator.
 CORE = {"taskward.model", "taskward.manager", "taskward.executor", "taskward.store", "taskward.events",
         "taskward.registry", "taskward.retention", "taskward.context", "taskward.task_table",
-        "taskward.scylla_test_api", "taskward.errors"}
+        "taskward.scylla_test_api", "taskward.errors", "taskward.limits", "taskward.metrics",
+        "taskward.procpool", "taskward.procpool.pool", "taskward.procpool.protocol", "taskward.procpool.worker"}
 
 
 def modules() -> dict[str, Path]:

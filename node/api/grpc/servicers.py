@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
 import functools
-import hmac
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
 from taskward import convert
 from taskward.cluster_view import ClusterView, UnreachableChild
-from taskward.errors import InvalidArgument, TaskwardError, Unauthenticated
-from taskward.events import POSITION_KEY, SUBSCRIBED, EventLogClosed, SubscriberLagged
+from taskward.errors import InvalidArgument, TaskwardError, status_message
+from taskward.events import EPOCH_KEY, NODE_KEY, POSITION_KEY, SUBSCRIBED, EventLogClosed, SubscriberLagged
 from taskward.manager import TaskManager
 from taskward.model import Progress, TaskRecord, TaskView, check_labels, check_task_id, linear_eta_ms, matches
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.scylla_test_api import ScyllaTestApi
+from taskward.type_signature import signature_of
 
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
+NODES_RESEND_S = 30.0
+"""Longest wait of a ``WatchNodes`` stream between two looks at the member list (each change wakes it sooner)."""
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
 
 
@@ -36,7 +39,7 @@ def maps_errors(fn: Handler[R]) -> Handler[R]:
         try:
             return await fn(self, request, context)
         except TaskwardError as exc:
-            await context.abort(exc.code, exc.message)
+            await context.abort(exc.code, status_message(exc.message))
         except (grpc.aio.AbortError, grpc.aio.UsageError):
             raise
         except Exception:
@@ -54,6 +57,11 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
     def __init__(self, manager: TaskManager, cluster: ClusterView) -> None:
         self._m = manager
         self._cluster = cluster
+        self._closing = asyncio.Event()
+
+    def close_streams(self) -> None:
+        """End every ``WatchNodes`` stream (shutdown), so none holds the server's graceful stop."""
+        self._closing.set()
 
     def _status(self, view: TaskView) -> pb.TaskStatus:
         return convert.status_to_pb(view, self._cluster.addresses())
@@ -78,10 +86,15 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
             request.module, internal=request.internal, keyspace=request.keyspace, table=request.table,
             page_size=request.page_size, page_token=request.page_token,
         )
+        cluster_recs: list[TaskRecord] = []
         if not request.page_token:  # cluster tasks lead the first page
-            recs = [r for r in self._cluster.list_module(request.module)
-                    if matches(r, internal=request.internal, keyspace=request.keyspace, table=request.table)] + recs
-        return pb.ListTasksResponse(tasks=[convert.stats_to_pb(r) for r in recs], next_page_token=token)
+            cluster_recs = [r for r in self._cluster.list_module(request.module)
+                            if matches(r, internal=request.internal, keyspace=request.keyspace, table=request.table)]
+        if request.with_status:  # views read from memory: nothing is unregistered by this read
+            return pb.ListTasksResponse(
+                statuses=[*map(self._cluster_status, cluster_recs), *(self._status(self._m.view(r.id)) for r in recs)],
+                next_page_token=token)
+        return pb.ListTasksResponse(tasks=[convert.stats_to_pb(r) for r in cluster_recs + recs], next_page_token=token)
 
     @maps_errors
     async def GetTaskStatus(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatus:
@@ -155,7 +168,11 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
 
     @maps_errors
     async def ListTaskTypes(self, request: pb.ListTaskTypesRequest, context: Any) -> pb.ListTaskTypesResponse:
-        return pb.ListTaskTypesResponse(types=[convert.type_stats_to_pb(t) for t in self._m.list_task_types()])
+        stats = {t.name: t for t in self._m.list_task_types()}
+        return pb.ListTaskTypesResponse(types=[
+            convert.task_type_to_pb(stats[spec.qualified_name], module=spec.module, type_name=spec.name,
+                                    abortable=spec.abortable, signature=signature_of(spec))
+            for spec in self._m.registry.all()])
 
     @maps_errors
     async def GetLoad(self, request: pb.GetLoadRequest, context: Any) -> pb.LoadResponse:
@@ -167,6 +184,24 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         return pb.ListNodesResponse(nodes=[convert.node_to_pb(n) for n in self._cluster.nodes()],
                                     stale=self._cluster.stale)
 
+    async def WatchNodes(self, request: pb.ListNodesRequest, context: Any) -> AsyncIterator[pb.ListNodesResponse]:
+        """The member list now, then each time it differs from the last one sent. The replica's change
+        signal wakes it (no polling); ``NODES_RESEND_S`` only bounds each wait, and an unchanged list is
+        not sent again."""
+        last: pb.ListNodesResponse | None = None
+        while not self._closing.is_set():
+            current = await self.ListNodes(request, context)
+            if current != last:
+                yield current
+                last = current
+            closing = asyncio.ensure_future(self._closing.wait())
+            change = asyncio.ensure_future(self._cluster.wait_change(NODES_RESEND_S))
+            try:
+                await asyncio.wait((closing, change), return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                closing.cancel()
+                change.cancel()
+
     async def WatchEvents(self, request: pb.WatchEventsRequest, context: Any) -> AsyncIterator[pb.Event]:
         """The subscription is registered before the initial metadata goes out, so a client that has
         received the metadata knows every event published from then on will reach it (the cluster leader
@@ -174,7 +209,8 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         position = self._m.events.published  # taken with the subscription, with no await in between
         sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only)
         try:
-            await context.send_initial_metadata((SUBSCRIBED, (POSITION_KEY, str(position))))
+            await context.send_initial_metadata((SUBSCRIBED, (POSITION_KEY, str(position)),
+                                                 (NODE_KEY, self._m.node_id), (EPOCH_KEY, self._m.events.epoch)))
             async for ev in sub.events():
                 yield convert.event_to_pb(ev)
         except SubscriberLagged as exc:
@@ -218,37 +254,3 @@ class TestApiServicer(pb_grpc.TestApiServicer):
     async def FinishTestTask(self, request: pb.FinishTestTaskRequest, context: Any) -> pb.Empty:
         await self._t.finish_task(request.task_id, request.error)
         return pb.Empty()
-
-
-if TYPE_CHECKING:  # grpc-stubs makes the interceptor generic; grpc's own class is not subscriptable
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
-else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
-
-
-class BearerAuthInterceptor(_ServerInterceptor):
-    """Requires ``authorization: Bearer T`` on every call except health checks and reflection."""
-
-    OPEN_PREFIXES = ("/grpc.health.v1.Health/", "/grpc.reflection.")
-
-    def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
-
-    async def intercept_service(
-        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any]]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any]:
-        method = handler_call_details.method
-        if not method.startswith(self.OPEN_PREFIXES):
-            metadata = dict(handler_call_details.invocation_metadata or ())
-            given = str(metadata.get("authorization", "")).encode()
-            if not hmac.compare_digest(given, self._expected):
-                return _deny(Unauthenticated().message)
-        return await continuation(handler_call_details)
-
-
-def _deny(message: str) -> grpc.RpcMethodHandler[Any, Any]:
-    async def abort(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
-        await context.abort(grpc.StatusCode.UNAUTHENTICATED, message)
-
-    return grpc.unary_unary_rpc_method_handler(abort)

@@ -7,7 +7,6 @@ surface is a thin adapter: task state comes from the TaskManager, never from a s
 
 from __future__ import annotations
 
-import hmac
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -15,7 +14,12 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from taskward.api.resp.protocol import OK, PONG, Command, Reply, Simple, encode, error, simple
+from taskward.errors import AuthRateLimited, PermissionDenied, Unauthenticated
 from taskward.model import TypeStats
+from taskward.security.access import DEFAULT_USER, AccessControl
+from taskward.security.failed_auth import FailedAuthLimiter
+from taskward.security.roles import RESP_COMMANDS, Operation
+from taskward.security.tokens import Principal, TokenTable
 
 NOAUTH = error("NOAUTH Authentication required.")
 WRONGPASS = error("WRONGPASS invalid username-password pair or user is disabled.")
@@ -24,7 +28,6 @@ HELLO_NOAUTH = error(
     "<user> <pass> option can be used to authenticate the client and select the RESP protocol version at "
     "the same time"
 )
-DEFAULT_USER = b"default"
 # A rebuild is normally triggered by the manager's version counter; the age bound is a safety net so
 # that a state change made without bumping the counter is still visible within a second.
 TYPE_LIST_MAX_AGE_S = 1.0
@@ -49,6 +52,11 @@ class Session:
     resp: int = 2
     name: str = ""
     close_after_reply: bool = False
+    peer: str = ""
+    """``host:port`` of the client (audit log) and its host (the failed-auth limit counts per address)."""
+    host: str = ""
+    principal: Principal | None = None
+    """Whose token authenticated the connection (None with auth off)."""
 
 
 Handler = Callable[[Session, Command], bytes]
@@ -62,6 +70,7 @@ class _Spec:
     no_auth: bool = False
     subcommands: Mapping[bytes, _Spec] | None = None
     depth: int = 1  # words that name the command (2 for a subcommand)
+    op: Operation | None = None  # what it does, for roles (taskward.security.roles.RESP_COMMANDS)
 
 
 def type_stats_reply(stats: list[TypeStats]) -> Reply:
@@ -131,13 +140,16 @@ class TypeListCache:
 class AdminCommands:
     """Dispatches one parsed command for one session and returns the encoded reply."""
 
-    def __init__(self, source: TypeStatsSource, *, token: str | None, server_version: str) -> None:
-        self._token = token.encode() if token is not None else None
+    def __init__(self, source: TypeStatsSource, *, server_version: str, access: AccessControl | None = None,
+                 token: str | None = None) -> None:
+        """``access`` is the node's; ``token`` alone (in-process tests) stands for one shared token, with no
+        audit log and no failed-auth limit."""
+        self._access = access or AccessControl(TokenTable.build(shared_token=token), limiter=FailedAuthLimiter(0))
         self._server_version = server_version
         self.types = TypeListCache(source)
         task_admin = {
-            b"list": _Spec("task.admin|list", 2, self._task_admin_list, depth=2),
-            b"help": _Spec("task.admin|help", 2, self._task_admin_help, depth=2),
+            b"list": _Spec("task.admin|list", 2, self._task_admin_list, depth=2, op=RESP_COMMANDS["task.admin|list"]),
+            b"help": _Spec("task.admin|help", 2, self._task_admin_help, depth=2, op=RESP_COMMANDS["task.admin|help"]),
         }
         self._table: dict[bytes, _Spec] = {
             b"hello": _Spec("hello", -1, self._hello, no_auth=True),
@@ -149,7 +161,7 @@ class AdminCommands:
 
     @property
     def auth_required(self) -> bool:
-        return self._token is not None
+        return self._access.enabled
 
     def execute(self, session: Session, args: Command) -> bytes:
         name = args[0].lower()
@@ -169,6 +181,12 @@ class AdminCommands:
             return error(f"ERR wrong number of arguments for '{spec.name}' command")
         if not session.authenticated and not spec.no_auth:
             return NOAUTH
+        if spec.op is not None and session.principal is not None:
+            try:
+                self._access.authorize(session.principal, spec.op, peer=session.peer, surface="resp",
+                                       target=spec.name)
+            except PermissionDenied as exc:
+                return error(f"NOPERM {exc.message}")
         assert spec.handler is not None
         return spec.handler(session, args)
 
@@ -200,10 +218,8 @@ class AdminCommands:
                 i += 2
             else:
                 return error(f"ERR Syntax error in HELLO option '{_text(args[i], 128)}'")
-        if user is not None:
-            if not self._check(user, password):
-                return WRONGPASS
-            session.authenticated = True
+        if user is not None and (refused := self._login(session, user, password, "HELLO")) is not None:
+            return refused
         if not session.authenticated:
             return HELLO_NOAUTH
         if name is not None:
@@ -213,25 +229,34 @@ class AdminCommands:
                        "id": session.id, "mode": "standalone", "role": "master", "modules": []}, version)
 
     def _auth(self, session: Session, args: Command) -> bytes:
-        """``AUTH password`` or ``AUTH default password``; the only user is ``default``."""
+        """``AUTH token`` or ``AUTH name token`` (Redis 7's ``AUTH username password``): the name is a tokens
+        file entry's, or ``default`` for any entry."""
         if len(args) > 3:
             return error("ERR syntax error")
-        if self._token is None and len(args) == 2:
+        if not self._access.enabled and len(args) == 2:
             return error("ERR AUTH <password> called without any password configured for the default user. "
                          "Are you sure your configuration is correct?")
-        user = args[1] if len(args) == 3 else DEFAULT_USER
-        if not self._check(user, args[-1]):
+        return self._login(session, args[1] if len(args) == 3 else None, args[-1], "AUTH") or OK
+
+    def _login(self, session: Session, user: bytes | None, password: bytes, attempted: str) -> bytes | None:
+        """Authenticate the connection; the error reply, or None when it succeeded. Without tokens
+        ``default`` is a no-password user, as in Redis; a blocked address is refused unchecked."""
+        name = None if user is None else user.decode("utf-8", "replace")
+        if not self._access.enabled:
+            if name not in (None, DEFAULT_USER):
+                return WRONGPASS
+            session.authenticated = True
+            return None
+        try:
+            principal = self._access.authenticate(password, peer=session.peer, host=session.host, surface="resp",
+                                                  attempted=attempted, name=name)
+        except AuthRateLimited as exc:
+            return error(f"ERR {exc.message}")
+        except Unauthenticated:
             return WRONGPASS
         session.authenticated = True
-        return OK
-
-    def _check(self, user: bytes, password: bytes) -> bool:
-        """Constant-time token check; without a token ``default`` is a no-password user, as in Redis."""
-        if user != DEFAULT_USER:
-            return False
-        if self._token is None:
-            return True
-        return hmac.compare_digest(password, self._token)
+        session.principal = principal
+        return None
 
     def _ping(self, session: Session, args: Command) -> bytes:
         if len(args) > 2:

@@ -5,6 +5,10 @@ that never re-scans bytes it has already consumed: a bulk split across reads at 
 command dribbled one byte at a time, costs O(bytes). Every length is checked against a limit
 *before* any data is awaited, so an absurd header such as ``*99999999999`` or ``$2147483647`` is
 refused at once instead of making the connection buffer grow toward it.
+
+Before a client has authenticated, the parser applies Redis 7's tighter limits (see
+``taskward.resource_limits``) and hands out one command at a time, so an ``AUTH`` lifts them for the very
+next command of the same pipeline, as in Redis.
 """
 
 from __future__ import annotations
@@ -12,6 +16,8 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+
+from taskward.resource_limits import RESP_UNAUTH_MAX_ARGS, RESP_UNAUTH_MAX_BULK_BYTES
 
 # Redis allows 512 MiB bulks and 1M arguments; an admin surface needs far less, and a smaller bound
 # keeps one connection's worst-case memory small.
@@ -40,22 +46,37 @@ class RequestParser:
     commands completed before the bad frame and records the failure in ``error``; the caller answers
     those commands, then ``-ERR Protocol error: ...``, then closes the connection (as Redis does).
     The buffer holds at most one unfinished command, itself bounded by ``MAX_REQUEST_BYTES``.
+
+    While ``authenticated`` is False (the server sets it from the session before each call), a command
+    may have at most ``RESP_UNAUTH_MAX_ARGS`` arguments of ``RESP_UNAUTH_MAX_BULK_BYTES`` each, and
+    ``feed()`` stops after the first complete command: the caller runs it, updates ``authenticated``
+    and calls ``feed(b"")`` while ``has_input`` says unparsed bytes remain.
     """
 
-    __slots__ = ("_args", "_buf", "_bulk_len", "_remaining", "_request_bytes", "error")
+    __slots__ = ("_args", "_buf", "_bulk_len", "_offset", "_remaining", "_request_bytes", "_stopped_early",
+                 "authenticated", "error")
 
-    def __init__(self) -> None:
+    def __init__(self, *, authenticated: bool = True) -> None:
         self._buf = bytearray()
+        self._offset = 0  # bytes of _buf already parsed, kept only while stopped early (see feed)
         self._args: Command | None = None  # arguments of the multibulk being read, None between commands
         self._remaining = 0  # arguments still to read for _args
         self._bulk_len = -1  # length of the bulk being read, -1 while waiting for its "$" header
         self._request_bytes = 0
+        self._stopped_early = False  # the last feed() left complete commands, maybe, in the buffer
+        self.authenticated = authenticated
         self.error: ProtocolError | None = None
 
     @property
     def buffered(self) -> int:
         """Bytes received but not yet part of a complete command."""
-        return len(self._buf)
+        return len(self._buf) - self._offset
+
+    @property
+    def has_input(self) -> bool:
+        """Whether ``feed(b"")`` may find another command: the last feed stopped after one command (not
+        authenticated) with bytes left after it."""
+        return self._stopped_early and self.buffered > 0 and self.error is None
 
     def feed(self, data: bytes) -> list[Command]:
         if self.error is not None:
@@ -63,19 +84,25 @@ class RequestParser:
         buf = self._buf
         buf += data
         out: list[Command] = []
-        pos = 0
+        self._stopped_early = False
         try:
-            pos = self._parse(buf, out)
+            pos = self._parse(buf, out, self._offset)
         except ProtocolError as exc:
             self.error = exc
             buf.clear()
+            self._offset = 0
             return out
-        if pos:
+        if self._stopped_early:
+            # One command at a time: remember where we are instead of moving the rest of the buffer to
+            # its front after every command (a pipeline of tiny commands would cost O(n^2) bytes moved).
+            self._offset = pos
+        else:
             del buf[:pos]
+            self._offset = 0
         return out
 
-    def _parse(self, buf: bytearray, out: list[Command]) -> int:
-        pos, end = 0, len(buf)
+    def _parse(self, buf: bytearray, out: list[Command], pos: int) -> int:
+        end = len(buf)
         while pos < end:
             if self._args is None:
                 if buf[pos] == 0x2A:  # '*'
@@ -83,6 +110,8 @@ class RequestParser:
                     if line_end < 0:
                         break
                     count = _header_int(buf, pos + 1, line_end, "invalid multibulk length")
+                    if count > RESP_UNAUTH_MAX_ARGS and not self.authenticated:
+                        raise ProtocolError("unauthenticated multibulk length")
                     if count > MAX_ARGS:
                         raise ProtocolError(f"invalid multibulk length (more than {MAX_ARGS} arguments)")
                     pos = line_end + 2
@@ -102,6 +131,9 @@ class RequestParser:
                 pos = nl + 1
                 if args:
                     out.append(args)
+                    if not self.authenticated:
+                        self._stopped_early = True
+                        break
                 continue
             if self._bulk_len < 0:
                 if buf[pos] != 0x24:  # '$'
@@ -110,6 +142,8 @@ class RequestParser:
                 if line_end < 0:
                     break
                 size = _header_int(buf, pos + 1, line_end, "invalid bulk length")
+                if size > RESP_UNAUTH_MAX_BULK_BYTES and not self.authenticated:
+                    raise ProtocolError("unauthenticated bulk length")
                 if size > MAX_BULK_BYTES or self._request_bytes + size > MAX_REQUEST_BYTES:
                     raise ProtocolError(f"invalid bulk length (a request may carry at most {MAX_REQUEST_BYTES} bytes)")
                 self._bulk_len = size
@@ -129,6 +163,9 @@ class RequestParser:
             if self._remaining == 0:
                 out.append(self._args)
                 self._args = None
+                if not self.authenticated:
+                    self._stopped_early = True
+                    break  # AUTH may be next: parse the rest under the limits its outcome decides
         return pos
 
 

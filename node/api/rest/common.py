@@ -19,6 +19,7 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import Response
 
+from taskward import limits
 from taskward.errors import InvalidArgument, TaskwardError
 from taskward.model import check_task_id
 
@@ -149,9 +150,10 @@ def check_id(task_id: str) -> str:
 # ---------------------------------------------------------------- JSON bodies
 
 
-async def json_body(request: Request) -> object:
-    """The body as JSON (None when empty). 400 for a body that is not UTF-8 JSON sent as such; 413 comes
-    from the body limit middleware."""
+async def json_body(request: Request, *, what: str = "the request body", envelope: int = 0) -> object:
+    """The body as JSON (None when empty). 400 for a body that is not UTF-8 JSON sent as such, or that
+    nests deeper than the JSON limit (``limits.MAX_JSON_DEPTH``) plus ``envelope`` levels of the document's
+    own structure around the arguments it carries; 413 comes from the body limit middleware."""
     body = await request.body()
     if not body.strip():
         return None
@@ -165,17 +167,21 @@ async def json_body(request: Request) -> object:
         text = body.decode("utf-8")
     except UnicodeDecodeError:
         raise bad_request("the request body is not valid UTF-8") from None
+    most = limits.MAX_JSON_DEPTH + envelope
+    if text.count("[") + text.count("{") > most and (depth := limits.json_depth(text)) > most:
+        raise bad_request(f"{what} nested {depth - envelope} levels deep: the limit is {limits.MAX_JSON_DEPTH} "
+                          "levels of arrays and objects")
     try:
         return orjson.loads(text)
     except orjson.JSONDecodeError as exc:
         raise bad_request(f"malformed JSON body: {exc}") from None
 
 
-async def json_object_body(request: Request, what: str) -> dict[str, Any]:
+async def json_object_body(request: Request, what: str, *, envelope: int = 0) -> dict[str, Any]:
     """The body as a JSON object; empty means ``{}`` (a JSON ``null`` is not an object)."""
     if not (await request.body()).strip():
         return {}
-    value = await json_body(request)
+    value = await json_body(request, what=what, envelope=envelope)
     if not isinstance(value, dict):
         raise bad_request(f"the request body must be a JSON object of {what}")
     return value

@@ -33,7 +33,7 @@ async def get_document(request: Request) -> Response:
 
 async def put_document(request: Request) -> Response:
     """Replaces every schedule, atomically: one invalid entry rejects the document and changes nothing."""
-    body: Any = await json_body(request)
+    body: Any = await json_body(request, what="the cron document", envelope=3)  # {schedules: [{args: ...}]}
     if not isinstance(body, dict) or set(body) != {"schedules"} or not isinstance(body["schedules"], list):
         raise bad_request('the request body must be {"schedules": [...]}')
     req = pb.PutSchedulesRequest(schedules=[schedule_json_to_pb(i, e) for i, e in enumerate(body["schedules"])])
@@ -56,7 +56,7 @@ async def get_schedule(request: Request, schedule_id: str) -> Response:
 @router.put("/cron/{schedule_id}", response_model=None, responses=errors(413))
 async def put_schedule(request: Request, schedule_id: str) -> Response:
     """Creates or replaces one schedule (the body is one document entry; its id may be left out)."""
-    entry = schedule_json_to_pb(0, await json_object_body(request, "schedule fields"), path_id=schedule_id)
+    entry = schedule_json_to_pb(0, await json_object_body(request, "schedule fields", envelope=1), path_id=schedule_id)
     resp = await pool_of(request).call("PutSchedule", entry, service="cron")
     return JsonResponse(schedule_pb_to_dict(resp))
 

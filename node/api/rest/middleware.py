@@ -1,4 +1,4 @@
-"""Pure-ASGI middleware of the REST surface: bearer auth, the body-size limit, request metrics.
+"""Pure-ASGI middleware of the REST surface: the body-size limit, request metrics (access control: ``auth``).
 
 Pure ASGI (not ``BaseHTTPMiddleware``) because these run on every request including the SSE stream:
 they must neither buffer a body nor wrap a streaming response in an extra task.
@@ -6,7 +6,6 @@ they must neither buffer a body nor wrap a streaming response in an extra task.
 
 from __future__ import annotations
 
-import hmac
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -16,12 +15,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from taskward.api.rest.common import BodyTooLarge
-from taskward.errors import Unauthenticated
+from taskward.security.access import peer_text
 
-# Reachable without a token: probes and scrapers rarely carry secrets, and none of these reveal or
-# change task state (/metrics shows counts per module and state, no ids or arguments).
-OPEN_PATHS = frozenset({"/health", "/metrics", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc"})
-OPEN_PREFIXES = ("/docs/assets/",)  # the docs page's own files (Swagger UI), served by this process
+# Reachable without a token: probes rarely carry secrets, and none of these reveal or change task state.
+# /metrics is not among them: it needs a token with role read (DESIGN §10), as scrapers can send one.
+OPEN_PATHS = frozenset({"/health", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/redoc", "/ui"})
+# The docs page's and the dashboard's own files, served by this process (they hold no data: the dashboard
+# asks for the token and sends it with every API call it makes).
+OPEN_PREFIXES = ("/docs/assets/", "/ui/")
 
 
 async def send_error(send: Send, status: int, message: str,
@@ -32,26 +33,12 @@ async def send_error(send: Send, status: int, message: str,
     await send({"type": "http.response.body", "body": body})
 
 
-class BearerAuthMiddleware:
-    """``Authorization: Bearer T`` on every path but ``OPEN_PATHS``; constant-time comparison."""
-
-    def __init__(self, app: ASGIApp, token: str) -> None:
-        self.app = app
-        self._expected = f"Bearer {token}".encode()
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in OPEN_PATHS or scope["path"].startswith(OPEN_PREFIXES):
-            await self.app(scope, receive, send)
-            return
-        given = b""
-        for name, value in scope["headers"]:
-            if name == b"authorization":
-                given = value
-                break
-        if not hmac.compare_digest(given, self._expected):
-            await send_error(send, 401, Unauthenticated().message, [(b"www-authenticate", b"Bearer")])
-            return
-        await self.app(scope, receive, send)
+def scope_peer(scope: Scope) -> tuple[str, str]:
+    """(``host:port``, host) of the HTTP client."""
+    client = scope.get("client")
+    if not client:
+        return "unknown", "unknown"
+    return peer_text(str(client[0]), client[1]), str(client[0])
 
 
 class BodyLimitMiddleware:
@@ -100,10 +87,8 @@ class RestMetrics:
             ["method", "route"], registry=self.registry,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
         )
-        self.tasks = Gauge("taskward_tasks", "Registered tasks by node, module and state (internal included)",
-                           ["node", "module", "state"], registry=self.registry)
-        self.node_up = Gauge("taskward_node_up", "Whether the node answered the last scrape", ["node"],
-                             registry=self.registry)
+        self.node_up = Gauge("taskward_node_up", "A gateway's listed node: whether its health check answered "
+                             "SERVING at the last scrape", ["node"], registry=self.registry)
 
 
 class MetricsMiddleware:

@@ -66,13 +66,15 @@ class NodeInfo(BaseModel):
 ERRORS: dict[int | str, dict[str, object]] = {
     400: {"model": ErrorBody, "description": "unknown or malformed id, unknown module, bad parameter"},
     401: {"model": ErrorBody, "description": "missing or wrong bearer token (when auth is on)"},
+    403: {"model": ErrorBody, "description": "permission denied: the token's role does not allow the call"},
+    429: {"model": ErrorBody, "description": "too many failed authentication attempts from this address"},
     503: {"model": ErrorBody, "description": "no listed node reachable"},
 }
 
 
 def errors(*extra: int) -> dict[int | str, dict[str, object]]:
     more = {
-        403: {"model": ErrorBody, "description": "task not abortable"},
+        403: {"model": ErrorBody, "description": "task not abortable, or permission denied (the token's role)"},
         404: {"model": ErrorBody, "description": "test API disabled on the node"},
         408: {"model": ErrorBody, "description": "wait timed out"},
         413: {"model": ErrorBody, "description": "body over 1 MiB"},

@@ -27,6 +27,7 @@ from taskward.api.rest.common import (
     parse_timeout,
     parse_uint,
 )
+from taskward.api.rest.disconnect import unless_disconnected
 from taskward.api.rest.models import TaskStats, TaskStatus, errors
 from taskward.client.node_pool import NodePool
 from taskward.convert import stats_pb_to_dict, status_pb_to_dict
@@ -95,20 +96,34 @@ async def list_module_tasks(request: Request, module: str, internal: BoolQ = Non
     return JsonResponse([stats_pb_to_dict(t) for t in resp.tasks])
 
 
-@router.get("/task_manager/task_status/{task_id:path}", response_model=TaskStatus, responses=errors())
-async def task_status(request: Request, task_id: str) -> Response:
-    """A task's status; reading a finished root node task unregisters it (ScyllaDB)."""
+# ``keep`` is read from the query string by hand and documented here, so these hot routes stay LeanRoutes.
+KEEP_PARAM = {"parameters": [{
+    "name": "keep", "in": "query", "required": False, "schema": {"type": "string"},
+    "description": "true: read without unregistering a finished root (as wait_task, the client library and the "
+                   "dashboard read); true/false/1/0",
+}]}
+
+
+def _status_request(request: Request, task_id: str) -> pb.TaskIdRequest:
     tid = check_id(task_id)
-    msg = await pool_of(request).call_for_task(tid, "GetTaskStatus", pb.TaskIdRequest(task_id=tid))
+    return pb.TaskIdRequest(task_id=tid, keep=parse_bool("keep", request.query_params.get("keep")))
+
+
+@router.get("/task_manager/task_status/{task_id:path}", response_model=TaskStatus, responses=errors(),
+            openapi_extra=KEEP_PARAM)
+async def task_status(request: Request, task_id: str) -> Response:
+    """A task's status; reading a finished root node task unregisters it (ScyllaDB) unless ``keep=true``."""
+    req = _status_request(request, task_id)
+    msg = await pool_of(request).call_for_task(req.task_id, "GetTaskStatus", req)
     return JsonResponse(status_pb_to_dict(msg))
 
 
 @router.get("/task_manager/task_status_recursive/{task_id:path}", response_model=list[TaskStatus],
-            responses=errors())
+            responses=errors(), openapi_extra=KEEP_PARAM)
 async def task_status_recursive(request: Request, task_id: str) -> Response:
-    """The task and its descendants in BFS order, root first; unregisters a finished root."""
-    tid = check_id(task_id)
-    resp = await pool_of(request).call_for_task(tid, "GetTaskStatusRecursive", pb.TaskIdRequest(task_id=tid))
+    """The task and its descendants in BFS order, root first; unregisters a finished root unless ``keep=true``."""
+    req = _status_request(request, task_id)
+    resp = await pool_of(request).call_for_task(req.task_id, "GetTaskStatusRecursive", req)
     return JsonResponse([status_pb_to_dict(s) for s in resp.statuses])
 
 
@@ -132,7 +147,8 @@ async def wait_task(
     if seconds is not None:
         req.timeout = seconds
     deadline = None if seconds is None else seconds + WAIT_SLACK_S
-    msg = await pool_of(request).call_for_task(tid, "WaitTask", req, deadline=deadline)
+    # A client that goes away cancels the node's wait at once: abandoned waits must not pile up.
+    msg = await unless_disconnected(request, pool_of(request).call_for_task(tid, "WaitTask", req, deadline=deadline))
     return JsonResponse(status_pb_to_dict(msg))
 
 

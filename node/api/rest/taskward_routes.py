@@ -5,20 +5,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Annotated
 
 import orjson
 from fastapi import APIRouter, Header, Query, Request
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.responses import Response, StreamingResponse
 
 from taskward.api.rest.common import JsonResponse, error_response, json_object_body, parse_bool, parse_uint
+from taskward.api.rest.merged_events import Start as MergedStart
+from taskward.api.rest.merged_events import merged_frames, merged_start
 from taskward.api.rest.middleware import RestMetrics
 from taskward.api.rest.models import NodeInfo, errors
 from taskward.api.rest.scylla_routes import pool_of
-from taskward.client.node_pool import NodePool, NodeStubs
+from taskward.client.node_pool import NodePool
 from taskward.convert import event_pb_to_dict, node_pb_to_dict
 from taskward.errors import TaskwardError
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -28,6 +29,7 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["taskward"])
 SSE_PING_S = 15.0
 SSE_QUEUE = 1024
+SSE_BATCH = 64
 
 
 # ---------------------------------------------------------------- starting tasks
@@ -98,10 +100,18 @@ def _put_end(q: asyncio.Queue[bytes | None]) -> None:
     q.put_nowait(None)
 
 
-async def _pump(pool: NodePool, after: int, q: asyncio.Queue[bytes | None]) -> None:
+async def _node_frames(pool: NodePool, after: int, live_only: bool) -> AsyncGenerator[bytes, None]:
+    async for ev in pool.watch_events(after, live_only=live_only):
+        yield sse_frame(ev)
+
+
+async def _pump(source: AsyncGenerator[bytes, None], q: asyncio.Queue[bytes | None]) -> None:
+    """Frames from ``source`` into ``q`` until either ends; ``source`` is closed (its node streams with it)
+    however the pump ends, a cancellation included."""
     try:
-        async for ev in pool.watch_events(after):
-            await q.put(sse_frame(ev))
+        async with contextlib.aclosing(source):
+            async for frame in source:
+                await q.put(frame)
         await q.put(b": stream ended by the node\n\n")
     except asyncio.CancelledError:
         raise
@@ -113,18 +123,33 @@ async def _pump(pool: NodePool, after: int, q: asyncio.Queue[bytes | None]) -> N
 
 @router.get("/events", responses=errors(), response_class=StreamingResponse)
 async def events(
-    request: Request, after: Annotated[str | None, Query(description="resume after this sequence")] = None,
+    request: Request,
+    after: Annotated[str | None, Query(description="resume after this sequence (a gateway: or token)")] = None,
     last_event_id: Annotated[str | None, Header(description="SSE resume position (wins over after)")] = None,
+    live: Annotated[str | None, Query(description="true: only events from now on, no replay (a new "
+                                                  "viewer); ignored when resuming")] = None,
 ) -> Response:
-    """Server-sent events of the first reachable node: ``id`` = sequence, ``event`` = type, ``data`` = JSON.
+    """Server-sent events: ``id`` = resume position, ``event`` = type, ``data`` = JSON.
 
-    Reconnect with ``Last-Event-ID`` (or ``?after=``) to resume without gaps; ``: ping`` comments keep
-    idle connections alive. Sequence numbers are per node.
+    On a node's ``--rest``: that node's stream, ``id`` = its sequence. On a gateway: the merged stream of
+    every listed node, each event's ``data`` with ``node`` (the node's id) and ``id`` an opaque resume
+    token (``after`` also takes a plain sequence, for every node). Reconnect with ``Last-Event-ID`` (or
+    ``?after=``) to resume without gaps or repeats; ``: ping`` comments keep idle connections alive.
+    Without a resume position the retained events are replayed first, unless ``live=true`` (what a
+    dashboard that has just read the current state wants). A malformed position is a 400.
     """
-    if last_event_id:
+    live_only = parse_bool("live", live)
+    merged: bool = request.app.state.merged_events
+    start: MergedStart = None
+    position = 0
+    if merged:
+        start = merged_start(last_event_id, after, live_only)
+    elif last_event_id:
         position = parse_uint("Last-Event-ID", last_event_id.strip())
+        live_only = False
     else:
         position = 0 if after is None else parse_uint("after", after)
+        live_only = live_only and after is None
     pool = pool_of(request)
     await pool.call("GetTtl", pb.GetTtlRequest())  # reachability and auth fail as JSON errors, not a broken stream
     streams: EventStreams = request.app.state.event_streams
@@ -132,7 +157,8 @@ async def events(
     async def frames() -> AsyncIterator[bytes]:
         # The pump starts with the first frame, so a response that is never sent leaks no gRPC stream.
         q = streams.open()
-        pump = asyncio.create_task(_pump(pool, position, q), name="sse-pump")
+        source = merged_frames(pool, start) if merged else _node_frames(pool, position, live_only)
+        pump = asyncio.create_task(_pump(source, q), name="sse-pump")
         try:
             yield b": connected\n\n"
             while True:
@@ -144,7 +170,14 @@ async def events(
                     continue
                 if frame is None:
                     return
-                yield frame
+                batch = [frame]  # whatever else is already waiting goes out in the same write
+                while len(batch) < SSE_BATCH and not q.empty():
+                    more = q.get_nowait()
+                    if more is None:
+                        yield b"".join(batch)
+                        return
+                    batch.append(more)
+                yield b"".join(batch) if len(batch) > 1 else frame
         finally:
             pump.cancel()
             streams.discard(q)
@@ -156,36 +189,21 @@ async def events(
 # ---------------------------------------------------------------- metrics and health
 
 
-async def _node_tasks(pool: NodePool, node: NodeStubs) -> Counter[tuple[str, str]]:
-    mods = await pool.invoke(node, "ListModules", pb.ListModulesRequest(), "tasks", 2.0)
-    lists = await asyncio.gather(*(
-        pool.invoke(node, "ListTasks", pb.ListTasksRequest(module=m, internal=True), "tasks", 2.0) for m in mods.modules
-    ))
-    counts: Counter[tuple[str, str]] = Counter()
-    for module, resp in zip(mods.modules, lists, strict=True):
-        counts.update((module, t.state) for t in resp.tasks)
-        for state in ("created", "running", "done", "failed"):
-            counts[(module, state)] += 0
-    return counts
-
-
 @router.get("/metrics", response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
 async def metrics(request: Request) -> Response:
-    """Prometheus text: REST requests and latency per route, and tasks by node, module and state.
-
-    Needs no token (like /health): it shows counts only, never ids or arguments.
+    """Prometheus text. A node's ``--rest``: the node's own metrics (``taskward_tasks_started_total``,
+    ``taskward_tasks_finished_total``, durations, running, queue depth, events, store commits, leader,
+    etcd and cron; kept as things happen, so a scrape costs the same however many tasks the node retains)
+    and this REST surface's requests and latency per route. A gateway: its requests and latency, and
+    ``taskward_node_up{node}`` from each listed node's health check (scrape the nodes themselves for their
+    metrics). Counts only, never ids or arguments.
     """
-    pool = pool_of(request)
     m: RestMetrics = request.app.state.metrics
-    results = await asyncio.gather(*(_node_tasks(pool, n) for n in pool.nodes), return_exceptions=True)
-    m.tasks.clear()
-    for node, counts in zip(pool.nodes, results, strict=True):
-        up = not isinstance(counts, BaseException)
-        m.node_up.labels(node.address).set(1 if up else 0)
-        if up:
-            assert not isinstance(counts, BaseException)
-            for (module, state), n in counts.items():
-                m.tasks.labels(node.address, module, state).set(n)
+    node_registry: CollectorRegistry | None = request.app.state.node_metrics
+    if node_registry is not None:
+        return Response(generate_latest(node_registry) + generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
+    for address, serving in (await pool_of(request).health()).items():
+        m.node_up.labels(address).set(1 if serving else 0)
     return Response(generate_latest(m.registry), media_type=CONTENT_TYPE_LATEST)
 
 

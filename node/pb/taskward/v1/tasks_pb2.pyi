@@ -32,28 +32,32 @@ class ListModulesResponse(_message.Message):
     def __init__(self, modules: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("module", "internal", "keyspace", "table", "page_size", "page_token")
+    __slots__ = ("module", "internal", "keyspace", "table", "page_size", "page_token", "with_status")
     MODULE_FIELD_NUMBER: _ClassVar[int]
     INTERNAL_FIELD_NUMBER: _ClassVar[int]
     KEYSPACE_FIELD_NUMBER: _ClassVar[int]
     TABLE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    WITH_STATUS_FIELD_NUMBER: _ClassVar[int]
     module: str
     internal: bool
     keyspace: str
     table: str
     page_size: int
     page_token: str
-    def __init__(self, module: _Optional[str] = ..., internal: _Optional[bool] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    with_status: bool
+    def __init__(self, module: _Optional[str] = ..., internal: _Optional[bool] = ..., keyspace: _Optional[str] = ..., table: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., with_status: _Optional[bool] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks", "next_page_token")
+    __slots__ = ("tasks", "next_page_token", "statuses")
     TASKS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[TaskStats]
     next_page_token: str
-    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskStats, _Mapping]]] = ..., next_page_token: _Optional[str] = ...) -> None: ...
+    statuses: _containers.RepeatedCompositeFieldContainer[TaskStatus]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[TaskStats, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., statuses: _Optional[_Iterable[_Union[TaskStatus, _Mapping]]] = ...) -> None: ...
 
 class TaskIdRequest(_message.Message):
     __slots__ = ("task_id", "keep")
@@ -262,18 +266,40 @@ class ListTaskTypesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TaskTypeInfo(_message.Message):
-    __slots__ = ("name", "running", "completed", "started_at", "last_run")
+    __slots__ = ("name", "running", "completed", "started_at", "last_run", "module", "type", "params", "abortable", "extra_args")
     NAME_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     COMPLETED_FIELD_NUMBER: _ClassVar[int]
     STARTED_AT_FIELD_NUMBER: _ClassVar[int]
     LAST_RUN_FIELD_NUMBER: _ClassVar[int]
+    MODULE_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    PARAMS_FIELD_NUMBER: _ClassVar[int]
+    ABORTABLE_FIELD_NUMBER: _ClassVar[int]
+    EXTRA_ARGS_FIELD_NUMBER: _ClassVar[int]
     name: str
     running: bool
     completed: bool
     started_at: int
     last_run: int
-    def __init__(self, name: _Optional[str] = ..., running: _Optional[bool] = ..., completed: _Optional[bool] = ..., started_at: _Optional[int] = ..., last_run: _Optional[int] = ...) -> None: ...
+    module: str
+    type: str
+    params: _containers.RepeatedCompositeFieldContainer[TaskParam]
+    abortable: bool
+    extra_args: bool
+    def __init__(self, name: _Optional[str] = ..., running: _Optional[bool] = ..., completed: _Optional[bool] = ..., started_at: _Optional[int] = ..., last_run: _Optional[int] = ..., module: _Optional[str] = ..., type: _Optional[str] = ..., params: _Optional[_Iterable[_Union[TaskParam, _Mapping]]] = ..., abortable: _Optional[bool] = ..., extra_args: _Optional[bool] = ...) -> None: ...
+
+class TaskParam(_message.Message):
+    __slots__ = ("name", "type", "required", "default_json")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUIRED_FIELD_NUMBER: _ClassVar[int]
+    DEFAULT_JSON_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    type: str
+    required: bool
+    default_json: str
+    def __init__(self, name: _Optional[str] = ..., type: _Optional[str] = ..., required: _Optional[bool] = ..., default_json: _Optional[str] = ...) -> None: ...
 
 class ListTaskTypesResponse(_message.Message):
     __slots__ = ("types",)

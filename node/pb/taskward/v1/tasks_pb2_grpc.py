@@ -99,6 +99,11 @@ class TaskManagerStub:
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
                 response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
                 _registered_method=True)
+        self.WatchNodes = channel.unary_stream(
+                '/taskward.v1.TaskManager/WatchNodes',
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
+                _registered_method=True)
         self.GetLoad = channel.unary_unary(
                 '/taskward.v1.TaskManager/GetLoad',
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetLoadRequest.SerializeToString,
@@ -201,6 +206,14 @@ class TaskManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchNodes(self, request, context):
+        """The members now, then again whenever they change (a node joins, its lease ends, the leader
+        changes, the replica goes stale or live again); ends when the node shuts down.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetLoad(self, request, context):
         """How busy this node is (the cron leader starts a node task on the least loaded node).
         """
@@ -273,6 +286,11 @@ def add_TaskManagerServicer_to_server(servicer, server):
             ),
             'ListNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNodes,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.SerializeToString,
+            ),
+            'WatchNodes': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchNodes,
                     request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.FromString,
                     response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.SerializeToString,
             ),
@@ -631,6 +649,33 @@ class TaskManager:
             request,
             target,
             '/taskward.v1.TaskManager/ListNodes',
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchNodes(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskward.v1.TaskManager/WatchNodes',
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesResponse.FromString,
             options,
