@@ -670,16 +670,17 @@ class TaskManager:
         try:
             if expired:  # gone for good before a waiter hears of the end: a read after the wait finds no task
                 await self.unregister_tree(rec.id)
+            elif rec.is_root:  # and the per-module cap holds again before then (its deletes are durable)
+                self.retention.track_finished(rec)
+                await self.retention.prune_module(rec.module)
         except BaseException:
-            self.retention.track_finished(rec)  # still registered: the ttl sweep unregisters it later
+            if expired:
+                self.retention.track_finished(rec)  # still registered: the ttl sweep unregisters it later
             raise
         finally:
             for fut in self._waiters.pop(rec.id, []):
                 if not fut.done():
                     fut.set_result(view)
-        if rec.is_root and not expired:
-            self.retention.track_finished(rec)
-            await self.retention.prune_module(rec.module)
 
     def _fold(self, task_id: str, tx: Tx) -> set[str]:
         """Write into ``tx`` what folding drops when ``task_id`` finishes (the table is left as it is until
