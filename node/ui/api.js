@@ -43,9 +43,14 @@ export class Api {
       init.headers["Content-Type"] = "application/json";
       init.body = JSON.stringify(body);
     }
+    return this.read(fetch(this.url(path), init));
+  }
+
+  // The JSON of an answer on its way (a request of this Api, or one the page's boot script sent).
+  async read(sent) {
     let resp;
     try {
-      resp = await fetch(this.url(path), init);
+      resp = await sent;
     } catch (err) {
       throw new ApiError(0, `the server cannot be reached (${err.message})`);
     }

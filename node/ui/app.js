@@ -2,31 +2,55 @@
 // the member stream, and shows one view at a time (hash routes: #/, #/task/ID, #/start, #/cron).
 // Everything on screen is updated from the streams; the only timer that reads the server again is a slow
 // resynchronisation (RESYNC_MS) for what no event reports, such as a finished task whose TTL ran out.
+//
+// The first screen is the overview, and what it waits for is asked for first: ui/boot.js, a classic
+// script in the page's head, sends the live event stream's request, the module list's and then the task
+// lists' before any module has loaded; this module takes those answers over (or sends the same requests
+// itself when boot.js did not run). The other views are modules of their own, loaded when first shown,
+// so they are not on the way to the first render.
 
 import { Api, enc } from "./api.js";
-import { CronView } from "./cron_view.js";
-import { Model } from "./model.js";
-import { Overview, abortRefusal } from "./overview.js";
 import { SseStream } from "./sse.js";
-import { StartForm } from "./start_form.js";
-import { TaskPage } from "./task_page.js";
-import { setText } from "./dom.js";
+
+const api = new Api();
+const boot = window.taskwardBoot; // (ui/boot.js: sent before this module loaded)
+const early = boot && boot.token === api.token ? {
+  events: new SseStream(api, "/events", { firstQuery: "?live=true" }).adopt(boot.events, boot.controller),
+  modules: api.read(boot.modules),
+  lists: boot.lists,
+} : {
+  events: new SseStream(api, "/events", { firstQuery: "?live=true" }).open(),
+  modules: api.get("/task_manager/list_modules"),
+  lists: Promise.resolve(null),
+};
+early.modules.catch(() => {}); // answered in App.connect, which may only await it later
+
+const [{ Model }, { Overview, abortRefusal }, { setText }] = await Promise.all([
+  import("./model.js"), import("./overview.js"), import("./dom.js"),
+]);
 
 const RESYNC_MS = 30000;
 const FIRST_OPEN_WAIT_MS = 2000;
 const INFO_MS = 6000;
+const VIEWS = {
+  task: () => import("./task_page.js").then((m) => m.TaskPage),
+  start: () => import("./start_form.js").then((m) => m.StartForm),
+  cron: () => import("./cron_view.js").then((m) => m.CronView),
+};
 
 class App {
-  constructor() {
-    this.api = new Api();
+  constructor(api) {
+    this.api = api;
     this.model = new Model(this.api);
     this.view = null;
+    this.routes = 0;
     this.streams = [];
     this.started = false;
+    this.resync = 0;
     this.api.onUnauthorized = (err) => this.askToken(err);
     this.$ = (id) => document.getElementById(id);
-    // For operators' consoles and the browser tests: how long the first render took, how long each
-    // batch of events took from arrival to the DOM.
+    // For operators' consoles and the browser tests: how long the first render took (the tasks on
+    // screen; listRenderMs: the whole list), how long each batch of events took from arrival to the DOM.
     window.taskward = { metrics: this.model.metrics, model: this.model };
   }
 
@@ -40,28 +64,23 @@ class App {
     window.addEventListener("hashchange", () => this.route());
     window.addEventListener("pagehide", () => this.stopStreams());
     this.$("signout").hidden = !this.api.token;
-    try {
-      this.model.modules = await this.api.get("/task_manager/list_modules");
-    } catch (err) {
-      if (err.status !== 401) this.notify(`The server did not answer: ${err.message}`);
-      if (err.status === 401 || err.status === 403) return; // the token dialog takes over
-    }
-    await this.connect();
+    await this.connect(early.modules, early.events, early.lists);
   }
 
-  async connect() {
+  // modules: the read of the module list, sent together with the event stream's first request (a refused
+  // token fails both alike, and the token dialog takes over); events: that stream, when already sent;
+  // lists: the task lists when already asked for (a Map module -> answer on its way), else null.
+  async connect(modules, events = new SseStream(this.api, "/events", { firstQuery: "?live=true" }),
+    lists = Promise.resolve(null)) {
     if (this.started) return;
     this.started = true;
     let firstOpen;
     const opened = new Promise((resolve) => { firstOpen = resolve; });
-    const events = new SseStream(this.api, "/events", {
-      firstQuery: "?live=true",
-      onFrames: (frames, receivedAt) => this.model.applyEvents(frames.map((f) => JSON.parse(f.data)), receivedAt),
-      onState: (state, err) => {
-        this.showLive(state, err);
-        if (state !== "retrying") firstOpen();
-      },
-    });
+    events.onFrames = (frames, receivedAt) => this.model.applyEvents(frames.map((f) => JSON.parse(f.data)), receivedAt);
+    events.onState = (state, err) => {
+      this.showLive(state, err);
+      if (state !== "retrying") firstOpen();
+    };
     const nodes = new SseStream(this.api, "/cluster/nodes/stream", {
       resume: false,
       onFrames: (frames) => {
@@ -72,11 +91,25 @@ class App {
     });
     this.streams = [events.start(), nodes.start()];
     this.route();
+    try {
+      this.model.modules = await modules;
+    } catch (err) {
+      if (err.status === 401) this.askToken(err); // (sent before this page could ask itself)
+      else this.notify(`The server did not answer: ${err.message}`);
+      if (err.status === 401 || err.status === 403) {
+        this.stopStreams(); // the token dialog takes over (401), or there is nothing this token may read
+        this.started = false;
+        return;
+      }
+    }
     // Read the lists once the live stream is subscribed (or after a short wait), so nothing that happens
     // between the read and the subscription is missed.
     await Promise.race([opened, new Promise((resolve) => setTimeout(resolve, FIRST_OPEN_WAIT_MS))]);
-    await this.guard(this.model.loadTasks({ modulesKnown: this.model.modules.length > 0 }));
-    setInterval(() => this.guard(this.model.loadTasks()), RESYNC_MS);
+    if (!this.started) return;
+    const sent = await lists.catch(() => null);
+    await this.guard(this.model.loadTasks({ modulesKnown: this.model.modules.length > 0, sent }));
+    clearInterval(this.resync);
+    this.resync = setInterval(() => this.guard(this.model.loadTasks()), RESYNC_MS);
   }
 
   stopStreams() {
@@ -102,6 +135,11 @@ class App {
     }
     this.stopStreams();
     this.started = false;
+    if (this.view) { // shown while the first answers were on the way: nothing of it can be read now
+      this.view.destroy();
+      this.view = null;
+      this.$("main").replaceChildren();
+    }
     if (!dialog.open) dialog.showModal();
     this.$("token-input").focus();
   }
@@ -112,8 +150,9 @@ class App {
     const error = this.$("token-error");
     if (!token) return;
     this.api.token = token;
+    let modules;
     try {
-      await this.api.get("/task_manager/list_modules");
+      modules = await this.api.get("/task_manager/list_modules");
     } catch (err) {
       error.hidden = false;
       setText(error, err.status === 401
@@ -126,7 +165,7 @@ class App {
     error.hidden = true;
     this.$("token-dialog").close();
     this.$("signout").hidden = false;
-    await this.connect();
+    await this.connect(Promise.resolve(modules));
   }
 
   // ------------------------------------------------------------------ views
@@ -136,9 +175,19 @@ class App {
     const hash = location.hash || "#/";
     const task = hash.match(/^#\/task\/([0-9a-f-]{36})$/);
     const name = task ? "task" : hash === "#/start" ? "start" : hash === "#/cron" ? "cron" : "overview";
+    const route = ++this.routes;
+    if (name === "overview") {
+      this.show(name, () => new Overview(this));
+      return;
+    }
+    VIEWS[name]().then((View) => {
+      if (route === this.routes && this.started) this.show(name, () => new View(this, task && task[1]));
+    }, (err) => this.notify(`This view could not be loaded: ${err.message}`));
+  }
+
+  show(name, create) {
     if (this.view) this.view.destroy();
-    this.view = task ? new TaskPage(this, task[1]) : name === "start" ? new StartForm(this)
-      : name === "cron" ? new CronView(this) : new Overview(this);
+    this.view = create();
     const main = this.$("main");
     main.replaceChildren(this.view.root);
     for (const a of document.querySelectorAll("[data-nav]")) {
@@ -193,4 +242,4 @@ class App {
   }
 }
 
-new App().start();
+new App(api).start();

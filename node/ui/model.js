@@ -1,7 +1,7 @@
-// What the page knows: the tasks of the listed modules (with their full status), the cluster's members,
-// the recent events; and how an event changes them. Views subscribe with on() and redraw only what an
-// update names. Reads never unregister a task: lists come from GET /tasks/{module} and single statuses
-// from task_status?keep=true.
+// What the page knows: the tasks of the listed modules (with what a list shows of their status), the
+// cluster's members, the recent events; and how an event changes them. Views subscribe with on() and
+// redraw only what an update names. Reads never unregister a task: lists come from
+// GET /tasks/{module}?brief=true and single statuses from task_status?keep=true.
 
 import { enc, q } from "./api.js";
 import { parseTime } from "./dom.js";
@@ -32,7 +32,8 @@ export class Model {
     this.clusterTimers = new Map();
     this.children = new Map(); // cluster task id -> [child status] from task_status_recursive
     this.loaded = false;
-    this.metrics = { firstRenderMs: null, latencies: [], eventsApplied: 0 };
+    this.early = []; // [events, receivedAt]: the batches that arrived before the lists were first read
+    this.metrics = { firstRenderMs: null, listRenderMs: null, latencies: [], eventsApplied: 0 };
   }
 
   on(fn) {
@@ -46,10 +47,12 @@ export class Model {
 
   // ------------------------------------------------------------------ tasks
 
-  async loadTasks({ modulesKnown = false } = {}) {
+  // sent: lists already asked for (module -> answer on its way), used when they are the ones wanted.
+  async loadTasks({ modulesKnown = false, sent = null } = {}) {
     if (!modulesKnown) this.modules = await this.api.get("/task_manager/list_modules");
     const lists = await Promise.all(this.modules.map((m) =>
-      this.api.get(`/tasks/${enc(m)}${q({ internal: this.showInternal ? "true" : "" })}`)
+      (sent && sent.has(m) && !this.showInternal ? this.api.read(sent.get(m))
+        : this.api.get(`/tasks/${enc(m)}${q({ internal: this.showInternal ? "true" : "", brief: "true" })}`))
         .catch((err) => ({ tasks: [], unreachable: [], truncated: false, error: err }))));
     const tasks = new Map();
     const unreachable = new Set();
@@ -72,8 +75,16 @@ export class Model {
     this.unreachable = [...unreachable];
     this.truncated = truncated;
     this.notListed.clear();
+    const first = !this.loaded;
     this.loaded = true;
+    // Events that came while the lists were first read change them now, before they are shown: progress
+    // only moves forward and finished is final, so one the lists already include changes nothing, and a
+    // task they name is never read on its own while its list is on the way.
+    const early = this.early;
+    this.early = [];
+    for (const [events, receivedAt] of early) for (const ev of events) this.apply(ev, receivedAt);
     this.emit({ type: "tasks" });
+    if (first) this.measure(early);
     // Children per node of the cluster tasks (unfinished first; a bounded number, each one request).
     const clusters = [...tasks.values()].filter((t) => t.kind === "cluster")
       .sort((a, b) => FINISHED.has(a.state) - FINISHED.has(b.state));
@@ -142,16 +153,26 @@ export class Model {
   // ------------------------------------------------------------------ events
 
   applyEvents(events, receivedAt) {
+    if (!this.loaded && this.early.length < EVENT_LOG_SIZE) this.early.push([events, receivedAt]);
     for (const ev of events) {
       this.events.push(ev);
-      const changed = this.apply(ev, receivedAt);
-      if (changed) this.emit({ type: "task", id: changed });
+      if (this.loaded) {
+        const changed = this.apply(ev, receivedAt);
+        if (changed) this.emit({ type: "task", id: changed });
+      }
       this.emit({ type: "event", event: ev });
     }
     if (this.events.length > EVENT_LOG_SIZE) this.events.splice(0, this.events.length - EVENT_LOG_SIZE);
-    this.metrics.eventsApplied += events.length;
-    const latency = performance.now() - receivedAt;
-    this.metrics.latencies.push(latency);
+    if (this.loaded) this.measure([[events, receivedAt]]);
+  }
+
+  // Counts events as applied, and how long after its arrival each batch reached the page.
+  measure(batches) {
+    const now = performance.now();
+    for (const [events, receivedAt] of batches) {
+      this.metrics.eventsApplied += events.length;
+      this.metrics.latencies.push(now - receivedAt);
+    }
     if (this.metrics.latencies.length > 10000) this.metrics.latencies.splice(0, 5000);
   }
 

@@ -12,7 +12,7 @@ const MAX_RETRY_MS = 5000;
 export class SseStream {
   // onFrames(frames, receivedAt): frames = [{id, event, data}] parsed from one chunk; receivedAt =
   // performance.now() when the chunk arrived. onState(state, error): "open" | "retrying" | "refused".
-  constructor(api, path, { firstQuery = "", onFrames, onState, resume = true }) {
+  constructor(api, path, { firstQuery = "", onFrames = () => {}, onState = () => {}, resume = true }) {
     this.api = api;
     this.path = path;
     this.firstQuery = firstQuery;
@@ -22,6 +22,21 @@ export class SseStream {
     this.lastId = "";
     this.closed = false;
     this.controller = null;
+    this.first = null;
+  }
+
+  // Sends the first request now, before the handlers are set; start() goes on from its answer.
+  open() {
+    this.first = this.request();
+    this.first.catch(() => {}); // the loop reads the failure
+    return this;
+  }
+
+  // Takes over a first request already sent (by the page's boot script), with its AbortController.
+  adopt(sent, controller) {
+    this.first = sent;
+    this.controller = controller;
+    return this;
   }
 
   start() {
@@ -37,15 +52,10 @@ export class SseStream {
   async loop() {
     let retry = MIN_RETRY_MS;
     while (!this.closed) {
-      this.controller = new AbortController();
-      const headers = this.api.headers({ Accept: "text/event-stream" });
-      let query = "";
-      if (this.resume && this.lastId) headers["Last-Event-ID"] = this.lastId;
-      else query = this.firstQuery;
+      const sent = this.first;
+      this.first = null;
       try {
-        const resp = await fetch(this.api.url(this.path + query), {
-          headers, signal: this.controller.signal, cache: "no-store",
-        });
+        const resp = await (sent || this.request());
         if (!resp.ok) {
           const error = await errorOf(resp);
           if (resp.status === 401) {
@@ -67,6 +77,15 @@ export class SseStream {
       await new Promise((resolve) => setTimeout(resolve, retry));
       retry = Math.min(retry * 2, MAX_RETRY_MS);
     }
+  }
+
+  request() {
+    this.controller = new AbortController();
+    const headers = this.api.headers({ Accept: "text/event-stream" });
+    let query = "";
+    if (this.resume && this.lastId) headers["Last-Event-ID"] = this.lastId;
+    else query = this.firstQuery;
+    return fetch(this.api.url(this.path + query), { headers, signal: this.controller.signal, cache: "no-store" });
   }
 
   async read(body) {

@@ -263,10 +263,12 @@ def test_cluster_children_on_every_node_and_a_dead_node(browser: Any, etcd: Any,
         c.stop()
 
 
-@pytest.mark.perf  # a figure, not a pass/fail of the default suite: run on a quiet machine (-m perf)
 def test_a_thousand_running_tasks_stay_responsive(browser: Any, tmp_path: Path) -> None:
     """First render ≤ 1 s with 1,000 running tasks, and every batch of events applied to the page
-    ≤ 100 ms after it arrived (both measured in the browser with performance.now())."""
+    ≤ 100 ms after it arrived (both measured in the browser with performance.now()).
+
+    The first render is the median of three loads, each in a new browser context (nothing cached): on
+    a machine of two cores one load alone varies by a few hundred ms with whatever else runs."""
     n, url = start_rest_node(tmp_path / "n1")
     try:
         test = n.test_stub()
@@ -274,8 +276,16 @@ def test_a_thousand_running_tasks_stay_responsive(browser: Any, tmp_path: Path) 
         ids = [test.CreateTestTask(pb.CreateTestTaskRequest(), timeout=5).task_id for _ in range(1000)]
         sleep = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 30, "steps": 300}')
         movers = [n.stub().StartTask(sleep, timeout=10).task_id for _ in range(4)]
+        renders = []
+        for _ in range(2):
+            page, watch = open_page(browser, f"{url}/ui")
+            renders.append(loaded(page))
+            assert page.locator("#tasks tbody tr[data-task-id]").count() == 1004
+            watch.assert_clean()
+            page.context.close()
         page, watch = open_page(browser, f"{url}/ui")
-        first_render_ms = loaded(page)
+        renders.append(loaded(page))
+        first_render_ms = sorted(renders)[1]
         assert page.locator("#tasks tbody tr[data-task-id]").count() == 1004
 
         start = page.evaluate("() => { window.taskward.metrics.latencies.length = 0; "
@@ -297,7 +307,8 @@ def test_a_thousand_running_tasks_stay_responsive(browser: Any, tmp_path: Path) 
             return await seen;
         }""", ids[0])
         figures = {
-            "tasks": 1004, "first_render_ms": first_render_ms, "event_batches": len(latencies),
+            "tasks": 1004, "first_render_ms": first_render_ms, "first_renders_ms": renders,
+            "event_batches": len(latencies),
             "events": page.evaluate("() => window.taskward.metrics.eventsApplied") - start,
             "apply_ms_max": max(latencies), "apply_ms_p50": sorted(latencies)[len(latencies) // 2],
             "finish_to_dom_ms": finish_ms,

@@ -5,7 +5,8 @@
 - ``GET /tasks/{module}``: a module's tasks with their full status (progress, ETA, children, error,
   result) from **every** listed node at once, so a gateway's view covers the cluster and not only the
   first node. Nothing is unregistered by this read (ScyllaDB's ``task_status`` would unregister a finished
-  root; this asks ``ListTasks`` with ``with_status``, which never does).
+  root; this asks ``ListTasks`` with ``with_status``, which never does). ``brief=true`` answers only what
+  a list shows of each (the dashboard's first read of a thousand tasks is then a third of the size).
 - ``GET /cluster/nodes/stream``: the member list as server-sent events, now and at every change, so a
   node that dies or a new leader shows without polling.
 """
@@ -26,7 +27,7 @@ from taskward.api.rest.common import JsonResponse, parse_bool
 from taskward.api.rest.models import errors
 from taskward.api.rest.scylla_routes import pool_of
 from taskward.client.node_pool import NodePool, NodeStubs, rpc_error
-from taskward.convert import node_pb_to_dict, status_pb_to_dict, task_type_pb_to_dict
+from taskward.convert import node_pb_to_dict, status_pb_to_brief_dict, status_pb_to_dict, task_type_pb_to_dict
 from taskward.errors import NoNodeReachable, TaskwardError, Unavailable
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
@@ -72,6 +73,8 @@ async def module_tasks(
     request: Request, module: str,
     internal: Annotated[str | None, Query(description="true/false/1/0: internal tasks (children) too")] = None,
     keyspace: Annotated[str, Query()] = "", table: Annotated[str, Query()] = "",
+    brief: Annotated[str | None, Query(description="true/false/1/0: only what a list shows of each task "
+                                                   "(no result, duplicate id or bookkeeping fields)")] = None,
 ) -> Response:
     """Tasks of a module with their full status, from every listed node; never unregisters anything.
 
@@ -80,10 +83,16 @@ async def module_tasks(
     is listed once); nodes that could not be asked are in ``unreachable``. A node that does not know
     the module (a ``test`` module registered on another node only) has no tasks of it. 400 for a module
     no reachable node knows; 503 when no node could be asked.
+
+    ``brief=true``: each status has only what a list shows, ``task_id, type, kind, state, module,
+    is_abortable, aborted, error, parent_id, start_time, end_time, keyspace, table, progress_total,
+    progress_completed, progress_fraction, attempt, children_ids`` and, when set, ``eta_ms`` and
+    ``next_attempt_at`` (no result, no duplicate ``id``, no bookkeeping fields).
     """
     pool = pool_of(request)
     req = pb.ListTasksRequest(module=module, internal=parse_bool("internal", internal), keyspace=keyspace,
                               table=table, page_size=PAGE_SIZE, with_status=True)
+    to_dict = status_pb_to_brief_dict if parse_bool("brief", brief) else status_pb_to_dict
     results = await asyncio.gather(*(_node_statuses(pool, n, req) for n in pool.nodes), return_exceptions=True)
     tasks: list[dict[str, object]] = []
     seen: set[str] = set()
@@ -103,9 +112,12 @@ async def module_tasks(
         answered = True
         truncated = truncated or cut
         for msg in statuses:
-            if msg.stats.task_id not in seen:
-                seen.add(msg.stats.task_id)
-                tasks.append(status_pb_to_dict(msg) | {"served_by": node.address})
+            task_id = msg.stats.task_id
+            if task_id not in seen:
+                seen.add(task_id)
+                task = to_dict(msg)
+                task["served_by"] = node.address
+                tasks.append(task)
     if not answered:
         if refused is not None:
             raise refused
