@@ -20,7 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -48,6 +48,7 @@ __all__ = [
     "spawn_script",
     "start_node",
     "stop_node",
+    "submit_to_done",
 ]
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -180,6 +181,15 @@ class Load:
     @property
     def p50(self) -> float:
         return statistics.median(self.latencies_ms) if self.latencies_ms else float("nan")
+
+
+def submit_to_done(submitted_at: Mapping[str, float], done_at: Mapping[str, float], ids: Iterable[str],
+                   seconds: float) -> Load:
+    """Each task's latency from its submission to its observed completion (both ``perf_counter()``
+    readings in this process), as a ``Load`` for its percentiles. A task with no completion raises
+    KeyError: a bench must not report a latency for work it never saw finish."""
+    lat = [(done_at[i] - submitted_at[i]) * 1000 for i in ids]
+    return Load(len(lat), 0, seconds, lat)
 
 
 async def run_load(call: Callable[[int], Awaitable[object]], *, callers: int, max_calls: int,

@@ -29,7 +29,7 @@ from pathlib import Path
 
 import grpc
 
-from bench._common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node
+from bench._common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node, submit_to_done
 from taskward.events import Event, EventType
 from taskward.model import TaskRecord, new_task_id
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -117,6 +117,7 @@ class EventCounter:
 
     def __init__(self, stub: pb_grpc.TaskManagerStub) -> None:
         self.completed: set[str] = set()
+        self.done_at: dict[str, float] = {}  # task id -> perf_counter() when its completion arrived
         self._goal = 0
         self._reached = asyncio.Event()
         self._task = asyncio.create_task(self._watch(stub))
@@ -125,6 +126,7 @@ class EventCounter:
         async for ev in stub.WatchEvents(pb.WatchEventsRequest(after_sequence=0)):
             if ev.type == "task.completed":
                 self.completed.add(ev.task_id)
+                self.done_at.setdefault(ev.task_id, time.perf_counter())
                 if len(self.completed) >= self._goal:
                     self._reached.set()
             elif ev.type in ("task.failed", "task.aborted"):
@@ -190,10 +192,13 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
         observer = EventCounter(stub) if observe == "events" else ListPoller(stub)
         req = pb.StartTaskRequest(module="builtin", type="sleep", args_json=ARGS_JSON)
         submitted: list[str] = []
+        submitted_at: dict[str, float] = {}
 
         async def start(_: int) -> object:
+            t = time.perf_counter()
             resp = await stub.StartTask(req, timeout=30)
             submitted.append(resp.task_id)
+            submitted_at[resp.task_id] = t
             return resp
 
         w = await run_load(start, callers=callers, max_calls=warmup, max_seconds=max_seconds)
@@ -216,9 +221,13 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
         not_done = [tid for tid in submitted if states.get(tid) != "done"]
         if not_done or len(submitted) != warmup + tasks:
             raise RuntimeError(f"{len(not_done)} of {len(submitted)} tasks not listed as done")
-    return {"rate": tasks / elapsed, "elapsed": elapsed, "submit_rate": tasks / t_submitted,
-            "start_p50": load.p50, "cpu_us": cpu / tasks * 1e6, "client_cpu_us": ccpu / tasks * 1e6,
-            "listed_done": len(states)}
+    figures = {"rate": tasks / elapsed, "elapsed": elapsed, "submit_rate": tasks / t_submitted,
+               "start_p50": load.p50, "cpu_us": cpu / tasks * 1e6, "client_cpu_us": ccpu / tasks * 1e6,
+               "listed_done": len(states)}
+    if isinstance(observer, EventCounter):  # each completion's arrival is known: submit → done per task
+        done = submit_to_done(submitted_at, observer.done_at, submitted[warmup:], elapsed)
+        figures |= {"done_p50": done.p50, "done_p99": done.pct(0.99)}
+    return figures
 
 
 async def bench(args: argparse.Namespace, scratch: Path) -> int:

@@ -93,6 +93,9 @@ class ClusterCache:
         self._change = asyncio.Event()
         self._synced = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self.on_leader_change: Callable[[str | None], None] = lambda leader: None
+        """Called when the leader key changes hands (a new holder, or None once it is gone), so an election
+        or a new leader's first cycle starts at once rather than at its loop's next tick."""
 
     @property
     def snapshot(self) -> ClusterSnapshot:
@@ -191,9 +194,11 @@ class ClusterCache:
             else:
                 self._active.pop(tid, None)
         elif key == LEADER:
-            self._leader = decode_leader(value) if value is not None else None
+            before, self._leader = self._leader, decode_leader(value) if value is not None else None
             if value is not None and self._leader is None:
                 raise BadRecord("not a leader record")
+            if self._leader != before:
+                self.on_leader_change(self._leader)
         elif key.startswith(CRON):
             self._apply_cron(key, value)
 

@@ -65,6 +65,9 @@ class News:
     progress_total: float
     error: str
     time: float
+    run_started: int = 0
+    """``stamp`` of the task's latest started event: a node that restarted runs an interrupted child again
+    from the beginning, so its progress after that event is a new run's, lower than the last one's."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,10 +166,14 @@ class ChildEvents:
         if not ev.cluster_parent or state is None:
             return
         self._stamp += 1
-        news = News(stamp=self._stamp, state=state, progress=ev.type is not EventType.STARTED,
-                    progress_completed=ev.progress_completed, progress_total=ev.progress_total, error=ev.error,
-                    time=float(int(ev.time)))
-        self._groups.setdefault((node, ev.cluster_parent), {})[ev.task_id] = news
+        group = self._groups.setdefault((node, ev.cluster_parent), {})
+        started = ev.type is EventType.STARTED
+        before = group.get(ev.task_id)
+        group[ev.task_id] = News(
+            stamp=self._stamp, state=state, progress=not started, progress_completed=ev.progress_completed,
+            progress_total=ev.progress_total, error=ev.error, time=float(int(ev.time)),
+            run_started=self._stamp if started else before.run_started if before is not None else 0,
+        )
         if state.finished:
             self._on_change()  # a child (or a descendant) finished: worth a cycle now, not at the next tick
 
@@ -209,7 +216,7 @@ class ChildEvents:
             return None  # no progress of its own: its final progress may be rolled up from descendants
         if own.state is TaskState.DONE:
             return None  # done: what it returned is read from its status, once
-        return apply(c, own)
+        return apply(c, own, new_run=own.run_started > f.mark)
 
     def retain(self, live: set[tuple[str, str, str]]) -> None:
         """Forget what no unfinished cluster task needs: ``live`` holds (cluster task, node, child id).
@@ -239,16 +246,18 @@ def behind(c: ClusterChild, answer: ClusterChild) -> ClusterChild:
     return c
 
 
-def apply(c: ClusterChild, news: News) -> ClusterChild:
+def apply(c: ClusterChild, news: News, *, new_run: bool = False) -> ClusterChild:
     """``c`` moved on by ``news``. A finished child never changes again (the leader does not follow it);
-    progress that would go back within a run is taken for an event older than the poll it followed."""
+    progress that would go back within a run is taken for an event older than the poll it followed.
+    ``new_run``: the child started again after that poll (its node restarted and re-queued it), so its
+    progress starts over and is taken as it is."""
     if c.state.finished:
         return c
     if news.state.finished:
         return replace(c, state=news.state, error=news.error, progress_completed=news.progress_completed,
                        progress_total=news.progress_total, end_time=news.time)
     c = replace(c, state=news.state)
-    stale = news.progress_total == c.progress_total and news.progress_completed < c.progress_completed
+    stale = not new_run and news.progress_total == c.progress_total and news.progress_completed < c.progress_completed
     if news.progress and not stale:
         c = replace(c, progress_completed=news.progress_completed, progress_total=news.progress_total)
     return c

@@ -74,6 +74,7 @@ class Coordinator:
         self._store = store
         self._catalog = catalog
         self.cache = ClusterCache(store)
+        self.cache.on_leader_change = lambda leader: self._request_full_cycle()
         self.membership = Membership(store, Member(id=node_id, address=address, version=version,
                                                    started_at=time.time(), instance=instance), config.lease_ttl_s)
         self._election = Election(store, node_id, instance)

@@ -8,13 +8,15 @@ import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
+from typing import Any, cast
 
 from taskward.coordinator.cache import ClusterCache
-from taskward.coordinator.child_events import behind
+from taskward.coordinator.child_events import ChildEvents, _Stream, behind
 from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, expired
 from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, encode_task
 from taskward.coordinator.store.base import Put
 from taskward.coordinator.store.embedded import EmbeddedStore
+from taskward.events import Event, EventType
 from taskward.model import TaskState
 
 
@@ -73,3 +75,30 @@ def test_a_poll_answer_is_carried_until_the_record_has_it() -> None:
     failed = replace(running, state=TaskState.FAILED, error="node n1 unavailable")
     assert behind(failed, done) == failed  # the record's final word stands
     assert behind(running, replace(done, task_id="other")) == running  # a restarted child is another task
+
+
+def test_a_child_run_again_after_its_node_restarted_reports_its_new_progress() -> None:
+    """A node that restarts re-queues an interrupted child, which starts over: its progress after the new
+    started event is a new run's. Before that event a lower progress is an event older than the poll."""
+    events = ChildEvents(cast(Any, None), lambda: None)
+    events._streams["n1"] = _Stream("127.0.0.1:1", "i", generation=1)
+    parent, child_id = str(uuid.uuid4()), str(uuid.uuid4())
+    polled = ClusterChild(node="n1", task_id=child_id, state=TaskState.RUNNING, progress_completed=70.0,
+                          progress_total=100.0)
+    events.polled(polled, events.mark("n1"))
+
+    def event(seq: int, kind: EventType, completed: float = 0.0) -> None:
+        events._record("n1", Event(sequence=seq, type=kind, task_id=child_id, module="builtin", task_type="sleep",
+                                   time=time.time(), progress_completed=completed, progress_total=100.0,
+                                   cluster_parent=parent))
+
+    event(1, EventType.PROGRESS, 60.0)  # older than what the poll saw: not taken
+    followed = events.follow(parent, polled)
+    assert followed is not None and followed.progress_completed == 70.0
+    event(2, EventType.STARTED)  # the node restarted and runs the child again
+    event(3, EventType.PROGRESS, 5.0)
+    followed = events.follow(parent, polled)
+    assert followed is not None and (followed.state, followed.progress_completed) == (TaskState.RUNNING, 5.0)
+    event(4, EventType.PROGRESS, 6.0)  # later progress of the new run carries the mark of its start
+    followed = events.follow(parent, replace(polled, progress_completed=5.0))
+    assert followed is not None and followed.progress_completed == 6.0
