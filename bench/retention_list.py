@@ -69,7 +69,7 @@ def populate(db: Path, n: int) -> float:
         tx.event(ev.sequence, ev.at, ev.to_dict())
     tx.setting("seq:builtin:0", str(n)).setting("task_ttl", "0").setting("user_task_ttl", str(USER_TTL))
     conn.execute("BEGIN IMMEDIATE")
-    for sql, params in tx.statements:
+    for sql, params in tx.sql():
         conn.execute(sql, params)
     conn.execute("COMMIT")
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -68,7 +68,7 @@ def task_statements(n: int, seq0: int) -> list[Statement]:
     tx.put(rec)
     event(seq0 + 3, EventType.COMPLETED)
     tx.setting("type:builtin:sleep", stats)
-    return tx.statements
+    return tx.sql()
 
 
 def durable_floor(path: Path, tasks: int, synchronous: str, max_seconds: float) -> tuple[int, float]:

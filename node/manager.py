@@ -650,7 +650,7 @@ class TaskManager:
             if error and rec.abort_requested:  # a body that fails once aborted (its children were) was aborted
                 error, aborted = "", True
             rec = rec.finished(self._now(), error=error[:4096], aborted=aborted, result=result)
-            rec = replace(rec, expires_at=expiry(rec, self.ttl)) if rec.is_root else replace(rec, folded=True)
+            rec = rec.evolve(expires_at=expiry(rec, self.ttl)) if rec.is_root else rec.evolve(folded=True)
             tx = Tx().put(rec)
             drops = self._fold(rec.id, tx)
             etype = EventType.ABORTED if aborted else EventType.FAILED if rec.error else EventType.COMPLETED

@@ -10,9 +10,10 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from taskward.errors import InvalidArgument, MalformedTaskId
 
@@ -118,29 +119,35 @@ class TaskRecord:
         """Running, between two attempts: its next attempt waits for ``next_attempt_at``."""
         return self.next_attempt_at is not None and not self.state.finished
 
+    def evolve(self, **changes: Any) -> TaskRecord:
+        """A copy with ``changes``: ``dataclasses.replace`` without its generic work (every field through
+        ``__init__``), which costs twice as much on the transitions each task goes through. A name that
+        is not a field raises AttributeError (the class has slots)."""
+        new = object.__new__(TaskRecord)
+        for name in _RECORD_FIELDS:
+            object.__setattr__(new, name, getattr(self, name))
+        for name, value in changes.items():
+            object.__setattr__(new, name, value)
+        return new
+
     def started(self, now: datetime) -> TaskRecord:
         """Running (again, for a retry: the first attempt's start time stays)."""
-        return replace(self, state=TaskState.RUNNING, start_time=self.start_time or now, next_attempt_at=None)
+        return self.evolve(state=TaskState.RUNNING, start_time=self.start_time or now, next_attempt_at=None)
 
     def finished(self, now: datetime, *, error: str = "", aborted: bool = False, result: str = "") -> TaskRecord:
         state = TaskState.FAILED if (error or aborted) else TaskState.DONE
         if aborted and not error:
             error = "aborted"
-        return replace(self, state=state, end_time=now, error=error, aborted=aborted, next_attempt_at=None,
-                       result=result if state is TaskState.DONE else "")
+        return self.evolve(state=state, end_time=now, error=error, aborted=aborted, next_attempt_at=None,
+                           result=result if state is TaskState.DONE else "")
 
     def retrying(self, at: datetime) -> TaskRecord:
         """The attempt that just failed is over; the next one runs at ``at``."""
-        return replace(self, attempt=self.attempt + 1, next_attempt_at=at)
+        return self.evolve(attempt=self.attempt + 1, next_attempt_at=at)
 
     def with_progress(self, completed: float, total: float, message: str) -> TaskRecord:
-        return replace(
-            self,
-            progress_completed=completed,
-            progress_total=total,
-            progress_message=message,
-            own_progress=True,
-        )
+        return self.evolve(progress_completed=completed, progress_total=total, progress_message=message,
+                           own_progress=True)
 
     def with_child(self, child: ChildRef) -> TaskRecord:
         return replace(self, children=(*self.children, child))
@@ -148,6 +155,9 @@ class TaskRecord:
     def without_children(self, dropped: set[str]) -> TaskRecord:
         return replace(self, children=tuple(c for c in self.children if c.task_id not in dropped))
 
+
+
+_RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))
 
 @dataclass(frozen=True, slots=True)
 class TtlSettings:

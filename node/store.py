@@ -5,12 +5,15 @@ writer commits whatever has queued up while the previous commit was in flight as
 transaction (group commit), so a burst of state transitions costs one fsync, not one each. Each
 caller's statements are still applied together or not at all: if a group fails, its members are
 retried one transaction each, so a bad statement fails only its own caller.
+
+A task's row is encoded when its group is written, not when the transition is made: a task that
+starts, reports and finishes within one group has only its last row encoded and written (the group
+commits as a whole, so the rows in between were never visible to anyone).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import sqlite3
 import time
@@ -20,6 +23,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 from taskward.errors import DataDirError, StoreUnavailable
 from taskward.metrics import NodeMetrics
@@ -49,6 +54,8 @@ CREATE TABLE IF NOT EXISTS settings (
 
 Statement = tuple[str, tuple[Any, ...]]
 
+PUT_TASK = "INSERT OR REPLACE INTO tasks(id, module, state, idempotency_key, body) VALUES (?,?,?,?,?)"
+
 
 def _ts(value: datetime | None) -> float | None:
     return None if value is None else value.timestamp()
@@ -74,11 +81,11 @@ def record_to_json(rec: TaskRecord) -> str:
         "expires_at": _ts(rec.expires_at), "result": rec.result, "attempt": rec.attempt,
         "max_attempts": rec.max_attempts, "next_attempt_at": _ts(rec.next_attempt_at),
     }
-    return json.dumps(body, separators=(",", ":"))
+    return orjson.dumps(body).decode()
 
 
 def record_from_json(text: str) -> TaskRecord:
-    b = json.loads(text)
+    b = orjson.loads(text)
     return TaskRecord(
         id=b["id"], module=b["module"], type=b["type"], kind=TaskKind(b["kind"]), scope=b["scope"],
         state=TaskState(b["state"]), sequence_number=b["seq"], keyspace=b["keyspace"],
@@ -105,13 +112,11 @@ class Tx:
     """
 
     statements: list[Statement] = field(default_factory=list)
+    """In order; a task's row is ``(PUT_TASK, (record,))`` until it is written (``sql()``)."""
     on_commit: list[Callable[[], None]] = field(default_factory=list)
 
     def put(self, rec: TaskRecord) -> Tx:
-        self.statements.append((
-            "INSERT OR REPLACE INTO tasks(id, module, state, idempotency_key, body) VALUES (?,?,?,?,?)",
-            (rec.id, rec.module, rec.state.value, rec.idempotency_key or None, record_to_json(rec)),
-        ))
+        self.statements.append((PUT_TASK, (rec,)))
         return self
 
     def delete(self, task_ids: list[str]) -> Tx:
@@ -121,7 +126,7 @@ class Tx:
     def event(self, seq: int, at: datetime, body: dict[str, Any]) -> Tx:
         self.statements.append((
             "INSERT INTO events(seq, at, body) VALUES (?,?,?)",
-            (seq, at.timestamp(), json.dumps(body, separators=(",", ":"))),
+            (seq, at.timestamp(), orjson.dumps(body).decode()),
         ))
         return self
 
@@ -132,6 +137,30 @@ class Tx:
     def prune_events(self, keep_after_seq: int) -> Tx:
         self.statements.append(("DELETE FROM events WHERE seq <= ?", (keep_after_seq,)))
         return self
+
+    def sql(self) -> list[Statement]:
+        """The statements as SQLite runs them (each task row encoded)."""
+        return [_encoded(sql, params) for sql, params in self.statements]
+
+
+def _encoded(sql: str, params: tuple[Any, ...]) -> Statement:
+    if sql is not PUT_TASK:
+        return sql, params
+    rec: TaskRecord = params[0]
+    return sql, (rec.id, rec.module, rec.state.value, rec.idempotency_key or None, record_to_json(rec))
+
+
+def group_sql(txs: list[Tx]) -> list[Statement]:
+    """The statements of a group committed as one SQLite transaction, a task's row only at its last put:
+    INSERT OR REPLACE leaves the row as the last put wrote it whatever came between (a task keeps its
+    idempotency key, so an earlier put could not have replaced a row the last one does not)."""
+    last: dict[str, int] = {}
+    flat = [st for tx in txs for st in tx.statements]
+    for i, (sql, params) in enumerate(flat):
+        if sql is PUT_TASK:
+            last[params[0].id] = i
+    return [_encoded(sql, params) for i, (sql, params) in enumerate(flat)
+            if sql is not PUT_TASK or last[params[0].id] == i]
 
 
 @dataclass(frozen=True, slots=True)
@@ -247,9 +276,8 @@ class Store:
         assert conn is not None
         conn.execute("BEGIN IMMEDIATE")  # refused (locked past the busy timeout): nothing was tried, all fail
         try:
-            for tx in txs:
-                for sql, params in tx.statements:
-                    conn.execute(sql, params)
+            for sql, params in group_sql(txs) if len(txs) > 1 else txs[0].sql():
+                conn.execute(sql, params)
             conn.execute("COMMIT")
             return [None] * len(txs)
         except sqlite3.Error:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from taskward.model import ChildRef, TaskRecord, TaskState
-from taskward.store import Store, Tx, record_from_json, record_to_json
+from taskward.store import PUT_TASK, Store, Tx, group_sql, record_from_json, record_to_json
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -42,6 +42,46 @@ async def test_concurrent_commits_are_grouped_and_all_durable(tmp_path: Path) ->
     assert [t.id for t in loaded.tasks] == [rec(i).id for i in range(200)]
     assert loaded.last_event_seq == 200
     await again.close()
+
+
+def test_a_group_writes_a_task_row_once_at_its_last_put() -> None:
+    """Rows encoded at write time, each task's only at its last put in the group: the group commits as
+    a whole, so the rows in between were never visible. Deletes and events all stay, in order."""
+    a, b = rec(1), rec(2)
+    txs = [Tx().put(a).event(1, NOW, {"n": 1}), Tx().put(b), Tx().put(a.started(NOW)).event(2, NOW, {"n": 2}),
+           Tx().delete([b.id]), Tx().put(a.started(NOW).finished(NOW)).put(b.started(NOW))]
+    out = group_sql(txs)
+    rows = [(sql, params) for sql, params in out if sql is PUT_TASK]
+    assert [(p[0], p[2]) for _, p in rows] == [(a.id, "done"), (b.id, "running")]
+    assert [record_from_json(p[4]) for _, p in rows] == [a.started(NOW).finished(NOW), b.started(NOW)]
+    kinds = ["row" if sql is PUT_TASK else "event" if "events" in sql else "delete" for sql, _ in out]
+    assert kinds == ["event", "event", "delete", "row", "row"]
+    assert sum(len(tx.sql()) for tx in txs) == len(out) + 3  # alone, each transaction writes every put
+
+
+async def test_a_grouped_write_leaves_what_the_transactions_one_by_one_leave(tmp_path: Path) -> None:
+    grouped, single = Store(tmp_path / "g.sqlite3"), Store(tmp_path / "s.sqlite3")
+    await grouped.open()
+    await single.open()
+    a, b = rec(1), rec(2)
+
+    def txs() -> list[Tx]:
+        return [Tx().put(a), Tx().put(b), Tx().put(a.started(NOW)).event(1, NOW, {}), Tx().delete([b.id]),
+                Tx().put(replace(b, state=TaskState.RUNNING)), Tx().put(a.started(NOW).finished(NOW))]
+
+    await asyncio.gather(*(grouped.commit(tx) for tx in txs()))  # one group
+    for tx in txs():
+        await single.commit(tx)
+    await grouped.close()
+    await single.close()
+    states = []
+    for name in ("g.sqlite3", "s.sqlite3"):
+        again = Store(tmp_path / name)
+        loaded = await again.open()
+        states.append((sorted(loaded.tasks, key=lambda t: t.id), loaded.last_event_seq))
+        await again.close()
+    assert states[0] == states[1]
+    assert [t.state for t in states[0][0]] == [TaskState.DONE, TaskState.RUNNING]
 
 
 async def test_a_failing_transition_fails_alone(tmp_path: Path) -> None:
