@@ -233,13 +233,17 @@ def md_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 
 def rounds_main(doc: str | None, scratch_name: str,
-                bench: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]]) -> int:
-    """The command line shared by the alternating-rounds throughput benches."""
+                bench: Callable[[argparse.Namespace, Path], Coroutine[Any, Any, int]], *,
+                profile_help: str = "") -> int:
+    """The command line shared by the alternating-rounds throughput benches (``--profile FILE`` when the
+    bench says what it profiles)."""
     p = argparse.ArgumentParser(description=doc)
     p.add_argument("--callers", type=int, default=32)
     p.add_argument("--seconds", type=float, default=2.5)
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--max-calls", type=int, default=200_000)
+    if profile_help:
+        p.add_argument("--profile", metavar="FILE", help=profile_help)
     return run_in_scratch(bench, p.parse_args(), scratch_name)
 
 

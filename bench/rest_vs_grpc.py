@@ -20,7 +20,7 @@ from pathlib import Path
 import grpc
 import orjson
 
-from bench._common import Load, cpu_seconds, md_table, rounds_main, run_load, start_node, stop_node
+from bench._common import Load, cpu_seconds, md_table, py_spy, rounds_main, run_load, start_node, stop_node
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.support.rest import GatewayProc
@@ -110,9 +110,10 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
                 await asyncio.sleep(0.05)
         assert node.proc is not None and gw.proc is not None
         results: dict[str, list[tuple[Load, float]]] = {"grpc": [], "rest": []}
-        for _ in range(args.rounds):
+        for i in range(args.rounds):
             results["grpc"].append(await measure_grpc(node.address, tid, node.proc.pid, args))
-            results["rest"].append(await measure_rest(gw.port, tid, (node.proc.pid, gw.proc.pid), args))
+            with py_spy(gw.proc.pid, args.profile if i == args.rounds - 1 else None):
+                results["rest"].append(await measure_rest(gw.port, tid, (node.proc.pid, gw.proc.pid), args))
         for name, runs in results.items():
             if any(r[0].errors for r in runs):
                 raise RuntimeError(f"{name}: {sum(r[0].errors for r in runs)} failed calls")
@@ -150,7 +151,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
 
 
 def main() -> int:
-    return rounds_main(__doc__, "rest", bench)
+    return rounds_main(__doc__, "rest", bench,
+                       profile_help="py-spy the gateway during the last REST round (collapsed stacks)")
 
 
 if __name__ == "__main__":
