@@ -8,7 +8,7 @@
     Put of a record-sized value (400 B) from the same client process to the same etcd, p50 over N puts.
     Puts and starts are sampled in turn (rotating order), each on a quiet cluster: before every sample
     the previous start has run to its end on all nodes (untimed WaitTask), then a 10 ms pause.
-    Target: p50(start → visible everywhere) ≤ 4 x p50(put).
+    Target: p50(start → visible everywhere) ≤ 3 x p50(put) for a start sent to a follower.
 (b) status throughput on a follower: GetTaskStatus of a running cluster task (answered from the
     follower's replica) vs GetTaskStatus of a running node task on that same follower. CALLERS concurrent
     callers on one grpc.aio channel, rounds alternate, median round of each. Target ratio ≥ 0.5.
@@ -16,7 +16,7 @@
     SIGKILL the leader; resumed = a survivor lists a new leader AND the record's progress then advances
     past the value seen at that moment (the new leader wrote it). The killed node is then restarted from
     its data dir and the cluster re-forms before the next kill. KILLS kills; min / median / max.
-    Target ≤ lease TTL + 2 s (lease TTL 3 s here).
+    Target: median ≤ lease TTL + 0.5 s, max ≤ lease TTL + 1 s (lease TTL 3 s here).
 
 Every loop is bounded in count and in time; the whole run takes well under 3 minutes.
 """
@@ -41,9 +41,10 @@ from tests.support.etcd import EtcdCluster
 from tests.support.procs import NodeProc, poll
 
 LEASE_TTL = 3
-TARGET_A = 4.0
+TARGET_A = 3.0  # a start sent to a follower; one sent to the leader is reported against the same
 TARGET_B = 0.5
-TARGET_C = LEASE_TTL + 2.0
+TARGET_C_MEDIAN = LEASE_TTL + 0.5
+TARGET_C_MAX = LEASE_TTL + 1.0
 PAUSE_S = 0.01
 
 
@@ -248,7 +249,8 @@ def main() -> int:
         ["(b) GetTaskStatus, node task, same node", f"{b['node']:,.0f} calls/s ({b['node_bytes']} B)", "1x", "-"],
         [f"(c) leader kill -9 → resumed, {len(kills)} kills",
          f"min {min(kills):.2f} s / median {med_c:.2f} s / max {max(kills):.2f} s", "-",
-         f"≤ {TARGET_C:g} s: {verdict[max(kills) <= TARGET_C]}"],
+         f"median ≤ {TARGET_C_MEDIAN:g} s: {verdict[med_c <= TARGET_C_MEDIAN]}, "
+         f"max ≤ {TARGET_C_MAX:g} s: {verdict[max(kills) <= TARGET_C_MAX]}"],
     ]
     table = md_table(["figure", "result", "ratio", "target"], rows_a)
     report = "\n".join([

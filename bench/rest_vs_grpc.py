@@ -25,7 +25,7 @@ from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from tests.support.rest import GatewayProc
 
-TARGET = 0.5
+TARGET = 0.8
 
 
 class HttpConn:

@@ -30,7 +30,7 @@ from bench._common import (
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
-TARGET = 0.6
+TARGET = 0.85
 
 
 async def measure(address: str, task_id: str, pid: int, *, callers: int, seconds: float,

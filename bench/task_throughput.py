@@ -36,7 +36,7 @@ from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.store import SCHEMA, Statement, Tx
 
-TARGET_RATIO = 0.3
+TARGET_RATIO = {"poll": 0.5, "events": 0.4}  # ratio to the raw-SQLite floor: no subscriber, one subscriber
 TARGET_RATE = 1000.0
 ARGS_JSON = '{"duration": 0, "steps": 0}'
 CANON_ARGS = '{"duration":0.0,"steps":0}'  # what the node stores after parse_args + canonical dump
@@ -274,10 +274,10 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
                      f"{r['start_p50']:.1f} ms; CPU µs/task: node {r['cpu_us']:,.0f}, client "
                      f"{r['client_cpu_us']:,.0f}; ListTasks: {int(r['listed_done']):,} done"])
         ratio = r["rate"] / floor_rate
-        ok_ratio, ok_rate = ratio >= TARGET_RATIO, r["rate"] >= TARGET_RATE
+        ok_ratio, ok_rate = ratio >= TARGET_RATIO[k], r["rate"] >= TARGET_RATE
         summary.append([f"durable no-op tasks/s ({'no subscriber' if k == 'poll' else '1 event subscriber'})",
                         r["rate"], floor_rate, f"{ratio:.3f}",
-                        f"≥ {TARGET_RATIO}x ({'met' if ok_ratio else 'MISSED'}), ≥ {TARGET_RATE:,.0f}/s "
+                        f"≥ {TARGET_RATIO[k]}x ({'met' if ok_ratio else 'MISSED'}), ≥ {TARGET_RATE:,.0f}/s "
                         f"({'met' if ok_rate else 'MISSED'})"])
     rows.append(["durable floor (raw sqlite3, 1 tx/task, sequential)", floor_rate,
                  ", ".join(f"{x:,.0f}" for x in floor_rates), f"{args.floor_tasks:,} tasks per run"])
