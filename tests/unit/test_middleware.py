@@ -193,3 +193,27 @@ async def test_eta_comes_from_the_middleware_clocks(manager: TaskManager) -> Non
     release.set()
     await manager.wait(tid, 5)
     assert manager.view(tid).progress.eta_ms == 0
+
+
+def test_a_hook_is_called_where_a_class_in_the_middleware_s_line_defines_it() -> None:
+    """The chain looks up once which middleware overrides which hook: one inherited from a user's base
+    class counts, one left as TaskMiddleware's no-op is not called, and a raising one is skipped."""
+    from taskward.middleware import MiddlewareChain
+
+    seen: list[str] = []
+
+    class Base(TaskMiddleware):
+        def on_progress(self, progress: ProgressInput) -> None:
+            seen.append(f"{type(self).__name__}.on_progress")
+
+    class Derived(Base):
+        pass
+
+    class Broken(TaskMiddleware):
+        def on_progress(self, progress: ProgressInput) -> None:
+            raise RuntimeError("broken")
+
+    chain = MiddlewareChain([Derived(), Broken(), Base()])
+    chain.on_progress(object())  # type: ignore[arg-type]  # the hooks above do not read it
+    chain.before_run(object())  # type: ignore[arg-type]  # no middleware defines it: nothing runs
+    assert seen == ["Derived.on_progress", "Base.on_progress"]
