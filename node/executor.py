@@ -1,4 +1,9 @@
-"""Runs task bodies: a bounded pool for root operations, children inside their root's budget.
+"""Runs task bodies: a bounded number of root operations at once, children inside their root's budget.
+
+A root run takes one of ``concurrency`` slots; runs beyond that wait in order and take the next slot
+that frees. A start that finds a slot free claims it before its transaction commits (``claim_slot``):
+that transaction then makes the task running too, and the body starts as soon as it is durable,
+without a second transition (``run_claimed``).
 
 Async bodies run on the event loop; synchronous ones in a worker thread, so a body that blocks never
 stalls the node; bodies of ``executor="process"`` types in the pool of worker processes
@@ -18,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -75,11 +81,10 @@ class Executor:
         """``process_workers``: size of the worker-process pool (0: one per core); ``process_sources``: the
         modules of the node's process types, which its workers import as they start."""
         self._host = host
-        self._concurrency = concurrency
-        self._queue: asyncio.Queue[Run] = asyncio.Queue()
+        self._free = concurrency  # root slots neither running nor claimed
+        self._waiting: deque[Run] = deque()
         self._threads = ThreadPoolExecutor(max_workers=sync_threads, thread_name_prefix="task-body")
         self.processes = ProcessPool(host, size=process_workers or default_size(), preload=process_sources)
-        self._workers: list[asyncio.Task[None]] = []
         self._running: dict[str, asyncio.Task[None]] = {}
         self._retries: dict[str, asyncio.TimerHandle] = {}
         self._state = RunState.INITIAL
@@ -90,18 +95,49 @@ class Executor:
 
     def queue_depth(self) -> int:
         """Root operations waiting for a slot (read by the node's metrics when scraped)."""
-        return self._queue.qsize()
+        return len(self._waiting)
 
     def start(self) -> None:
         self._state = RunState.RUNNING
-        self._workers = [
-            asyncio.get_running_loop().create_task(self._worker(), name=f"executor-worker-{i}")
-            for i in range(self._concurrency)
-        ]
+        self._fill()
 
     def enqueue(self, run: Run) -> None:
-        """Queue a root operation; it runs when one of ``concurrency`` slots is free."""
-        self._queue.put_nowait(run)
+        """Queue a root operation; it runs when one of ``concurrency`` slots is free (at once if one is)."""
+        self._waiting.append(run)
+        self._fill()
+
+    def claim_slot(self) -> bool:
+        """Take a free slot for a start whose own transaction makes the task running; False when none is
+        free or runs are waiting (they go first). The claim ends with ``run_claimed`` once that transaction
+        is durable, or ``release_slot`` if it failed."""
+        if self._state is RunState.RUNNING and self._free > 0 and not self._waiting:
+            self._free -= 1
+            return True
+        return False
+
+    def release_slot(self) -> None:
+        self._free += 1
+        self._fill()
+
+    def run_claimed(self, run: Run, begun: RunInput) -> None:
+        """Run the body of a task already durably running (``begun`` is its start) in a claimed slot."""
+        self._spawn_root(run, begun)
+
+    def _fill(self) -> None:
+        while self._state is RunState.RUNNING and self._free > 0 and self._waiting:
+            self._free -= 1
+            self._spawn_root(self._waiting.popleft(), None)
+
+    def _spawn_root(self, run: Run, begun: RunInput | None) -> None:
+        task = asyncio.get_running_loop().create_task(self._run_root(run, begun), name=f"task[{run.task_id}]")
+        self._running[run.task_id] = task
+
+    async def _run_root(self, run: Run, begun: RunInput | None) -> None:
+        try:
+            await self._run_one(run, child=False, begun=begun)
+        finally:
+            self._running.pop(run.task_id, None)
+            self.release_slot()
 
     def start_child(self, run: Run) -> None:
         """Run a child at once: it works inside its root's slot, so it must not wait for one."""
@@ -113,17 +149,6 @@ class Executor:
             await self._run_one(run, child=True)
         finally:
             self._running.pop(run.task_id, None)
-
-    async def _worker(self) -> None:
-        while True:
-            run = await self._queue.get()
-            task = asyncio.current_task()
-            assert task is not None
-            self._running[run.task_id] = task
-            try:
-                await self._run_one(run, child=False)
-            finally:
-                self._running.pop(run.task_id, None)
 
     def retry_later(self, run: Run, delay_s: float, *, child: bool) -> None:
         """Run ``run`` again in ``delay_s`` seconds: queued for a slot (a root) or at once (a child)."""
@@ -146,15 +171,15 @@ class Executor:
         in the node reads the flag itself)."""
         self.processes.abort_requested(task_id)
 
-    async def _run_one(self, run: Run, *, child: bool) -> None:
+    async def _run_one(self, run: Run, *, child: bool, begun: RunInput | None = None) -> None:
         if run.spec.executor is BodyExecutor.PROCESS:
             async with self.processes.slot() as slot:  # waits for a worker while the task is still `created`
-                await self._run_started(run, child=child, slot=slot)
+                await self._run_started(run, child=child, slot=slot, begun=begun)
         else:
-            await self._run_started(run, child=child, slot=None)
+            await self._run_started(run, child=child, slot=None, begun=begun)
 
-    async def _run_started(self, run: Run, *, child: bool, slot: Slot | None) -> None:
-        started = await self._host.begin(run.task_id, run.spec)
+    async def _run_started(self, run: Run, *, child: bool, slot: Slot | None, begun: RunInput | None) -> None:
+        started = begun or await self._recorded(lambda: self._host.begin(run.task_id, run.spec), run)
         if started is None:
             return
         limits = started.limits  # set by the middleware's before_run (a type's time limit, ...)
@@ -188,9 +213,10 @@ class Executor:
             self.retry_later(run, delay, child=child)
 
     async def _recorded(self, record: Callable[[], Awaitable[T]], run: Run) -> T:
-        """Record how a run ended, however long the store refuses it (locked, disk full): the outcome is
-        only known in memory until then, and a task must never stay ``running`` because one write failed.
-        A stop gives up (start-up recovery then treats the task as interrupted, as after a crash)."""
+        """Record that a run began or how it ended, however long the store refuses it (locked, disk full):
+        the outcome is only known in memory until then, and a task must never stay ``created`` or
+        ``running`` because one write failed. A stop gives up (start-up recovery then treats the task as
+        interrupted, as after a crash)."""
         backoff = RECORD_RETRY_MIN_S
         while True:
             try:
@@ -198,7 +224,7 @@ class Executor:
             except StoreUnavailable as exc:
                 if self._state is not RunState.RUNNING:
                     raise
-                logger.error("cannot record how task %s ended (%s); trying again in %.1fs", run.task_id, exc.message,
+                logger.error("cannot record the state of task %s (%s); trying again in %.1fs", run.task_id, exc.message,
                              backoff, extra=task_extra(run.task_id, run.spec.module, run.spec.name))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, RECORD_RETRY_MAX_S)
@@ -218,10 +244,7 @@ class Executor:
         if self._state in (RunState.STOPPING, RunState.STOPPED):
             return
         self._state = RunState.STOPPING
-        busy = set(self._running.values())
-        for w in self._workers:
-            if w not in busy:
-                w.cancel()
+        self._waiting.clear()  # still `created`, durably: the next start runs them
         pending = set(self._running.values())
         if pending:
             _, still = await asyncio.wait(pending, timeout=grace_s)
@@ -231,9 +254,6 @@ class Executor:
                 await asyncio.wait(still, timeout=1.0)
         for task_id in list(self._retries):  # a pending retry is durable: the next start schedules it again
             self.cancel_retry(task_id)
-        for w in self._workers:
-            w.cancel()
-        await asyncio.gather(*self._workers, return_exceptions=True)
         self._threads.shutdown(wait=False, cancel_futures=True)
         await self.processes.stop()  # every process run has ended or was abandoned above
         self._state = RunState.STOPPED

@@ -420,24 +420,36 @@ class TaskManager:
             user_task=user_task, internal=internal or bool(cluster_parent), args=canon,
             idempotency_key=idempotency_key, cluster_parent=cluster_parent, max_attempts=spec.max_attempts,
         )
-        tx.put(rec).on_commit.append(functools.partial(self._start_committed, rec, Run(rec.id, spec, args)))
+        run = Run(rec.id, spec, args)
+        begun: RunInput | None = None
+        if spec.executor is not BodyExecutor.PROCESS and self.executor.claim_slot():  # no wait: running at once
+            rec = rec.started(rec.created_at)
+            begun = self._running_tx(tx, rec, spec)
+        else:
+            tx.put(rec)
+        tx.on_commit.append(functools.partial(self._start_committed, rec, run, begun))
         written = self._store.submit(tx)
         self._starting_ids.add(rec.id)
         if idempotency_key:
             self._starting[idempotency_key] = written
-        written.add_done_callback(functools.partial(self._start_settled, rec))
+        written.add_done_callback(functools.partial(self._start_settled, rec, begun))
         await asyncio.shield(written)  # a caller that goes away does not stop the commit, nor what follows it
         return rec.id
 
-    def _start_committed(self, rec: TaskRecord, run: Run) -> None:
+    def _start_committed(self, rec: TaskRecord, run: Run, begun: RunInput | None) -> None:
         """Runs as the start's commit completes (whether or not its caller still waits): now it may be seen
         and run."""
         self.table.put(rec)
-        self.executor.enqueue(run)
+        if begun is None:
+            self.executor.enqueue(run)
+        else:
+            self.executor.run_claimed(run, begun)
 
-    def _start_settled(self, rec: TaskRecord, written: asyncio.Future[None]) -> None:
-        if not written.cancelled():
-            written.exception()  # the caller has it, if it still waits; retrieved here in case it does not
+    def _start_settled(self, rec: TaskRecord, begun: RunInput | None, written: asyncio.Future[None]) -> None:
+        failed = written.cancelled() or written.exception() is not None  # the caller has the error if it waits
+        if failed and begun is not None:  # the task never existed: its claimed slot and run go back
+            self._runs.discard(rec.id)
+            self.executor.release_slot()
         self._starting_ids.discard(rec.id)
         if rec.idempotency_key and self._starting.get(rec.idempotency_key) is written:
             del self._starting[rec.idempotency_key]
@@ -556,12 +568,9 @@ class TaskManager:
             await self.complete(task_id, aborted=True)
             return None
         before, rec = rec, rec.started(self._now())
-        tx = Tx().put(rec)
-        ev = self._event(tx, EventType.STARTED, rec)
-        run = RunInput(record=rec, spec=spec, tx=tx)
-        self.middleware.before_run(run)
-        self._runs.add(task_id)
-        await self._commit(tx, ev)
+        tx = Tx()
+        run = self._running_tx(tx, rec, spec)
+        await self._store.submit(tx)
         # Readers see `running` only once it is durable: a crash before this point re-queues the task.
         cur = self.table.get(task_id)
         if cur is not before:  # changed while the start was being committed (aborted, unregistered)
@@ -569,6 +578,17 @@ class TaskManager:
                 return None
             rec = replace(rec, abort_requested=cur.abort_requested)
         self.table.put(rec)
+        return run
+
+    def _running_tx(self, tx: Tx, rec: TaskRecord, spec: TaskType) -> RunInput:
+        """Put the running ``rec`` into ``tx`` with its ``task.started`` event (published once ``tx``
+        commits) and the middleware's ``before_run``; what the executor runs it with."""
+        tx.put(rec)
+        ev = self._event(tx, EventType.STARTED, rec)
+        tx.on_commit.append(functools.partial(self.events.publish, ev))
+        run = RunInput(record=rec, spec=spec, tx=tx)
+        self.middleware.before_run(run)
+        self._runs.add(rec.id)
         return run
 
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
