@@ -1,7 +1,8 @@
 """Baseline server: a bare ``grpc.aio`` TaskManager whose handlers return pre-built messages.
 
 Usage: ``_bare_server.py [--status FILE] [--list FILE]`` where each FILE holds a serialized
-``TaskStatus`` / ``ListTasksResponse``. Prints its loopback port on the first stdout line, serves
+``TaskStatus`` / ``ListTasksResponse``; StartTask answers a fixed id without recording anything (the
+transport's ceiling for a task start). Prints its loopback port on the first stdout line, serves
 until SIGTERM or for at most ``--lifetime`` seconds. Same server options as the node, no database,
 no task manager, no conversion: only gRPC, the generated stubs and protobuf serialization.
 """
@@ -20,6 +21,8 @@ import grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
+_STARTED = pb.StartTaskResponse(task_id="00000000-0000-4000-8000-000000000000")
+
 
 class Bare(pb_grpc.TaskManagerServicer):
     def __init__(self, status: pb.TaskStatus, listing: pb.ListTasksResponse) -> None:
@@ -31,6 +34,9 @@ class Bare(pb_grpc.TaskManagerServicer):
 
     async def ListTasks(self, request: pb.ListTasksRequest, context: Any) -> pb.ListTasksResponse:
         return self._listing
+
+    async def StartTask(self, request: pb.StartTaskRequest, context: Any) -> pb.StartTaskResponse:
+        return _STARTED
 
 
 async def serve(status: pb.TaskStatus, listing: pb.ListTasksResponse, lifetime: float) -> None:

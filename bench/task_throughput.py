@@ -12,6 +12,11 @@ writes for such a task (built with node.store.Tx from the same records and event
 setting + created record; running record + task.started event + type stats; progress record +
 task.progress event; done record + task.completed event + type stats. The statements are built before
 the clock starts, so the floor is pure SQLite + fsync cost.
+
+Ceiling: the same callers sending the same StartTask to a bare grpc.aio server (bench/_bare_server.py)
+that answers a fixed id and records nothing: what the transport alone allows a node on this machine,
+with the client sharing its cores. A node cannot start tasks faster than that, so the ceiling's own
+ratio to the floor bounds every taskward ratio of this bench.
 """
 
 from __future__ import annotations
@@ -29,7 +34,17 @@ from pathlib import Path
 
 import grpc
 
-from bench._common import cpu_seconds, md_table, py_spy, run_in_scratch, run_load, start_node, stop_node, submit_to_done
+from bench._common import (
+    cpu_seconds,
+    md_table,
+    py_spy,
+    run_in_scratch,
+    run_load,
+    spawn_script,
+    start_node,
+    stop_node,
+    submit_to_done,
+)
 from taskward.events import Event, EventType
 from taskward.model import TaskRecord, new_task_id
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -185,6 +200,29 @@ class ListPoller:
         pass
 
 
+async def transport_ceiling(*, warmup: int, tasks: int, callers: int, max_seconds: float) -> tuple[float, float]:
+    """(StartTask calls/s, server CPU µs per call) of the bare server that records nothing."""
+    bare, port = spawn_script("_bare_server.py")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
+            stub = pb_grpc.TaskManagerStub(ch)
+            req = pb.StartTaskRequest(module="builtin", type="sleep", args_json=ARGS_JSON)
+
+            async def start(_: int) -> object:
+                return await stub.StartTask(req, timeout=30)
+
+            await run_load(start, callers=callers, max_calls=warmup, max_seconds=max_seconds)
+            cpu0 = cpu_seconds(bare.pid)
+            load = await run_load(start, callers=callers, max_calls=tasks, max_seconds=max_seconds)
+            cpu = cpu_seconds(bare.pid) - cpu0
+    finally:
+        bare.terminate()
+        bare.wait(10)
+    if load.errors or load.calls != tasks:
+        raise RuntimeError(f"bare StartTask: {load.errors} errors, {load.calls}/{tasks} answered")
+    return load.rate, cpu / tasks * 1e6
+
+
 async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: int, callers: int,
                    max_seconds: float, profile: str | None = None) -> dict[str, float]:
     async with grpc.aio.insecure_channel(address) as ch:
@@ -240,8 +278,11 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         path = scratch / f"floor-{len(floors)}.sqlite3"
         floors.append(durable_floor(path, args.floor_tasks, args.synchronous, args.max_seconds))
 
+    ceilings: list[tuple[float, float]] = []
     for i, observe in enumerate(plan):
         floor()  # interleaved with the node runs, so both see the same disk and machine state
+        ceilings.append(await transport_ceiling(warmup=args.warmup, tasks=args.tasks, callers=args.callers,
+                                                max_seconds=args.max_seconds))
         node, _ = start_node(scratch / f"n{i}-{observe}", extra=[
             "--retention-max-per-module", "1000000", "--user-task-ttl", str(30 * 24 * 3600),
             "--sqlite-synchronous", args.synchronous, *args.node_arg])
@@ -279,6 +320,11 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
                         r["rate"], floor_rate, f"{ratio:.3f}",
                         f"≥ {TARGET_RATIO[k]}x ({'met' if ok_ratio else 'MISSED'}), ≥ {TARGET_RATE:,.0f}/s "
                         f"({'met' if ok_rate else 'MISSED'})"])
+    ceiling_rate, ceiling_cpu = sorted(ceilings)[len(ceilings) // 2]
+    rows.append(["ceiling: bare grpc.aio StartTask, records nothing (same callers)", ceiling_rate,
+                 ", ".join(f"{r:,.0f}" for r, _ in ceilings), f"server CPU µs/call {ceiling_cpu:,.0f}"])
+    summary.append(["for scale: the transport's ceiling (bare StartTask) vs the floor", ceiling_rate, floor_rate,
+                    f"{ceiling_rate / floor_rate:.3f}", "- (bounds the ratios above)"])
     rows.append(["durable floor (raw sqlite3, 1 tx/task, sequential)", floor_rate,
                  ", ".join(f"{x:,.0f}" for x in floor_rates), f"{args.floor_tasks:,} tasks per run"])
     print(md_table(["", "tasks/s", "all runs", "detail"], rows))
