@@ -226,7 +226,7 @@ class TaskManager:
             task_type=rec.type, time=time.time(), cluster_parent=self.table.cluster_parent_of(rec),
             **extra,
         )
-        tx.event(ev.sequence, ev.at, ev.to_dict())
+        tx.event(ev.sequence, ev.at, ev)
         return ev
 
     def _submit(self, tx: Tx, *events: Event) -> asyncio.Future[None]:
@@ -483,7 +483,7 @@ class TaskManager:
         tx = Tx()
         ev = Event(sequence=self.events.next_sequence(), type=EventType.CRON_FIRED, task_id=task_id, module=module,
                    task_type=task_type, time=time.time(), message=message, schedule_id=schedule_id, slot=slot)
-        tx.event(ev.sequence, ev.at, ev.to_dict())
+        tx.event(ev.sequence, ev.at, ev)
         self._submit(tx, ev).add_done_callback(self._progress_written)
 
     async def spawn_child(self, parent_id: str, module: str, type_name: str, args: dict[str, Any]) -> str:
@@ -685,7 +685,9 @@ class TaskManager:
             self._drop_folded(drops)
         finally:
             self._finishing.discard(task_id)
-        view = self.view(rec.id)
+        # What waiters get: the task as it finished, before an expiry or the cap unregisters it. Only
+        # waiters registered by now can exist (from here on, a wait finds the task finished and returns).
+        view = self.view(rec.id) if rec.id in self._waiters else None
         expired = rec.is_root and (rec.expires_at is None or rec.expires_at <= self._now())
         try:
             if expired:  # gone for good before a waiter hears of the end: a read after the wait finds no task
@@ -698,9 +700,9 @@ class TaskManager:
                 self.retention.track_finished(rec)  # still registered: the ttl sweep unregisters it later
             raise
         finally:
-            for fut in self._waiters.pop(rec.id, []):
+            for fut in self._waiters.pop(rec.id, ()):
                 if not fut.done():
-                    fut.set_result(view)
+                    fut.set_result(view or TaskView(rec, rolled_up_progress(rec.id, {rec.id: rec}, self._eta)))
 
     def _fold(self, task_id: str, tx: Tx) -> set[str]:
         """Write into ``tx`` what folding drops when ``task_id`` finishes (the table is left as it is until

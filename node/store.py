@@ -55,6 +55,7 @@ CREATE TABLE IF NOT EXISTS settings (
 Statement = tuple[str, tuple[Any, ...]]
 
 PUT_TASK = "INSERT OR REPLACE INTO tasks(id, module, state, idempotency_key, body) VALUES (?,?,?,?,?)"
+PUT_SETTING = "INSERT OR REPLACE INTO settings(key, value) VALUES (?,?)"
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -123,7 +124,8 @@ class Tx:
         self.statements.extend(("DELETE FROM tasks WHERE id = ?", (tid,)) for tid in task_ids)
         return self
 
-    def event(self, seq: int, at: datetime, body: dict[str, Any]) -> Tx:
+    def event(self, seq: int, at: datetime, body: object) -> Tx:
+        """``body``: what orjson encodes, a dict or an ``Event`` (a dataclass: field by field, in order)."""
         self.statements.append((
             "INSERT INTO events(seq, at, body) VALUES (?,?,?)",
             (seq, at.timestamp(), orjson.dumps(body).decode()),
@@ -131,7 +133,7 @@ class Tx:
         return self
 
     def setting(self, key: str, value: str) -> Tx:
-        self.statements.append(("INSERT OR REPLACE INTO settings(key, value) VALUES (?,?)", (key, value)))
+        self.statements.append((PUT_SETTING, (key, value)))
         return self
 
     def prune_events(self, keep_after_seq: int) -> Tx:
@@ -151,16 +153,21 @@ def _encoded(sql: str, params: tuple[Any, ...]) -> Statement:
 
 
 def group_sql(txs: list[Tx]) -> list[Statement]:
-    """The statements of a group committed as one SQLite transaction, a task's row only at its last put:
-    INSERT OR REPLACE leaves the row as the last put wrote it whatever came between (a task keeps its
-    idempotency key, so an earlier put could not have replaced a row the last one does not)."""
-    last: dict[str, int] = {}
+    """The statements of a group committed as one SQLite transaction, a task's row and a setting only at
+    their last put: INSERT OR REPLACE leaves the row as the last put wrote it whatever came between (a
+    task keeps its idempotency key, so an earlier put could not have replaced a row the last one does
+    not), and nothing in a group reads. A burst of starts then writes its module's sequence and each
+    type's run history once, not once per task."""
+    last: dict[tuple[str, str], int] = {}
     flat = [st for tx in txs for st in tx.statements]
     for i, (sql, params) in enumerate(flat):
         if sql is PUT_TASK:
-            last[params[0].id] = i
+            last[PUT_TASK, params[0].id] = i
+        elif sql is PUT_SETTING:
+            last[PUT_SETTING, params[0]] = i
     return [_encoded(sql, params) for i, (sql, params) in enumerate(flat)
-            if sql is not PUT_TASK or last[params[0].id] == i]
+            if (sql is not PUT_TASK and sql is not PUT_SETTING)
+            or last[sql, params[0].id if sql is PUT_TASK else params[0]] == i]
 
 
 @dataclass(frozen=True, slots=True)

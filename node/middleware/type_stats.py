@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+
+import orjson
 
 from taskward.middleware.base import FinishInput, RunInput, TaskMiddleware
 from taskward.model import TypeStats
@@ -33,13 +34,15 @@ class TypeStatsMiddleware(TaskMiddleware):
         return self._stats.get(name, TypeStats(name))
 
     def before_run(self, run: RunInput) -> None:
-        name = run.spec.qualified_name
-        self._save(run.tx, replace(self.get(name), started_at=int(time.time())))
+        old = self.get(run.spec.qualified_name)
+        self._save(run.tx, TypeStats(old.name, completed=old.completed, started_at=int(time.time()),
+                                     last_run=old.last_run))
 
     def on_completion(self, finish: FinishInput) -> None:
         if finish.spec is not None:
-            self._save(finish.tx, replace(self.get(finish.spec.qualified_name), completed=True,
-                                          last_run=int(time.time())))
+            old = self.get(finish.spec.qualified_name)
+            self._save(finish.tx, TypeStats(old.name, completed=True, started_at=old.started_at,
+                                            last_run=int(time.time())))
 
     def after_run(self, finish: FinishInput) -> None:
         self.version += 1  # no longer running
@@ -51,5 +54,5 @@ class TypeStatsMiddleware(TaskMiddleware):
     def _save(self, tx: Tx, st: TypeStats) -> None:
         self._stats[st.name] = st
         self.version += 1
-        tx.setting(SETTING_PREFIX + st.name, json.dumps({"completed": st.completed, "started_at": st.started_at,
-                                                         "last_run": st.last_run}))
+        tx.setting(SETTING_PREFIX + st.name, orjson.dumps({"completed": st.completed, "started_at": st.started_at,
+                                                           "last_run": st.last_run}).decode())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import fields, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -11,6 +11,7 @@ from taskward.errors import MalformedTaskId
 from taskward.model import (
     BatchClock,
     ChildRef,
+    TaskKind,
     TaskRecord,
     TaskState,
     TtlSettings,
@@ -143,3 +144,28 @@ def test_a_cluster_task_eta_is_its_mean_rate_applied_to_what_remains() -> None:
     assert linear_eta_ms(replace(rec, progress_completed=0), start + timedelta(seconds=5)) is None
     assert linear_eta_ms(replace(rec, state=TaskState.DONE), start) == 0
     assert linear_eta_ms(replace(rec, state=TaskState.FAILED), start) is None
+
+
+def test_a_record_copy_is_dataclasses_replace_field_by_field() -> None:
+    """``TaskRecord.evolve`` (the unrolled copier) against ``dataclasses.replace`` on a record with every
+    field set away from its default: the same record, the original untouched, a bad name refused."""
+    now = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    values = dict(
+        id=new_task_id(), module="m", type="t", kind=TaskKind.NODE, scope="node", state=TaskState.RUNNING,
+        sequence_number=7, keyspace="ks", table="tb", entity="en", shard=3, created_at=now,
+        start_time=now + timedelta(seconds=1), end_time=now + timedelta(seconds=2), is_abortable=True,
+        error="e", aborted=True, abort_requested=True, parent_id=new_task_id(), cluster_parent=new_task_id(),
+        children=(ChildRef(new_task_id(), "n1"),), progress_units="steps", progress_total=9.0,
+        progress_completed=4.0, progress_message="msg", own_progress=True, internal=True, user_task=False,
+        folded=True, args='{"a":1}', idempotency_key="k", expires_at=now + timedelta(days=1), result="[1]",
+        attempt=2, max_attempts=3, next_attempt_at=now + timedelta(minutes=5),
+    )
+    rec = TaskRecord(**values)  # type: ignore[arg-type]
+    assert {f.name for f in fields(TaskRecord)} == set(values)  # every field is exercised
+    changes = dict(state=TaskState.DONE, progress_completed=9.0, children=())
+    copy = rec.evolve(**changes)
+    assert copy == replace(rec, **changes)  # type: ignore[arg-type]
+    assert copy is not rec and rec == TaskRecord(**values)  # type: ignore[arg-type]
+    assert rec.evolve() == rec
+    with pytest.raises(AttributeError):
+        rec.evolve(no_such_field=1)

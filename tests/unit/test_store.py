@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from taskward.model import ChildRef, TaskRecord, TaskState
-from taskward.store import PUT_TASK, Store, Tx, group_sql, record_from_json, record_to_json
+from taskward.store import PUT_SETTING, PUT_TASK, Store, Tx, group_sql, record_from_json, record_to_json
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -59,6 +59,17 @@ def test_a_group_writes_a_task_row_once_at_its_last_put() -> None:
     assert sum(len(tx.sql()) for tx in txs) == len(out) + 3  # alone, each transaction writes every put
 
 
+def test_a_group_writes_a_setting_once_at_its_last_put() -> None:
+    """A burst of starts writes its module's sequence once: each setting only at its last put in the group,
+    with its last value; other settings and statements stay, in order."""
+    txs = [Tx().setting("seq:m:0", str(n)).put(rec(n)).setting(f"type:m:t{n % 2}", str(n)) for n in range(1, 6)]
+    out = group_sql(txs)
+    settings = [params for sql, params in out if sql is PUT_SETTING]
+    assert settings == [("type:m:t0", "4"), ("seq:m:0", "5"), ("type:m:t1", "5")]
+    assert [p[0] for sql, p in out if sql is PUT_TASK] == [rec(n).id for n in range(1, 6)]
+    assert sum(len(tx.sql()) for tx in txs) == len(out) + 7  # alone, each transaction writes every put
+
+
 async def test_a_grouped_write_leaves_what_the_transactions_one_by_one_leave(tmp_path: Path) -> None:
     grouped, single = Store(tmp_path / "g.sqlite3"), Store(tmp_path / "s.sqlite3")
     await grouped.open()
@@ -66,8 +77,10 @@ async def test_a_grouped_write_leaves_what_the_transactions_one_by_one_leave(tmp
     a, b = rec(1), rec(2)
 
     def txs() -> list[Tx]:
-        return [Tx().put(a), Tx().put(b), Tx().put(a.started(NOW)).event(1, NOW, {}), Tx().delete([b.id]),
-                Tx().put(replace(b, state=TaskState.RUNNING)), Tx().put(a.started(NOW).finished(NOW))]
+        return [Tx().put(a).setting("seq:m:0", "1"), Tx().put(b).setting("seq:m:0", "2"),
+                Tx().put(a.started(NOW)).event(1, NOW, {}).setting("type:m:t", "a"), Tx().delete([b.id]),
+                Tx().put(replace(b, state=TaskState.RUNNING)).setting("type:m:t", "b"),
+                Tx().put(a.started(NOW).finished(NOW))]
 
     await asyncio.gather(*(grouped.commit(tx) for tx in txs()))  # one group
     for tx in txs():
@@ -78,10 +91,11 @@ async def test_a_grouped_write_leaves_what_the_transactions_one_by_one_leave(tmp
     for name in ("g.sqlite3", "s.sqlite3"):
         again = Store(tmp_path / name)
         loaded = await again.open()
-        states.append((sorted(loaded.tasks, key=lambda t: t.id), loaded.last_event_seq))
+        states.append((sorted(loaded.tasks, key=lambda t: t.id), loaded.last_event_seq, loaded.settings))
         await again.close()
     assert states[0] == states[1]
     assert [t.state for t in states[0][0]] == [TaskState.DONE, TaskState.RUNNING]
+    assert states[0][2] == {"seq:m:0": "2", "type:m:t": "b"}
 
 
 async def test_a_failing_transition_fails_alone(tmp_path: Path) -> None:
