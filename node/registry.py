@@ -16,7 +16,7 @@ import logging
 import os
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from enum import Enum
 from importlib.metadata import entry_points
 from pathlib import Path
@@ -64,6 +64,11 @@ class TaskType:
     retries: int = 0
     retry_backoff: tuple[float, float] = (1.0, 60.0)
     retry_on: tuple[type[BaseException], ...] = (Exception,)
+    is_async: bool = field(init=False, repr=False, compare=False)
+    """Whether the body is a coroutine function: it runs on the loop, else in a thread (asked once per run)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "is_async", inspect.iscoroutinefunction(self.body))
 
     @property
     def max_attempts(self) -> int:
@@ -72,10 +77,6 @@ class TaskType:
     @property
     def qualified_name(self) -> str:
         return f"{self.module}:{self.name}"
-
-    @property
-    def is_async(self) -> bool:
-        return inspect.iscoroutinefunction(self.body)
 
     @property
     def import_source(self) -> str:
@@ -116,6 +117,8 @@ class ResultError(ValueError):
 
 def encode_result(value: object) -> str:
     """A body's return value as compact JSON (UTF-8 counted, at most ``MAX_RESULT_BYTES``)."""
+    if value is None:  # what most bodies return
+        return "null"
     try:
         text = json.dumps(value, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
     except (TypeError, ValueError) as exc:
