@@ -1,7 +1,8 @@
 """Runs task bodies: a bounded number of root operations at once, children inside their root's budget.
 
-A root run takes one of ``concurrency`` slots; runs beyond that wait in order and take the next slot
-that frees. A start that finds a slot free claims it before its transaction commits (``claim_slot``):
+A root run takes one of ``concurrency`` slots from its start until its body ends (how it ended is
+then written while the next run begins); runs beyond that wait in order and take the next slot that
+frees. A start that finds a slot free claims it before its transaction commits (``claim_slot``):
 that transaction then makes the task running too, and the body starts as soon as it is durable,
 without a second transition (``run_claimed``).
 
@@ -133,11 +134,19 @@ class Executor:
         self._running[run.task_id] = task
 
     async def _run_root(self, run: Run, begun: RunInput | None) -> None:
+        released = False
+
+        def release() -> None:  # once: when the body ends, or when the run ends without one
+            nonlocal released
+            if not released:
+                released = True
+                self.release_slot()
+
         try:
-            await self._run_one(run, child=False, begun=begun)
+            await self._run_one(run, child=False, begun=begun, body_done=release)
         finally:
             self._running.pop(run.task_id, None)
-            self.release_slot()
+            release()
 
     def start_child(self, run: Run) -> None:
         """Run a child at once: it works inside its root's slot, so it must not wait for one."""
@@ -171,14 +180,16 @@ class Executor:
         in the node reads the flag itself)."""
         self.processes.abort_requested(task_id)
 
-    async def _run_one(self, run: Run, *, child: bool, begun: RunInput | None = None) -> None:
+    async def _run_one(self, run: Run, *, child: bool, begun: RunInput | None = None,
+                       body_done: Callable[[], None] = lambda: None) -> None:
         if run.spec.executor is BodyExecutor.PROCESS:
             async with self.processes.slot() as slot:  # waits for a worker while the task is still `created`
-                await self._run_started(run, child=child, slot=slot, begun=begun)
+                await self._run_started(run, child=child, slot=slot, begun=begun, body_done=body_done)
         else:
-            await self._run_started(run, child=child, slot=None, begun=begun)
+            await self._run_started(run, child=child, slot=None, begun=begun, body_done=body_done)
 
-    async def _run_started(self, run: Run, *, child: bool, slot: Slot | None, begun: RunInput | None) -> None:
+    async def _run_started(self, run: Run, *, child: bool, slot: Slot | None, begun: RunInput | None,
+                           body_done: Callable[[], None]) -> None:
         started = begun or await self._recorded(lambda: self._host.begin(run.task_id, run.spec), run)
         if started is None:
             return
@@ -186,8 +197,11 @@ class Executor:
         ctx = self._host.make_context(run.task_id, run.spec)
         deadline = asyncio.timeout(limits.time_limit_s)
         try:
-            async with deadline:
-                result = await self._invoke(run, ctx, slot)
+            try:
+                async with deadline:
+                    result = await self._invoke(run, ctx, slot)
+            finally:
+                body_done()  # a root's slot bounds bodies at work, not the writing of how they ended
         except TimeoutError as exc:
             if deadline.expired():
                 ctx.abandoned = True

@@ -10,6 +10,7 @@ import asyncio
 import json
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -39,8 +40,14 @@ class RecordingStore(Store):
         self.written: list[tuple[dict[str, TaskState], list[str]]] = []
         self.refuse = 0
         self.refuse_begin: set[str] = set()  # tasks whose next `running` row is refused once
+        self.open_gate = threading.Event()  # cleared: the writer holds the next write (a slow disk)
+        self.open_gate.set()
+        self.held = threading.Event()
 
     def _write_batch(self, txs: list[Tx]) -> list[Exception | None]:
+        if not self.open_gate.is_set():
+            self.held.set()
+            self.open_gate.wait(10)
         begins = {p[0].id for tx in txs for sql, p in tx.statements
                   if sql is PUT_TASK and p[0].state is TaskState.RUNNING} & self.refuse_begin
         if self.refuse or begins:
@@ -155,4 +162,34 @@ async def test_a_queued_start_the_store_refuses_to_begin_is_begun_once_it_can_be
         assert store.refuse_begin == set()
         assert [state for state, _ in store.history(second)] == [TaskState.CREATED, TaskState.RUNNING, TaskState.DONE]
     finally:
+        await m.stop()
+
+
+async def test_a_slot_is_free_once_its_body_ends_while_how_it_ended_is_written(tmp_path: Path) -> None:
+    """The slot bounds bodies at work: the next queued task is begun while the previous one's completion
+    is still being written (concurrency 1, the disk holding that write)."""
+    store = RecordingStore(tmp_path / "db.sqlite3")
+    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
+    await m.start()
+    try:
+        first_running, first_release = gate("w-1")
+        second_running, second_release = gate("w-2")
+        first = await m.start_task("slots", "gated", json.dumps({"key": "w-1"}))
+        second = await m.start_task("slots", "gated", json.dumps({"key": "w-2"}))
+        await first_running.wait()
+        assert m.executor.queue_depth() == 1
+        store.open_gate.clear()
+        first_release.set()  # the first body ends; its completion waits for the disk
+        assert await asyncio.to_thread(store.held.wait, 5)
+        assert m.executor.queue_depth() == 0  # the second left the queue as the body ended: its begin is on its way
+        assert (await m.status(first)).record.state is TaskState.RUNNING  # its end is not durable yet
+        assert (await m.status(second)).record.state is TaskState.CREATED
+        store.open_gate.set()
+        async with asyncio.timeout(5):
+            await second_running.wait()
+        second_release.set()
+        assert (await m.wait(first, 5)).record.state is TaskState.DONE
+        assert (await m.wait(second, 5)).record.state is TaskState.DONE
+    finally:
+        store.open_gate.set()
         await m.stop()
