@@ -130,8 +130,8 @@ async def bench_a(c: Cluster, etcd: EtcdCluster, n: int) -> dict[str, float]:
         return out
     finally:
         for ch in chans.values():
-            await ch.close()
-        await etcd_ch.close()
+            await ch.close(None)
+        await etcd_ch.close(None)
 
 
 async def bench_b(c: Cluster, callers: int, seconds: float, rounds: int) -> dict[str, float]:
