@@ -122,21 +122,29 @@ class Cluster:
         live replica (a node that lost etcd keeps listing its last view, marked stale)."""
         group = list(nodes) if nodes is not None else self.alive
         want = sorted(n.node_id for n in group)
+        views: dict[str, str] = {}  # what each node listed last: the timeout's message says it
 
         def formed() -> str | None:
-            leaders = set()
+            leaders, agreed = set(), True
             for n in group:
                 resp = self.members_seen_by(n)
-                if resp.stale or sorted(m.id for m in resp.nodes) != want:
-                    return None
-                leaders.add(tuple(m.id for m in resp.nodes if m.leader))
-            if len(leaders) == 1:
+                members = sorted(m.id for m in resp.nodes)
+                lead = tuple(m.id for m in resp.nodes if m.leader)
+                views[n.node_id] = f"{'STALE ' if resp.stale else ''}members {members} leader {list(lead)}"
+                agreed = agreed and not resp.stale and members == want
+                leaders.add(lead)
+            if agreed and len(leaders) == 1:
                 (lead,) = leaders
                 if len(lead) == 1:
                     return lead[0]
             return None
 
-        return poll(formed, timeout, f"cluster {self.name} to form with members {want} and one leader")
+        try:
+            return poll(formed, timeout, f"cluster {self.name} to form with members {want} and one leader")
+        except TimeoutError as exc:
+            tails = "".join(f"\n--- {n.node_id}, last lines of its log:\n" + "\n".join(n.log().splitlines()[-25:])
+                            for n in group)
+            raise TimeoutError(f"{exc}; each node's last view: {views}{tails}") from None
 
     def leader(self, timeout: float = 15.0) -> NodeProc:
         return self.node(self.wait_formed(timeout))
