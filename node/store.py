@@ -56,6 +56,7 @@ Statement = tuple[str, tuple[Any, ...]]
 
 PUT_TASK = "INSERT OR REPLACE INTO tasks(id, module, state, idempotency_key, body) VALUES (?,?,?,?,?)"
 PUT_SETTING = "INSERT OR REPLACE INTO settings(key, value) VALUES (?,?)"
+MAX_SQLITE_INTEGER = 2**63 - 1
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -303,8 +304,11 @@ class Store:
         return results
 
     async def read_events(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
+        """Events with a sequence above ``after_seq``. A subscriber may name any uint64 (gRPC's type of
+        it); one past SQLite's largest integer is past every event, so it is asked as that integer."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._reader, self._read_events_sync, after_seq, limit)
+        after = min(after_seq, MAX_SQLITE_INTEGER)
+        return await loop.run_in_executor(self._reader, self._read_events_sync, after, limit)
 
     def _read_events_sync(self, after_seq: int, limit: int) -> list[tuple[int, str]]:
         assert self._rconn is not None

@@ -105,7 +105,8 @@ def templates(s: Seeded) -> dict[str, list[Message]]:
             pb.StartTaskRequest(module="sample", type="whoami", args_json=whoami),
             pb.StartTaskRequest(module="builtin", type="sleep", args_json=sleep0, cluster=True, nodes=["n1"]),
         ],
-        "WatchEvents": [pb.WatchEventsRequest(after_sequence=0), pb.WatchEventsRequest(live_only=True)],
+        "WatchEvents": [pb.WatchEventsRequest(after_sequence=0), pb.WatchEventsRequest(live_only=True),
+                        pb.WatchEventsRequest(after_sequence=2**64 - 1)],  # past SQLite's integers
         "CreateTestTask": [pb.CreateTestTaskRequest(keyspace="ks", table="t", entity="e", shard=3),
                            pb.CreateTestTaskRequest(parent_id=s.parent_test, user_task=True)],
         "UnregisterTestTask": [pb.TaskIdRequest(task_id=s.done_test)],

@@ -155,3 +155,17 @@ async def test_a_store_locked_by_another_process_fails_its_writers_clearly_and_r
     loaded = await again.open()
     await again.close()
     assert loaded.settings == {"after": "ok"}
+
+
+async def test_events_after_any_uint64_are_read_without_error(tmp_path: Path) -> None:
+    """``WatchEvents.after_sequence`` is a uint64: one past SQLite's integers (found by the gRPC fuzzer,
+    where it was an UNKNOWN OverflowError) asks for what follows every event, which is nothing."""
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    try:
+        await store.commit(Tx().event(1, NOW, {"n": 1}).event(2, NOW, {"n": 2}))
+        assert [seq for seq, _ in await store.read_events(0, 10)] == [1, 2]
+        assert await store.read_events(2**64 - 1, 10) == []
+        assert await store.read_events(2**63 - 1, 10) == []
+    finally:
+        await store.close()
