@@ -216,14 +216,13 @@ def settle(stub: pb_grpc.TaskManagerStub, tid: str, timeout_s: float = 20.0) -> 
     write then goes back (rightly) and looks like no resumption at all. Each kill starts from a record
     that agrees with what the nodes run (within what the children do between two leader cycles)."""
     req = pb.TaskIdRequest(task_id=tid, keep=True)
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
+
+    def settled() -> bool:
         statuses = stub.GetTaskStatusRecursive(req, timeout=5).statuses
         running = sum(s.progress_completed for s in statuses[1:])
-        if len(statuses) == 4 and statuses[0].progress_completed <= running + SETTLED_SLACK:
-            return
-        time.sleep(0.05)
-    raise RuntimeError(f"cluster task {tid}: the record kept an earlier run's progress for {timeout_s:g}s")
+        return len(statuses) == 4 and statuses[0].progress_completed <= running + SETTLED_SLACK
+
+    poll(settled, timeout_s, f"cluster task {tid}'s record to drop an earlier run's progress")
 
 
 def main() -> int:

@@ -422,13 +422,15 @@ class TaskManager:
         )
         run = Run(rec.id, spec, args)
         begun: RunInput | None = None
+        events: list[Event] = []
         if spec.executor is not BodyExecutor.PROCESS and self.executor.claim_slot():  # no wait: running at once
             rec = rec.started(rec.created_at)
-            begun = self._running_tx(tx, rec, spec)
+            begun, started = self._running_tx(tx, rec, spec)
+            events.append(started)
         else:
             tx.put(rec)
         tx.on_commit.append(functools.partial(self._start_committed, rec, run, begun))
-        written = self._store.submit(tx)
+        written = self._submit(tx, *events)
         self._starting_ids.add(rec.id)
         if idempotency_key:
             self._starting[idempotency_key] = written
@@ -569,8 +571,8 @@ class TaskManager:
             return None
         before, rec = rec, rec.started(self._now())
         tx = Tx()
-        run = self._running_tx(tx, rec, spec)
-        await self._store.submit(tx)
+        run, started = self._running_tx(tx, rec, spec)
+        await self._commit(tx, started)
         # Readers see `running` only once it is durable: a crash before this point re-queues the task.
         cur = self.table.get(task_id)
         if cur is not before:  # changed while the start was being committed (aborted, unregistered)
@@ -580,16 +582,15 @@ class TaskManager:
         self.table.put(rec)
         return run
 
-    def _running_tx(self, tx: Tx, rec: TaskRecord, spec: TaskType) -> RunInput:
-        """Put the running ``rec`` into ``tx`` with its ``task.started`` event (published once ``tx``
-        commits) and the middleware's ``before_run``; what the executor runs it with."""
+    def _running_tx(self, tx: Tx, rec: TaskRecord, spec: TaskType) -> tuple[RunInput, Event]:
+        """Put the running ``rec`` into ``tx`` with its ``task.started`` event and the middleware's
+        ``before_run``: what the executor runs it with, and the event to publish once ``tx`` commits."""
         tx.put(rec)
         ev = self._event(tx, EventType.STARTED, rec)
-        tx.on_commit.append(functools.partial(self.events.publish, ev))
         run = RunInput(record=rec, spec=spec, tx=tx)
         self.middleware.before_run(run)
         self._runs.add(rec.id)
-        return run
+        return run, ev
 
     def report_progress(self, task_id: str, done: float, total: float, message: str) -> None:
         rec = self.table.get(task_id)

@@ -121,14 +121,9 @@ class TaskRecord:
 
     def evolve(self, **changes: Any) -> TaskRecord:
         """A copy with ``changes``: ``dataclasses.replace`` without its generic work (every field through
-        ``__init__``). A name that is not a field raises AttributeError (the class has slots). Replaced
-        below by a copier unrolled over the fields (``_compile_copier``)."""
-        new = object.__new__(TaskRecord)
-        for name in _RECORD_FIELDS:
-            object.__setattr__(new, name, getattr(self, name))
-        for name, value in changes.items():
-            object.__setattr__(new, name, value)
-        return new
+        ``__init__``), see ``_copy_record``. A name that is not a field raises AttributeError (the class
+        has slots)."""
+        return _copy_record(self, changes)
 
     def started(self, now: datetime) -> TaskRecord:
         """Running (again, for a retry: the first attempt's start time stays)."""
@@ -160,25 +155,24 @@ class TaskRecord:
 _RECORD_FIELDS = tuple(f.name for f in fields(TaskRecord))
 
 
-def _compile_copier() -> Callable[..., TaskRecord]:
-    """``TaskRecord.evolve`` unrolled: each field read as an attribute and stored through its slot's
-    descriptor, no name looked up at run time. A task goes through four copies (running, progress,
+def _compile_copier() -> Callable[[TaskRecord, dict[str, Any]], TaskRecord]:
+    """The copy of ``TaskRecord.evolve``, unrolled: each field read as an attribute and stored through its
+    slot's descriptor, no name looked up at run time. A task goes through four copies (running, progress,
     finished, expiry); this one costs 5.5 µs against 14 µs for the loop over the field names and 20 µs
     for ``dataclasses.replace`` (the way ``dataclasses`` itself builds ``__init__``: generated source).
     ``test_model`` checks it against ``dataclasses.replace`` field by field."""
-    lines = ["def evolve(self, **changes):", "    new = _new(_cls)"]
+    lines = ["def copy_record(self, changes):", "    new = _new(_cls)"]
     lines += [f"    _set_{i}(new, self.{name})" for i, name in enumerate(_RECORD_FIELDS)]
     lines += ["    for name, value in changes.items():", "        _setattr(new, name, value)", "    return new"]
     namespace: dict[str, Any] = {"_new": object.__new__, "_cls": TaskRecord, "_setattr": object.__setattr__}
     for i, name in enumerate(_RECORD_FIELDS):
         namespace[f"_set_{i}"] = TaskRecord.__dict__[name].__set__
     exec("\n".join(lines), namespace)  # our own source, built from the field names above
-    copier: Callable[..., TaskRecord] = namespace["evolve"]
-    copier.__doc__ = TaskRecord.evolve.__doc__
+    copier: Callable[[TaskRecord, dict[str, Any]], TaskRecord] = namespace["copy_record"]
     return copier
 
 
-TaskRecord.evolve = _compile_copier()  # type: ignore[method-assign]
+_copy_record = _compile_copier()
 
 @dataclass(frozen=True, slots=True)
 class TtlSettings:

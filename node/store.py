@@ -159,16 +159,21 @@ def group_sql(txs: list[Tx]) -> list[Statement]:
     task keeps its idempotency key, so an earlier put could not have replaced a row the last one does
     not), and nothing in a group reads. A burst of starts then writes its module's sequence and each
     type's run history once, not once per task."""
-    last: dict[tuple[str, str], int] = {}
     flat = [st for tx in txs for st in tx.statements]
-    for i, (sql, params) in enumerate(flat):
-        if sql is PUT_TASK:
-            last[PUT_TASK, params[0].id] = i
-        elif sql is PUT_SETTING:
-            last[PUT_SETTING, params[0]] = i
-    return [_encoded(sql, params) for i, (sql, params) in enumerate(flat)
-            if (sql is not PUT_TASK and sql is not PUT_SETTING)
-            or last[sql, params[0].id if sql is PUT_TASK else params[0]] == i]
+    keys = [_replaced_row(sql, params) for sql, params in flat]
+    last = {key: i for i, key in enumerate(keys) if key is not None}
+    return [_encoded(sql, params) for i, ((sql, params), key) in enumerate(zip(flat, keys, strict=True))
+            if key is None or last[key] == i]
+
+
+def _replaced_row(sql: str, params: tuple[Any, ...]) -> tuple[str, str] | None:
+    """The row an INSERT OR REPLACE statement writes whole (a task by id, a setting by key); None for the
+    others, which all stay."""
+    if sql is PUT_TASK:
+        return sql, params[0].id
+    if sql is PUT_SETTING:
+        return sql, params[0]
+    return None
 
 
 @dataclass(frozen=True, slots=True)

@@ -7,16 +7,19 @@ with the writer recording what each transaction wrote."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
 import threading
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from taskward import TaskContext, task_type
 from taskward.errors import StoreUnavailable
+from taskward.manager import TaskManager
 from taskward.model import TaskRecord, TaskState
 from taskward.store import PUT_TASK, Store, Tx
 from tests.support.managers import in_process_manager
@@ -71,16 +74,26 @@ class RecordingStore(Store):
         return [(rows[task_id], events) for rows, events in self.written if task_id in rows]
 
 
+@contextlib.asynccontextmanager
+async def one_slot(tmp_path: Path) -> AsyncIterator[tuple[TaskManager, RecordingStore]]:
+    """A started manager with one executor slot on a recording store; stopped (the disk let go) after."""
+    store = RecordingStore(tmp_path / "db.sqlite3")
+    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
+    await m.start()
+    try:
+        yield m, store
+    finally:
+        store.open_gate.set()
+        await m.stop()
+
+
 def gate(key: str) -> tuple[asyncio.Event, asyncio.Event]:
     GATES[key] = (asyncio.Event(), asyncio.Event())
     return GATES[key]
 
 
 async def test_a_start_on_a_free_slot_is_running_when_it_commits(tmp_path: Path) -> None:
-    store = RecordingStore(tmp_path / "db.sqlite3")
-    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
-    await m.start()
-    try:
+    async with one_slot(tmp_path) as (m, store):
         running, release = gate("free")
         tid = await m.start_task("slots", "gated", json.dumps({"key": "free"}))
         assert (await m.status(tid)).record.state is TaskState.RUNNING  # running as soon as answered
@@ -90,15 +103,10 @@ async def test_a_start_on_a_free_slot_is_running_when_it_commits(tmp_path: Path)
         release.set()
         assert (await m.wait(tid, 5)).record.state is TaskState.DONE
         assert [state for state, _ in store.history(tid)] == [TaskState.RUNNING, TaskState.DONE]
-    finally:
-        await m.stop()
 
 
 async def test_a_start_while_every_slot_is_busy_waits_created_and_is_begun_in_turn(tmp_path: Path) -> None:
-    store = RecordingStore(tmp_path / "db.sqlite3")
-    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
-    await m.start()
-    try:
+    async with one_slot(tmp_path) as (m, store):
         first_running, first_release = gate("busy-1")
         second_running, second_release = gate("busy-2")
         await m.start_task("slots", "gated", json.dumps({"key": "busy-1"}))
@@ -114,16 +122,11 @@ async def test_a_start_while_every_slot_is_busy_waits_created_and_is_begun_in_tu
         assert m.executor.queue_depth() == 0
         second_release.set()
         assert (await m.wait(second, 5)).record.state is TaskState.DONE
-    finally:
-        await m.stop()
 
 
 async def test_a_start_the_store_refuses_gives_its_slot_back(tmp_path: Path) -> None:
     """The refused task never existed: not listed, not run, its slot free for the next start (concurrency 1)."""
-    store = RecordingStore(tmp_path / "db.sqlite3")
-    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
-    await m.start()
-    try:
+    async with one_slot(tmp_path) as (m, store):
         gate("refused")
         store.refuse = 1
         with pytest.raises(StoreUnavailable):
@@ -138,17 +141,12 @@ async def test_a_start_the_store_refuses_gives_its_slot_back(tmp_path: Path) -> 
         assert not GATES["refused"][0].is_set()
         release.set()
         assert (await m.wait(tid, 5)).record.state is TaskState.DONE
-    finally:
-        await m.stop()
 
 
 async def test_a_queued_start_the_store_refuses_to_begin_is_begun_once_it_can_be(tmp_path: Path) -> None:
     """A queued task whose `running` transition fails is begun again until the store takes it; it neither
     stays `created` for good nor costs the executor its slot."""
-    store = RecordingStore(tmp_path / "db.sqlite3")
-    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
-    await m.start()
-    try:
+    async with one_slot(tmp_path) as (m, store):
         first_running, first_release = gate("q-1")
         _, second_release = gate("q-2")
         first = await m.start_task("slots", "gated", json.dumps({"key": "q-1"}))
@@ -161,17 +159,12 @@ async def test_a_queued_start_the_store_refuses_to_begin_is_begun_once_it_can_be
         assert (await m.wait(second, 5)).record.state is TaskState.DONE  # ...and taken when written again
         assert store.refuse_begin == set()
         assert [state for state, _ in store.history(second)] == [TaskState.CREATED, TaskState.RUNNING, TaskState.DONE]
-    finally:
-        await m.stop()
 
 
 async def test_a_slot_is_free_once_its_body_ends_while_how_it_ended_is_written(tmp_path: Path) -> None:
     """The slot bounds bodies at work: the next queued task is begun while the previous one's completion
     is still being written (concurrency 1, the disk holding that write)."""
-    store = RecordingStore(tmp_path / "db.sqlite3")
-    m = in_process_manager(tmp_path, sys.modules[__name__], store=store, concurrency=1)
-    await m.start()
-    try:
+    async with one_slot(tmp_path) as (m, store):
         first_running, first_release = gate("w-1")
         second_running, second_release = gate("w-2")
         first = await m.start_task("slots", "gated", json.dumps({"key": "w-1"}))
@@ -190,6 +183,3 @@ async def test_a_slot_is_free_once_its_body_ends_while_how_it_ended_is_written(t
         second_release.set()
         assert (await m.wait(first, 5)).record.state is TaskState.DONE
         assert (await m.wait(second, 5)).record.state is TaskState.DONE
-    finally:
-        store.open_gate.set()
-        await m.stop()
