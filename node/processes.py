@@ -27,11 +27,43 @@ LOOPBACK = "127.0.0.1"
 POLL_S = 0.05
 
 
+# Ports handed out for children to listen on come from below the kernel's ephemeral range. A port the
+# kernel picks (bind to 0) is an ephemeral one: between handing it out and the child binding it, any
+# outgoing connection on the machine (a gRPC channel, an etcd client) may take it as its source port,
+# and the child then fails with EADDRINUSE. Nothing takes a port below that range unless asked to.
+_PORT_FLOOR = 20000
+_next_port: int | None = None
+
+
+def _listen_range() -> tuple[int, int]:
+    """The ports to hand out, [low, high): below the ephemeral range, or above it if it starts too low."""
+    try:
+        low, high = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    if low - _PORT_FLOOR >= 1000:
+        return _PORT_FLOOR, low
+    if 65535 - high >= 1000:
+        return high + 1, 65536
+    return 0, 0  # no room outside it: let the kernel choose
+
+
 def free_port() -> int:
-    """A loopback port nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((LOOPBACK, 0))
-        return int(s.getsockname()[1])
+    """A loopback port nobody listens on right now, outside the ephemeral range, and not one this process
+    handed out recently (each process starts at a random place in the range, then walks it)."""
+    global _next_port
+    low, high = _listen_range()
+    if high - low == 0:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind((LOOPBACK, 0))
+            return int(s.getsockname()[1])
+    if _next_port is None or not low <= _next_port < high:
+        _next_port = low + int.from_bytes(os.urandom(4), "big") % (high - low)
+    for _ in range(high - low):
+        port, _next_port = _next_port, low + (_next_port + 1 - low) % (high - low)
+        if port_free(f"{LOOPBACK}:{port}"):
+            return port
+    raise OSError("no free loopback port to listen on")
 
 
 def port_free(address: str) -> bool:
