@@ -221,6 +221,14 @@ def test_unknown_route_and_method(rest: httpx.Client) -> None:
     expect_error(rest.put("/task_manager/ttl", params={"ttl": 1}), 405, "Method Not Allowed")
 
 
+@pytest.mark.parametrize(("method", "path"), [("POST", "/admin/tasks/%2F"), ("PUT", "/cron/%2F"),
+                                            ("GET", "/cron/"), ("GET", "/task_manager/list_modules/")])
+def test_a_slash_too_many_is_not_found_rather_than_redirected(rest: httpx.Client, method: str, path: str) -> None:
+    """A segment that decodes to "/" leaves an empty one; neither it nor a trailing slash is redirected to the
+    path without it (a 307 would have the client send its POST again to another route)."""
+    expect_error(rest.request(method, path, json={}), 404, "Not Found")
+
+
 @pytest.mark.parametrize("auth", [None, "Bearer wrong", f"Bearer {TOKEN}x", f"bearer {TOKEN}", TOKEN,
                                   f"Basic {TOKEN}", "Bearer"])
 def test_unauthenticated(rest: httpx.Client, surfaces: dict[str, str], auth: str | None) -> None:

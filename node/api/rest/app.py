@@ -96,6 +96,10 @@ def create_app(settings: RestSettings, pool: NodePool | None = None, *,
     app = FastAPI(
         title="taskward", version=__version__, description=DESCRIPTION, redoc_url=None, docs_url=None,
         default_response_class=JsonResponse, exception_handlers=EXCEPTION_HANDLERS,
+        # No redirect to the path without (or with) a trailing slash: a 307 makes a client send its POST
+        # again to another route (``/admin/tasks/%2F`` is ``/admin/tasks//``, which would land on
+        # ``/admin/tasks/``). A path that names no route is a 404 that says so.
+        redirect_slashes=False,
     )
     app.include_router(task_manager_router)
     app.include_router(test_router)
