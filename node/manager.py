@@ -49,6 +49,7 @@ from taskward.middleware import (
 from taskward.model import (
     MAX_LABEL_LEN,
     ChildRef,
+    Progress,
     TaskRecord,
     TaskState,
     TaskView,
@@ -246,16 +247,20 @@ class TaskManager:
 
     def view(self, task_id: str) -> TaskView:
         rec = self.table.records[task_id]
+        if not rec.children:  # a leaf: its own progress (most statuses read are of leaves)
+            return TaskView(rec, Progress(rec.progress_completed, rec.progress_total, self._eta_of(rec)))
         if any(c.task_id not in self.table for c in rec.children):  # a child whose start is not durable yet
             rec = replace(rec, children=tuple(c for c in rec.children if c.task_id in self.table))
         progress = rolled_up_progress(task_id, self.table.records, self._eta)
         return TaskView(rec, progress)
 
     def _eta(self, task_id: str) -> int | None:
-        rec = self.table.records[task_id]
+        return self._eta_of(self.table.records[task_id])
+
+    def _eta_of(self, rec: TaskRecord) -> int | None:
         if rec.state.finished:
             return 0 if rec.state is TaskState.DONE and rec.own_progress else None
-        return self._eta_clocks.eta_ms(task_id, rec.progress_completed, rec.progress_total)
+        return self._eta_clocks.eta_ms(rec.id, rec.progress_completed, rec.progress_total)
 
     def new_id(self) -> str:
         return new_task_id()

@@ -327,25 +327,30 @@ def linear_eta_ms(rec: TaskRecord, now: datetime) -> int | None:
 
 @dataclass(slots=True)
 class BatchClock:
-    """Rolling window of the last ``ETA_WINDOW`` batches (AeorDB): time and units per batch."""
+    """Rolling window of the last ``ETA_WINDOW`` batches (AeorDB): time and units per batch.
+
+    The window's means are taken when a batch is recorded, not when the ETA is read: every status read
+    asks for the ETA, and reads outnumber progress reports."""
 
     last_at: float | None = None
     last_done: float = 0.0
     samples: list[tuple[float, float]] = field(default_factory=list)
+    mean_secs: float = 0.0
+    mean_units: float = 0.0
 
     def record(self, at: float, done: float) -> None:
         if self.last_at is not None and done > self.last_done:
             self.samples.append((at - self.last_at, done - self.last_done))
             del self.samples[:-ETA_WINDOW]
+            self.mean_secs = sum(s for s, _ in self.samples) / len(self.samples)
+            self.mean_units = sum(u for _, u in self.samples) / len(self.samples)
         self.last_at, self.last_done = at, done
 
     def eta_ms(self, done: float, total: float) -> int | None:
         if not self.samples or total <= 0:
             return None
-        secs = sum(s for s, _ in self.samples) / len(self.samples)
-        units = sum(u for _, u in self.samples) / len(self.samples)
-        remaining_batches = max(0.0, total - done) / units
-        return round(secs * remaining_batches * 1000)
+        remaining_batches = max(0.0, total - done) / self.mean_units
+        return round(self.mean_secs * remaining_batches * 1000)
 
 
 def matches(rec: TaskRecord, *, internal: bool, keyspace: str, table: str) -> bool:

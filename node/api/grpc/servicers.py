@@ -13,6 +13,7 @@ from typing import Any, TypeVar
 import grpc
 
 from taskward import convert
+from taskward.api.grpc.status_messages import StatusMessages
 from taskward.cluster_view import ClusterView, UnreachableChild
 from taskward.errors import InvalidArgument, TaskwardError, status_message
 from taskward.events import EPOCH_KEY, NODE_KEY, POSITION_KEY, SUBSCRIBED, EventLogClosed, SubscriberLagged
@@ -58,12 +59,16 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         self._m = manager
         self._cluster = cluster
         self._closing = asyncio.Event()
+        self._messages = StatusMessages()
 
     def close_streams(self) -> None:
         """End every ``WatchNodes`` stream (shutdown), so none holds the server's graceful stop."""
         self._closing.set()
 
     def _status(self, view: TaskView) -> pb.TaskStatus:
+        """The status of a task of this node (built again only when it changed, if it has no children)."""
+        if not view.record.children:
+            return self._messages.leaf(view)
         return convert.status_to_pb(view, self._cluster.addresses())
 
     def _cluster_status(self, rec: TaskRecord) -> pb.TaskStatus:
@@ -105,7 +110,9 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
     @maps_errors
     async def GetTaskStatusRecursive(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatusList:
         if (rec := self._cluster_task(request.task_id)) is not None:
-            children = [convert.unreachable_child_to_pb(c) if isinstance(c, UnreachableChild) else self._status(c)
+            addresses = self._cluster.addresses()
+            children = [convert.unreachable_child_to_pb(c) if isinstance(c, UnreachableChild)
+                        else convert.status_to_pb(c, addresses)
                         for c in await self._cluster.child_statuses(rec.id)]
             return pb.TaskStatusList(statuses=[self._cluster_status(rec), *children])
         views = await self._m.status_recursive(request.task_id, keep=request.keep)
