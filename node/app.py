@@ -19,9 +19,10 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from taskward import __version__
-from taskward.api.grpc.auth import AuthInterceptor
+from taskward.api.grpc.auth import AuthGuard
 from taskward.api.grpc.cron import CronServicer
-from taskward.api.grpc.limits import StreamLimitInterceptor
+from taskward.api.grpc.limits import StreamLimit
+from taskward.api.grpc.method_wrappers import WrappingServer
 from taskward.api.grpc.servicers import TaskManagerServicer, TestApiServicer
 from taskward.api.prometheus import node_registry
 from taskward.config import ListenError, NodeConfig, insecure_bind_warnings
@@ -173,12 +174,8 @@ class NodeApp:
 
 
     async def _start_grpc(self) -> None:
-        interceptors: list[Any] = []
         limits = self.config.grpc_limits
-        interceptors.append(StreamLimitInterceptor(limits.max_streams))  # first: bounds apply before auth
-        interceptors.append(AuthInterceptor(self.access))
         server = grpc.aio.server(
-            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
                 ("grpc.max_send_message_length", 64 * 1024 * 1024),
@@ -187,11 +184,13 @@ class NodeApp:
             ],
             maximum_concurrent_rpcs=limits.max_rpcs,
         )
+        # The cap on long-lived calls first: bounds apply before auth.
+        wrapped = WrappingServer(server, [StreamLimit(limits.max_streams), AuthGuard(self.access)])
         self._tasks_servicer = TaskManagerServicer(self.manager, self.coordinator)
-        pb_grpc.add_TaskManagerServicer_to_server(self._tasks_servicer, server)
-        cron_grpc.add_CronServicer_to_server(CronServicer(self.coordinator), server)
+        pb_grpc.add_TaskManagerServicer_to_server(self._tasks_servicer, wrapped)
+        cron_grpc.add_CronServicer_to_server(CronServicer(self.coordinator), wrapped)
         if self.config.manager.enable_test_api:
-            pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), server)
+            pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), wrapped)
         health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
         served = [n for n in SERVICE_NAMES if n != TEST_SERVICE or self.config.manager.enable_test_api]
         reflection.enable_server_reflection([*served, health.SERVICE_NAME, reflection.SERVICE_NAME], server)

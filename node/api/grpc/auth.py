@@ -1,8 +1,8 @@
 """Authentication, roles and the audit log on the gRPC surface.
 
-An interceptor cannot see the caller's address (``HandlerCallDetails`` has none), and the address is what
-the failed-auth limit and the audit log need; so the interceptor only picks the method's handler and wraps
-it (once per method, cached), and the wrapper, which has the ``ServicerContext``, runs the flow of
+The guard wraps each method's handler once, as it is registered (``method_wrappers``); the wrapper,
+which has the ``ServicerContext`` (and so the caller's address, which the failed-auth limit and the audit
+log need, and which an interceptor would not see), runs the flow of
 ``taskward.security.access`` before the servicer: authenticate, authorize, call, audit a mutation before
 its answer leaves. Health checks and reflection pass untouched.
 
@@ -36,11 +36,9 @@ from taskward.security.roles import (
 from taskward.security.tokens import Principal
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; grpc's own classes are not subscriptable
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
     Context = grpc.aio.ServicerContext[Any, Any]
 else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
     Handler = grpc.RpcMethodHandler
     Context = grpc.aio.ServicerContext
 
@@ -52,28 +50,20 @@ def current_principal() -> Principal | None:
     return CALLER.get()
 
 
-class AuthInterceptor(_ServerInterceptor):
+class AuthGuard:
     """Wraps every served method but health and reflection; with auth off, only the mutating ones (to audit
-    them), so reads cost nothing extra."""
+    them), so reads cost nothing extra. Applied once per method as it is registered (``method_wrappers``)."""
 
     def __init__(self, access: AccessControl) -> None:
         self._access = access
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-                                handler_call_details: grpc.HandlerCallDetails) -> Handler:
-        method = handler_call_details.method
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None or method.startswith(GRPC_OPEN_PREFIXES):  # None: an unknown method, UNIMPLEMENTED
-            return handler  # type: ignore[return-value]  # grpc accepts None here; the stubs do not say so
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if method.startswith(GRPC_OPEN_PREFIXES):
+            return handler
         op = GRPC_METHODS.get(method, UNLISTED)
-        wrapped = handler if not self._access.enabled and not op.mutating else _Guard(self._access, method, op).wrap(
-            handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        if not self._access.enabled and not op.mutating:
+            return handler
+        return _Guard(self._access, method, op).wrap(handler)
 
 
 class _Guard:

@@ -4,10 +4,10 @@ gRPC itself bounds the whole server (``maximum_concurrent_rpcs``: one call more 
 ``RESOURCE_EXHAUSTED``, "Concurrent RPC limit exceeded!") and each connection (HTTP/2
 ``MAX_CONCURRENT_STREAMS``), see ``GrpcLimits.server_options``. Those count every call alike: enough
 ``WatchEvents`` followers would take every slot for good, and a ``StartTask`` would then be refused.
-This interceptor gives long-lived calls — the server-streaming methods and a ``WaitTask`` that may
+This wrapper gives long-lived calls — the server-streaming methods and a ``WaitTask`` that may
 block (no timeout, or a positive one) — a cap of their own, below the total, so the difference always
-remains for short calls. It runs first, before authentication, and costs a short call nothing beyond
-the interceptor hop: only long-lived handlers are wrapped (once per method, cached).
+remains for short calls. It runs first, before authentication, and costs a short call nothing: only
+long-lived handlers are wrapped, once, as they are registered (``method_wrappers``).
 """
 
 from __future__ import annotations
@@ -22,11 +22,9 @@ from taskward.errors import TaskwardError
 from taskward.log_throttle import LogThrottle
 
 if TYPE_CHECKING:  # grpc-stubs makes these generic; grpc's own classes are not subscriptable
-    _ServerInterceptor = grpc.aio.ServerInterceptor[Any, Any]
     Handler = grpc.RpcMethodHandler[Any, Any]
     Context = grpc.aio.ServicerContext[Any, Any]
 else:
-    _ServerInterceptor = grpc.aio.ServerInterceptor
     Handler = grpc.RpcMethodHandler
     Context = grpc.aio.ServicerContext
 
@@ -45,27 +43,19 @@ class TooManyStreams(TaskwardError):
         super().__init__(f"too many event streams and waits in progress (limit {limit}); try again later")
 
 
-class StreamLimitInterceptor(_ServerInterceptor):
-    """Counts long-lived calls in progress and refuses one more than ``max_streams``."""
+class StreamLimit:
+    """Counts long-lived calls in progress and refuses one more than ``max_streams``. Applied once per
+    method as it is registered (``method_wrappers``)."""
 
     def __init__(self, max_streams: int) -> None:
         self.max_streams = max_streams
         self.active = 0
-        self._wrapped: dict[str, tuple[Handler, Handler]] = {}
         self._throttle = LogThrottle(logger)
 
-    async def intercept_service(self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler]],
-                                handler_call_details: grpc.HandlerCallDetails) -> Handler:
-        method = handler_call_details.method
-        handler: Handler | None = await continuation(handler_call_details)
-        if handler is None or not (handler.response_streaming or method == WAIT_METHOD):
-            return handler  # type: ignore[return-value]  # None (unknown method) is grpc's UNIMPLEMENTED
-        cached = self._wrapped.get(method)
-        if cached is not None and cached[0] is handler:
-            return cached[1]
-        wrapped = self._wrap(handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+    def wrap(self, method: str, handler: Handler) -> Handler:
+        if not (handler.response_streaming or method == WAIT_METHOD):
+            return handler
+        return self._wrap(handler)
 
     def _wrap(self, handler: Handler) -> Handler:
         # grpc-stubs types the behaviours as synchronous; on a grpc.aio server they are coroutine functions
