@@ -23,7 +23,7 @@ NOOP_TASK = "bench.noop"
 
 
 def noop() -> None:
-    """The task body: nothing, as the bench's taskward side runs a zero-length ``builtin:sleep``."""
+    """The task body: nothing, as the bench's taskward side runs ``bench:noop`` (``bench/_noop_tasks.py``)."""
     return None
 
 

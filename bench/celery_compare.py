@@ -27,8 +27,8 @@ Celery (``bench/_celery_app.py``), with the settings a production deployment of 
 
 taskward (``bench.task_throughput.node_run``): a fresh ``taskward node`` per run, StartTask over one
 grpc.aio channel, completion seen on one WatchEvents stream; ListTasks must list every task ``done``
-afterwards. The body is ``builtin:sleep`` with duration 0 and steps 0, a little more work than Celery's
-``return None``: it also commits a progress record and its event.
+afterwards. The body is ``bench:noop`` (``bench/_noop_tasks.py``, loaded with ``--tasks``): a coroutine
+that returns None, as Celery's body does.
 
 Needs ``celery[redis]`` (``pip install -e '.[bench]'``) and ``redis-server`` on PATH; without them it
 says which is missing and exits with code 2.
@@ -66,7 +66,7 @@ from bench._common import (
     stop_node,
     submit_to_done,
 )
-from bench.task_throughput import node_run
+from bench.task_throughput import NODE_TASKS, node_run
 from taskward.processes import LOOPBACK, ChildProcess, tcp_open
 
 TARGETS = {"FULL": 2.0, "NORMAL": 3.0}  # taskward tasks/s ÷ Celery tasks/s
@@ -257,7 +257,8 @@ async def celery_run(app: Any, redis: RedisServer, log_path: Path, *, warmup: in
 
 async def taskward_run(scratch: Path, synchronous: str, args: argparse.Namespace) -> dict[str, float]:
     node, _ = start_node(scratch, extra=["--retention-max-per-module", "1000000", "--user-task-ttl",
-                                         str(30 * 24 * 3600), "--sqlite-synchronous", synchronous])
+                                         str(30 * 24 * 3600), "--sqlite-synchronous", synchronous,
+                                         *NODE_TASKS])
     try:
         assert node.proc is not None
         return await node_run(node.address, node.proc.pid, observe="events", warmup=args.warmup, tasks=args.tasks,

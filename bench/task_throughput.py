@@ -1,7 +1,7 @@
 """Durable no-op task throughput of a real node vs. the raw-SQLite durable floor, same run.
 
-taskward: CALLERS concurrent grpc.aio callers submit TASKS ``builtin:sleep`` tasks with
-duration=0 steps=0 (StartTask); completion is observed on the node's WatchEvents stream (one
+taskward: CALLERS concurrent grpc.aio callers submit TASKS ``bench:noop`` tasks (a body that does
+nothing, ``bench/_noop_tasks.py``) with StartTask; completion is observed on the node's WatchEvents stream (one
 ``task.completed`` per task, opened with replay from sequence 0 so nothing is missed). The clock runs
 from the first submission to the last completion event. Afterwards ListTasks must show every task
 ``done`` (the node runs with a retention and user TTL large enough to keep them all).
@@ -9,8 +9,8 @@ from the first submission to the last completion event. Afterwards ListTasks mus
 Floor: raw ``sqlite3`` in WAL mode with the node's synchronous setting (FULL) and schema
 (node.store.SCHEMA), one transaction per task, sequentially, writing exactly the statements the node
 writes for such a task (built with node.store.Tx from the same records and event bodies): sequence
-setting + created record; running record + task.started event + type stats; progress record +
-task.progress event; done record + task.completed event + type stats. The statements are built before
+setting + created record; running record + task.started event + type stats; done record +
+task.completed event + type stats. The statements are built before
 the clock starts, so the floor is pure SQLite + fsync cost.
 
 Ceiling: the same callers sending the same StartTask to a bare grpc.aio server (bench/_bare_server.py)
@@ -34,6 +34,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import _noop_tasks as noop_tasks
 from bench._common import (
     cpu_seconds,
     md_table,
@@ -53,41 +54,41 @@ from taskward.store import SCHEMA, Statement, Tx
 
 TARGET_RATIO = {"poll": 0.5, "events": 0.4}  # ratio to the raw-SQLite floor: no subscriber, one subscriber
 TARGET_RATE = 1000.0
-ARGS_JSON = '{"duration": 0, "steps": 0}'
-CANON_ARGS = '{"duration":0.0,"steps":0}'  # what the node stores after parse_args + canonical dump
+ARGS_JSON = "{}"
+EVENTS_PER_TASK = 2  # task.started, task.completed
+NOOP = pb.StartTaskRequest(module=noop_tasks.MODULE, type=noop_tasks.TYPE, args_json=ARGS_JSON)
+NODE_TASKS = ["--tasks", noop_tasks.TASKS_ARG]
 
 
 def task_statements(n: int, seq0: int) -> list[Statement]:
-    """The statements the node commits for one no-op builtin:sleep task (see TaskManager)."""
+    """The statements the node commits for one bench:noop task (see TaskManager)."""
     now = datetime.now(UTC)
-    rec = TaskRecord(id=new_task_id(), module="builtin", type="sleep", created_at=now, sequence_number=n,
-                     is_abortable=True, progress_units="steps", user_task=True, args=CANON_ARGS)
-    tx = Tx().setting("seq:builtin:0", str(n)).put(rec)  # start_task
+    module, ttype = noop_tasks.MODULE, noop_tasks.TYPE
+    rec = TaskRecord(id=new_task_id(), module=module, type=ttype, created_at=now, sequence_number=n,
+                     is_abortable=True, user_task=True, args=ARGS_JSON)
+    tx = Tx().setting(f"seq:{module}:0", str(n)).put(rec)  # start_task
     rec = rec.started(now)
     t = time.time()
     stats = json.dumps({"completed": True, "started_at": int(t), "last_run": int(t)})
 
     def event(seq: int, etype: EventType, **extra: object) -> None:
-        ev = Event(sequence=seq, type=etype, task_id=rec.id, module="builtin", task_type="sleep", time=t,
+        ev = Event(sequence=seq, type=etype, task_id=rec.id, module=module, task_type=ttype, time=t,
                    **extra)  # type: ignore[arg-type]
         tx.event(ev.sequence, ev.at, ev.to_dict())
 
     tx.put(rec)  # begin
     event(seq0 + 1, EventType.STARTED)
-    tx.setting("type:builtin:sleep", stats)
-    rec = rec.with_progress(0.0, 0.0, "")  # report_progress(0, 0)
-    tx.put(rec)
-    event(seq0 + 2, EventType.PROGRESS)
+    tx.setting(f"type:{module}:{ttype}", stats)
     rec = rec.finished(now)  # complete
     rec = replace(rec, expires_at=now + timedelta(days=10))
     tx.put(rec)
-    event(seq0 + 3, EventType.COMPLETED)
-    tx.setting("type:builtin:sleep", stats)
+    event(seq0 + 2, EventType.COMPLETED)
+    tx.setting(f"type:{module}:{ttype}", stats)
     return tx.sql()
 
 
 def durable_floor(path: Path, tasks: int, synchronous: str, max_seconds: float) -> tuple[int, float]:
-    work = [task_statements(i + 1, 3 * i) for i in range(tasks)]
+    work = [task_statements(i + 1, EVENTS_PER_TASK * i) for i in range(tasks)]
     conn = sqlite3.connect(path, isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -178,7 +179,7 @@ class ListPoller:
     async def count(self) -> int:
         while True:
             resp = await self._stub.ListTasks(pb.ListTasksRequest(
-                module="builtin", page_size=self.PAGE, page_token=self._cursor), timeout=30)
+                module=NOOP.module, page_size=self.PAGE, page_token=self._cursor), timeout=30)
             states = [t.state for t in resp.tasks]
             if "failed" in states:
                 raise RuntimeError("a task failed")
@@ -206,10 +207,8 @@ async def transport_ceiling(*, warmup: int, tasks: int, callers: int, max_second
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as ch:
             stub = pb_grpc.TaskManagerStub(ch)
-            req = pb.StartTaskRequest(module="builtin", type="sleep", args_json=ARGS_JSON)
-
             async def start(_: int) -> object:
-                return await stub.StartTask(req, timeout=30)
+                return await stub.StartTask(NOOP, timeout=30)
 
             await run_load(start, callers=callers, max_calls=warmup, max_seconds=max_seconds)
             cpu0 = cpu_seconds(bare.pid)
@@ -228,13 +227,12 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
     async with grpc.aio.insecure_channel(address) as ch:
         stub = pb_grpc.TaskManagerStub(ch)
         observer = EventCounter(stub) if observe == "events" else ListPoller(stub)
-        req = pb.StartTaskRequest(module="builtin", type="sleep", args_json=ARGS_JSON)
         submitted: list[str] = []
         submitted_at: dict[str, float] = {}
 
         async def start(_: int) -> object:
             t = time.perf_counter()
-            resp = await stub.StartTask(req, timeout=30)
+            resp = await stub.StartTask(NOOP, timeout=30)
             submitted.append(resp.task_id)
             submitted_at[resp.task_id] = t
             return resp
@@ -254,7 +252,7 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
             raise RuntimeError(f"StartTask errors: {load.errors + w.errors}, accepted {load.calls}/{tasks}")
         if isinstance(observer, EventCounter) and set(submitted) - observer.completed:
             raise RuntimeError(f"{len(set(submitted) - observer.completed)} tasks have no completion event")
-        listing = await stub.ListTasks(pb.ListTasksRequest(module="builtin"), timeout=60)
+        listing = await stub.ListTasks(pb.ListTasksRequest(module=NOOP.module), timeout=60)
         states = {t.task_id: t.state for t in listing.tasks}
         not_done = [tid for tid in submitted if states.get(tid) != "done"]
         if not_done or len(submitted) != warmup + tasks:
@@ -285,7 +283,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
                                                 max_seconds=args.max_seconds))
         node, _ = start_node(scratch / f"n{i}-{observe}", extra=[
             "--retention-max-per-module", "1000000", "--user-task-ttl", str(30 * 24 * 3600),
-            "--sqlite-synchronous", args.synchronous, *args.node_arg])
+            "--sqlite-synchronous", args.synchronous, *NODE_TASKS, *args.node_arg])
         try:
             assert node.proc is not None
             runs[observe].append(await node_run(
@@ -299,7 +297,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
     floor_rates = sorted(n / s for n, s in floors)
     floor_rate = statistics.median(floor_rates)
 
-    print(f"{args.tasks:,} no-op builtin:sleep tasks (after {args.warmup} warm-up) per run, {args.callers} "
+    print(f"{args.tasks:,} no-op bench:noop tasks (after {args.warmup} warm-up) per run, {args.callers} "
           f"concurrent StartTask callers, synchronous={args.synchronous}, a fresh node per run; median of "
           f"runs\n")
     label = {"poll": "taskward, completion seen by ListTasks polling (no event subscriber)",
