@@ -11,12 +11,16 @@
     delivered the new record; each node's first answer; and, on their own, a probe round for a task
     every node already holds (all N at once, one node after another, one node) and the raw Put to a
     key all N nodes watch. Samples are taken in a rotating order, each on a quiet cluster: the previous
-    start has finished everywhere (untimed WaitTask), then a short pause.
+    start has finished everywhere (untimed WaitTask), then a short pause. Every size runs at once on the
+    same etcd member and their samples alternate (a rotation on one cluster, then on the other, once the
+    first one's nodes spent no CPU for a clock tick), so a change in the host's speed during the run
+    weighs on both sizes alike; an idle cluster costs about 0.005 of a core per node.
 (2) the leader's CPU (fraction of one core, from /proc/PID/stat over a window), idle and with T cluster
     tasks running, one child per node each (builtin sleep, long duration, one progress step a second
     per child; nodes run with --concurrency above T so that no child waits in a queue), beside the
     followers' mean and etcd's.
 (3) RSS per node (VmRSS, mean and max over the N nodes), idle and with the T tasks running.
+(2) and (3) are measured on one cluster at a time, the others idle; its tasks are aborted afterwards.
 
 Every loop is bounded in count and in time, and the whole run by --budget seconds.
 """
@@ -82,105 +86,162 @@ class Latencies:
         return Load(len(xs), 0, 0.0, xs)
 
 
-async def sample_latencies(c: Cluster, leader: NodeProc, etcd: EtcdCluster, starts: int, pause_s: float,
-                           budget_s: float) -> Latencies:
-    """Figure (1) and its decomposition; starts go to a follower, the common case (forwarded to the leader)."""
-    from aetcd import rpc
+class LatencySampler:
+    """Figure (1) and its decomposition on one cluster, one rotation at a time, so that the samples of two
+    clusters running side by side can alternate. Starts go to a follower, the common case (forwarded to
+    the leader)."""
 
-    entry = next(n for n in c.nodes if n is not leader)
-    chans = [grpc.aio.insecure_channel(n.address) for n in c.nodes]
-    etcd_ch = grpc.aio.insecure_channel(f"127.0.0.1:{etcd.members[0].client_port}")
-    clock = WatchClock(etcd_ch, f"/taskward/{c.name}/tasks/")
-    try:
+    def __init__(self, c: Cluster, leader: NodeProc, etcd: EtcdCluster, pause_s: float) -> None:
+        from aetcd import rpc
+
+        self._rpc = rpc
+        self._c, self._leader, self._pause_s = c, leader, pause_s
+        self._entry = next(n for n in c.nodes if n is not leader)
+        self._etcd_port = etcd.members[0].client_port
+        self._req = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0, "steps": 1}',
+                                        cluster=True)
+        self.samples: dict[str, list[float]] = {}
+        self._counts = {"not_found": 0, "watch_missed": 0}
+        self._unfinished: list[str] = []
+        self._last_id = ""
+        self._kinds: list[Callable[[bool], Awaitable[None]]] = []
+
+    @property
+    def size(self) -> int:
+        return len(self._c.nodes)
+
+    def result(self) -> Latencies:
+        return Latencies(self.samples, self._counts["not_found"], self._counts["watch_missed"])
+
+    async def open(self) -> None:
+        """Channels (on the running loop) and the watch, then a first start the probes can ask about."""
+        c = self._c
+        self._chans = [grpc.aio.insecure_channel(n.address) for n in c.nodes]
+        self._etcd_ch = grpc.aio.insecure_channel(f"127.0.0.1:{self._etcd_port}")
+        self._clock = WatchClock(self._etcd_ch, f"/taskward/{c.name}/tasks/")
+        self._stubs = [pb_grpc.TaskManagerStub(ch) for ch in self._chans]
+        self._kv = rpc_kv = self._rpc.KVStub(self._etcd_ch)
         async with asyncio.timeout(30):
-            await asyncio.gather(etcd_ch.channel_ready(), *(ch.channel_ready() for ch in chans))
-            await clock.open()
-        stubs = [pb_grpc.TaskManagerStub(ch) for ch in chans]
-        entry_stub, leader_stub = stubs[c.nodes.index(entry)], stubs[c.nodes.index(leader)]
-        kv = rpc.KVStub(etcd_ch)
-        req = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0, "steps": 1}',
-                                  cluster=True)
-        samples: dict[str, list[float]] = {}
-        counts = {"not_found": 0, "watch_missed": 0}
-        unfinished: list[str] = []
-        last_id = ""
-
-        def keep(figure: str, ms: float, record: bool = True) -> None:
-            if record:
-                samples.setdefault(figure, []).append(ms)
-
-        async def settle() -> None:
-            """Untimed: the last start has run to its end on every node, so no sample pays for another's."""
-            while unfinished:
-                tid = unfinished.pop()
-                await leader_stub.WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=SAMPLE_TIMEOUT_S),
-                                           timeout=SAMPLE_TIMEOUT_S + 5)
-            await asyncio.sleep(pause_s)
-
-        async def start(record: bool) -> None:
-            nonlocal last_id
-            t0 = time.perf_counter()
-            tid = (await entry_stub.StartTask(req, timeout=SAMPLE_TIMEOUT_S)).task_id
-            answered = (time.perf_counter() - t0) * 1000
-            unfinished.append(tid)
-            per_node = await asyncio.gather(*(first_answer(s, tid, t0) for s in stubs))
-            visible = (time.perf_counter() - t0) * 1000
-            seen = await clock.seen_at(tid, 2.0)
-            last_id = tid
-            if not record:
-                return
-            firsts = [t for t, _ in per_node]
-            counts["not_found"] += sum(m for _, m in per_node)
-            keep(VISIBLE, visible)
-            keep("answered", answered)
-            keep("after_answer", visible - answered)
-            keep("node_median", statistics.median(firsts))
-            keep("last_node", max(firsts))
-            if seen is None:
-                counts["watch_missed"] += 1
-            else:
-                keep("watch", (seen - t0) * 1000)
-
-        def timed(figure: str, call: Callable[[], Awaitable[object]]) -> Callable[[bool], Awaitable[None]]:
-            async def run(record: bool) -> None:
-                t = time.perf_counter()
-                await call()
-                keep(figure, (time.perf_counter() - t) * 1000, record)
-            return run
-
-        def status_of(stub: pb_grpc.TaskManagerStub) -> Awaitable[object]:
-            return stub.GetTaskStatus(pb.TaskIdRequest(task_id=last_id, keep=True), timeout=5)  # type: ignore[no-any-return]
-
-        async def probe_sequential() -> None:
-            for s in stubs:
-                await status_of(s)
-
-        kinds: list[Callable[[bool], Awaitable[None]]] = [
-            start,
-            timed("put", lambda: kv.Put(rpc.PutRequest(key=f"/bench/{c.name}/k".encode(), value=RECORD), timeout=5)),
+            await asyncio.gather(self._etcd_ch.channel_ready(), *(ch.channel_ready() for ch in self._chans))
+            await self._clock.open()
+        rpc, kv = self._rpc, rpc_kv
+        entry_stub = self._stubs[c.nodes.index(self._entry)]
+        self._kinds = [
+            self._start,
+            self._timed("put", lambda: kv.Put(rpc.PutRequest(key=f"/bench/{c.name}/k".encode(), value=RECORD),
+                                              timeout=5)),
             # the same Put under the cluster's prefix, which all N nodes watch: etcd's own fan-out to N watchers
-            timed("put_watched", lambda: kv.Put(rpc.PutRequest(key=f"/taskward/{c.name}/bench/k".encode(),
-                                                               value=RECORD), timeout=5)),
-            timed("probe_concurrent", lambda: asyncio.gather(*(status_of(s) for s in stubs))),
-            timed("probe_sequential", probe_sequential),
-            timed("probe_one", lambda: status_of(entry_stub)),
+            self._timed("put_watched", lambda: kv.Put(rpc.PutRequest(key=f"/taskward/{c.name}/bench/k".encode(),
+                                                                     value=RECORD), timeout=5)),
+            self._timed("probe_concurrent", lambda: asyncio.gather(*(self._status_of(s) for s in self._stubs))),
+            self._timed("probe_sequential", self._probe_sequential),
+            self._timed("probe_one", lambda: self._status_of(entry_stub)),
         ]
-        await start(False)  # the probes need a task every node holds
+        await self._start(False)  # the probes need a task every node holds
+
+    async def rotation(self, record: bool) -> None:
+        """Every kind of sample once, each on a quiet cluster; the kinds' order rotates each time."""
+        self._kinds = self._kinds[1:] + self._kinds[:1]
+        for kind in self._kinds:
+            await self._settle()
+            await kind(record)
+
+    async def quiet(self, interval_s: float = 0.02, budget_s: float = 1.0) -> None:
+        """Until this cluster's nodes spent no CPU for ``interval_s`` (a clock tick), at most ``budget_s``: the
+        other cluster's next sample does not share the machine with this one's trailing work (a finished
+        record's fan-out to its replicas)."""
+        pids = [n.pid for n in self._c.nodes if n.pid is not None]
+        before = sum(cpu_seconds(p) for p in pids)
+        for _ in range(int(budget_s / interval_s)):
+            await asyncio.sleep(interval_s)
+            now = sum(cpu_seconds(p) for p in pids)
+            if now == before:
+                return
+            before = now
+
+    async def close(self) -> None:
+        try:
+            await self._settle()
+        finally:
+            await self._clock.close()
+            for ch in self._chans:
+                await ch.close(None)
+            await self._etcd_ch.close(None)
+
+    def _keep(self, figure: str, ms: float, record: bool = True) -> None:
+        if record:
+            self.samples.setdefault(figure, []).append(ms)
+
+    async def _settle(self) -> None:
+        """Untimed: the last start has run to its end on every node, so no sample pays for another's."""
+        leader_stub = self._stubs[self._c.nodes.index(self._leader)]
+        while self._unfinished:
+            tid = self._unfinished.pop()
+            await leader_stub.WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=SAMPLE_TIMEOUT_S),
+                                       timeout=SAMPLE_TIMEOUT_S + 5)
+        await asyncio.sleep(self._pause_s)
+
+    async def _start(self, record: bool) -> None:
+        entry_stub = self._stubs[self._c.nodes.index(self._entry)]
+        t0 = time.perf_counter()
+        tid = (await entry_stub.StartTask(self._req, timeout=SAMPLE_TIMEOUT_S)).task_id
+        answered = (time.perf_counter() - t0) * 1000
+        self._unfinished.append(tid)
+        per_node = await asyncio.gather(*(first_answer(s, tid, t0) for s in self._stubs))
+        visible = (time.perf_counter() - t0) * 1000
+        seen = await self._clock.seen_at(tid, 2.0)
+        self._last_id = tid
+        if not record:
+            return
+        firsts = [t for t, _ in per_node]
+        self._counts["not_found"] += sum(m for _, m in per_node)
+        self._keep(VISIBLE, visible)
+        self._keep("answered", answered)
+        self._keep("after_answer", visible - answered)
+        self._keep("node_median", statistics.median(firsts))
+        self._keep("last_node", max(firsts))
+        if seen is None:
+            self._counts["watch_missed"] += 1
+        else:
+            self._keep("watch", (seen - t0) * 1000)
+
+    def _timed(self, figure: str, call: Callable[[], Awaitable[object]]) -> Callable[[bool], Awaitable[None]]:
+        async def run(record: bool) -> None:
+            t = time.perf_counter()
+            await call()
+            self._keep(figure, (time.perf_counter() - t) * 1000, record)
+        return run
+
+    def _status_of(self, stub: pb_grpc.TaskManagerStub) -> Awaitable[object]:
+        return stub.GetTaskStatus(pb.TaskIdRequest(task_id=self._last_id, keep=True), timeout=5)  # type: ignore[no-any-return]
+
+    async def _probe_sequential(self) -> None:
+        for s in self._stubs:
+            await self._status_of(s)
+
+
+async def sample_latencies(samplers: list[LatencySampler], starts: int, budget_s: float) -> list[Latencies]:
+    """Figure (1) on every cluster at once: one rotation on each in turn (the order alternating), so a
+    change in the host's speed during the run weighs on every size alike."""
+    opened: list[LatencySampler] = []
+    try:
+        for s in samplers:
+            await s.open()
+            opened.append(s)
         end = time.monotonic() + budget_s
+        previous: LatencySampler | None = None
         for i in range(starts + WARMUP):
             if time.monotonic() > end:
                 break
-            kinds = kinds[1:] + kinds[:1]
-            for kind in kinds:
-                await settle()
-                await kind(i >= WARMUP)
-        await settle()
-        return Latencies(samples, counts["not_found"], counts["watch_missed"])
+            for s in samplers if i % 2 == 0 else samplers[::-1]:
+                if previous is not None and previous is not s:
+                    await previous.quiet()
+                await s.rotation(i >= WARMUP)
+                previous = s
     finally:
-        await clock.close()
-        for ch in chans:
-            await ch.close(None)
-        await etcd_ch.close(None)
+        for s in opened:
+            await s.close()
+    return [s.result() for s in samplers]
 
 
 @dataclass(frozen=True)
@@ -278,26 +339,49 @@ class SizeResult:
     busy: Busy
 
 
-def run_size(scratch: Path, etcd: EtcdCluster, size: int, args: argparse.Namespace, deadline: float) -> SizeResult:
-    """One cluster of ``size`` nodes on the shared etcd member, under its own cluster name; its nodes are
-    stopped before the next size starts, so each size has the machine to itself."""
+def run_sizes(scratch: Path, etcd: EtcdCluster, sizes: list[int], args: argparse.Namespace, deadline: float
+              ) -> list[SizeResult]:
+    """Every size at once on the shared etcd member, each under its own cluster name: (1) alternates
+    between them; (2) and (3) are measured on one cluster at a time while the others idle."""
     # --concurrency: each node must run all the tasks' children at once (the default lets 16 roots run)
-    c = Cluster(scratch / f"size{size}", etcd.endpoints, size=size, name=f"scale{size}", lease_ttl=LEASE_TTL,
-                dead_node_grace=120, extra=["--concurrency", str(max(16, args.tasks + 2))])
+    clusters = [Cluster(scratch / f"size{size}", etcd.endpoints, size=size, name=f"scale{size}", lease_ttl=LEASE_TTL,
+                        dead_node_grace=120, extra=["--concurrency", str(max(16, args.tasks + 2))]) for size in sizes]
+    started: list[Cluster] = []
     try:
-        t0 = time.monotonic()
-        c.start(timeout=60, node_timeout=15 + 3 * size)
-        formed_s = time.monotonic() - t0
-        leader = c.leader()
-        budget = min(args.sample_budget, deadline - time.monotonic() - 60)
-        lat = asyncio.run(sample_latencies(c, leader, etcd, args.starts, args.pause, max(budget, 1.0)))
-        if not lat.samples.get(VISIBLE):
-            raise RuntimeError(f"{size} nodes: no start was timed within the budget (raise --budget)")
-        busy = asyncio.run(measure_usage(c, leader, etcd, args.tasks, args.task_duration, args.task_steps,
-                                         args.window, warmup_s=3.0))
-        return SizeResult(size, formed_s, lat, busy)
+        formed: list[float] = []
+        for c in clusters:
+            t0 = time.monotonic()
+            started.append(c)
+            c.start(timeout=60, node_timeout=15 + 3 * len(c.nodes))
+            formed.append(time.monotonic() - t0)
+        leaders = [c.leader() for c in clusters]
+        budget = min(args.sample_budget * len(sizes), deadline - time.monotonic() - 60 * len(sizes))
+        lats = asyncio.run(sample_latencies([LatencySampler(c, leader, etcd, args.pause)
+                                             for c, leader in zip(clusters, leaders, strict=True)],
+                                            args.starts, max(budget, 1.0)))
+        results = []
+        for c, leader, formed_s, lat in zip(clusters, leaders, formed, lats, strict=True):
+            if not lat.samples.get(VISIBLE):
+                raise RuntimeError(f"{len(c.nodes)} nodes: no start was timed within the budget (raise --budget)")
+            busy = asyncio.run(measure_usage(c, leader, etcd, args.tasks, args.task_duration, args.task_steps,
+                                             args.window, warmup_s=3.0))
+            results.append(SizeResult(len(c.nodes), formed_s, lat, busy))
+            asyncio.run(abort_all(c, leader))
+        return results
     finally:
-        c.stop()
+        for c in started:
+            c.stop()
+
+
+async def abort_all(c: Cluster, leader: NodeProc) -> None:
+    """End (2)'s long tasks, so that the next cluster's windows are not measured beside them."""
+    async with grpc.aio.insecure_channel(leader.address) as ch:
+        stub = pb_grpc.TaskManagerStub(ch)
+        listed = await stub.ListTasks(pb.ListTasksRequest(module="builtin"), timeout=10)
+        running = [t.task_id for t in listed.tasks if t.kind == "cluster" and t.state == "running"]
+        await asyncio.gather(*(stub.AbortTask(pb.TaskIdRequest(task_id=tid), timeout=10) for tid in running))
+        for tid in running:
+            await stub.WaitTask(pb.WaitTaskRequest(task_id=tid, timeout=30), timeout=35)
 
 
 def ms(load: Load) -> str:
@@ -386,10 +470,11 @@ def reading(results: list[SizeResult]) -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
-    p.add_argument("--nodes", default="3,20", help="cluster sizes, comma-separated, measured in this order")
+    p.add_argument("--nodes", default="3,20", help="cluster sizes, comma-separated, run side by side")
     p.add_argument("--starts", type=int, default=100, help="timed cluster starts per size for (1)")
     p.add_argument("--pause", type=float, default=0.02, help="quiet seconds before every sample")
-    p.add_argument("--sample-budget", type=float, default=240.0, help="seconds at most for (1), per size")
+    p.add_argument("--sample-budget", type=float, default=240.0,
+                   help="seconds at most for (1), per size (the sizes share them)")
     p.add_argument("--tasks", type=int, default=30, help="running cluster tasks for (2) and (3)")
     p.add_argument("--task-duration", type=float, default=600.0)
     p.add_argument("--task-steps", type=int, default=600)
@@ -403,17 +488,12 @@ def main() -> int:
     machine = MachineLoad()
     t_start = time.monotonic()
     deadline = t_start + args.budget
-    results: list[SizeResult] = []
     with scratch_dir("scale") as scratch:
         (scratch / "etcd").mkdir()
         etcd = EtcdCluster(scratch / "etcd", size=1)
         try:
             etcd.start()
-            for size in sizes:
-                if time.monotonic() > deadline:
-                    print(f"budget spent: {size} nodes not measured", file=sys.stderr)
-                    break
-                results.append(run_size(scratch, etcd, size, args, deadline))
+            results = run_sizes(scratch, etcd, sizes, args, deadline)
         finally:
             etcd.stop()
     took = time.monotonic() - t_start

@@ -184,7 +184,7 @@ class ClusterCache:
             self._member_leases[node_id] = lease
         elif key.startswith(TASKS):
             tid = key[len(TASKS):]
-            t = parse_task(value, task_id=tid) if value is not None else None
+            t = parse_task(value, task_id=tid, checked=self._tasks.get(tid)) if value is not None else None
             if t is None:
                 self._tasks.pop(tid, None)
             else:

@@ -1,22 +1,25 @@
 """The leader's children, followed through the nodes' event streams instead of polled every cycle.
 
-While this node leads, it keeps one ``WatchEvents`` stream per live member that an unfinished cluster
-task targets (none while the cluster is idle) and records, for every
-event about a cluster child's subtree (``cluster_parent_id`` set), the latest state of that task.
-The leader then drives a child from that record rather than asking its node each cycle.
+While this node leads, it keeps one ``WatchEvents`` stream open to every live member, asking only for
+events about cluster children's subtrees (``cluster_children_only``: a node running only its own tasks
+sends nothing), and records, for every such event, the latest state of that task. The leader then
+drives a child from that record rather than asking its node each cycle. The streams stay open while the
+cluster is idle, so a cluster start does not pay for opening N of them (and polling N children once more).
 
 No gaps. A node announces a stream in its initial metadata only once the subscription is registered,
 so every event it publishes from then on reaches us, in order. Each established stream gets a new
 *generation* number; a broken one has none. The leader trusts a child's events only when it polled the
 child after its node's current stream was established (``mark`` is taken before the poll is sent):
-the poll covers everything before, the stream everything after. A broken or re-established stream
-(node dead or restarted) therefore means polling again, once per generation, as the leader always did.
+the poll covers everything before, the stream everything after. A child that this leader's own start
+created after its node's stream was established needs no poll: it has nothing before the stream (see
+``started``). A broken or re-established stream (node dead or restarted) means polling again, once per
+generation, as the leader always did.
 
 What events cannot say, the leader still polls for: a child whose descendants reported (its progress is
 rolled up from them, which its own events do not carry) and a child that finished without progress of
-its own (its final progress may be such a roll-up), and a child that is done (its result is in its status,
-not in the event). Aborts are not followed at all: abort-requested
-tasks keep the AbortTask-then-poll path.
+its own (its final progress may be such a roll-up), and a child that is done when its node did not send
+its result with the completion (an older node, or one that no longer holds the task). Aborts are not
+followed at all: abort-requested tasks keep the AbortTask-then-poll path.
 
 Nothing is consumed. A child's latest news, and the answer of its last poll, stay here until no
 unfinished cluster task needs them, and ``follow`` applies them to the child *as the committed record
@@ -68,6 +71,8 @@ class News:
     run_started: int = 0
     """``stamp`` of the task's latest started event: a node that restarted runs an interrupted child again
     from the beginning, so its progress after that event is a new run's, lower than the last one's."""
+    result_json: str | None = None
+    """A completed child's result, when its node sent it with the event (None: ask the node)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,12 +115,10 @@ class ChildEvents:
     # ------------------------------------------------------------------ streams
 
     def sync(self, snap: ClusterSnapshot) -> None:
-        """One stream per live member that an unfinished cluster task targets (called each cycle while
-        leading): an idle cluster streams nothing, since every node task's event would otherwise be sent
-        to the leader for nothing. A member that restarted (new instance) or moved gets a new stream at
-        once rather than after the old one notices."""
-        targeted = {n for t in snap.active.values() if not t.state.finished for n in t.target_nodes}
-        members = {n: m for n, m in snap.members.items() if n in targeted}
+        """One stream per live member (called each cycle while leading). A member that restarted (new
+        instance) or moved gets a new stream at once rather than after the old one notices; a member that
+        left loses its stream."""
+        members = snap.members
         for node in [n for n, s in self._streams.items()
                      if n not in members or (s.address, s.instance) != (members[n].address, members[n].instance)]:
             self._drop(node)
@@ -152,8 +155,8 @@ class ChildEvents:
                     self._generations += 1
                     s.generation = self._generations
                     logger.debug("following events of %s (generation %d)", node, s.generation)
-                async for ev in stream:
-                    self._record(node, ev)
+                async for ev, result_json in stream:
+                    self._record(node, ev, result_json)
             except grpc.aio.AioRpcError as exc:
                 logger.debug("event stream of %s ended: %s", node, exc.code().name)
             finally:
@@ -161,7 +164,7 @@ class ChildEvents:
                 stream.cancel()
             await asyncio.sleep(RETRY_S)
 
-    def _record(self, node: str, ev: Event) -> None:
+    def _record(self, node: str, ev: Event, result_json: str | None = None) -> None:
         state = _STATES.get(ev.type)
         if not ev.cluster_parent or state is None:
             return
@@ -173,6 +176,7 @@ class ChildEvents:
             stamp=self._stamp, state=state, progress=not started, progress_completed=ev.progress_completed,
             progress_total=ev.progress_total, error=ev.error, time=float(int(ev.time)),
             run_started=self._stamp if started else before.run_started if before is not None else 0,
+            result_json=result_json,
         )
         if state.finished:
             self._on_change()  # a child (or a descendant) finished: worth a cycle now, not at the next tick
@@ -192,6 +196,13 @@ class ChildEvents:
         """The child was just polled successfully, after ``mark``: its events can be trusted from there."""
         if mark.generation and c.task_id:
             self._followed[c.task_id] = _Followed(mark.generation, mark.stamp, time.monotonic(), c)
+
+    def started(self, c: ClusterChild, mark: Mark) -> None:
+        """The child was just created by a start sent after ``mark``: everything it will ever publish comes
+        after its node's stream was established (when ``mark`` has a generation), so it is trusted as if
+        polled at ``mark``. Only for a child the start created: the caller knows by the id it drew itself
+        coming back; a start answered with an older task's id (same idempotency key) must be polled."""
+        self.polled(c, mark)
 
     def follow(self, cluster_id: str, c: ClusterChild) -> ClusterChild | None:
         """The child (as the committed record holds it) moved on by its news, or None when it must be polled.
@@ -214,8 +225,8 @@ class ChildEvents:
             return c
         if own.state.finished and own.progress_total == 0:
             return None  # no progress of its own: its final progress may be rolled up from descendants
-        if own.state is TaskState.DONE:
-            return None  # done: what it returned is read from its status, once
+        if own.state is TaskState.DONE and own.result_json is None:
+            return None  # done, and its node did not send what it returned: read it from its status, once
         return apply(c, own, new_run=own.run_started > f.mark)
 
     def retain(self, live: set[tuple[str, str, str]]) -> None:
@@ -255,7 +266,8 @@ def apply(c: ClusterChild, news: News, *, new_run: bool = False) -> ClusterChild
         return c
     if news.state.finished:
         return replace(c, state=news.state, error=news.error, progress_completed=news.progress_completed,
-                       progress_total=news.progress_total, end_time=news.time)
+                       progress_total=news.progress_total, end_time=news.time,
+                       result_json=news.result_json if news.result_json is not None else c.result_json)
     c = replace(c, state=news.state)
     stale = not new_run and news.progress_total == c.progress_total and news.progress_completed < c.progress_completed
     if news.progress and not stale:

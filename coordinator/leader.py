@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 
@@ -163,7 +164,12 @@ class Leader:
         pending = [c for c in (t.child(node) or ClusterChild(node=node) for node in t.target_nodes)
                    if not c.state.finished]
         # The nodes are independent: ask them all at once, so starting on N nodes takes one round trip.
-        for c in await asyncio.gather(*(self._drive_child(t, c, members.get(c.node), now) for c in pending)):
+        driven = await asyncio.gather(*(self._drive_child(t, c, members.get(c.node), now) for c in pending))
+        started = [c for c, was in zip(driven, pending, strict=True) if c.task_id and c.task_id != was.task_id]
+        if started:  # one line per cluster task, not one per node
+            logger.info("started %d child(ren) of cluster task %s: %s", len(started), t.id,
+                        ", ".join(f"{c.node}={c.task_id}" for c in started))
+        for c in driven:
             t = t.with_child(c)
         return roll_up(t, now)
 
@@ -184,9 +190,13 @@ class Leader:
         return c
 
     async def _start_child(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
+        # The id is drawn here: coming back, it proves this start created the child (the idempotency key
+        # answers an older start's child with that child's id), so its events can be followed at once.
+        drawn = str(uuid.uuid4())
         req = StartRequest(module=t.module, type=t.type, args_json=t.args_json,
                            idempotency_key=child_key(t.id, c.attempt), keyspace=t.keyspace, table=t.table,
-                           entity=t.entity, cluster_parent_id=t.id)
+                           entity=t.entity, cluster_parent_id=t.id, task_id=drawn)
+        mark = self._events.mark(c.node)  # before the start: the child's events all come after it
         try:
             task_id = await self._clients.start(member.address, req, timeout_s=self._timeout)
         except grpc.aio.AioRpcError as exc:
@@ -195,8 +205,10 @@ class Leader:
                                end_time=time.time())
             logger.info("cannot reach %s to start a child of %s: %s", c.node, t.id, exc.code().name)
             return c
-        logger.info("started child %s of cluster task %s on %s", task_id, t.id, c.node)
-        return replace(c, task_id=task_id, state=TaskState.RUNNING, start_time=time.time())
+        c = replace(c, task_id=task_id, state=TaskState.RUNNING, start_time=time.time())
+        if task_id == drawn:
+            self._events.started(c, mark)
+        return c
 
     async def _stop_orphan(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
         """Abort a child already failed as ``node X unavailable`` on its returned node; clear the mark once

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import grpc
 
@@ -42,9 +43,18 @@ class StartRequest:
     task_id: str = ""
 
 
+class Heard(NamedTuple):
+    """One event of a cluster child's subtree, and, on a child's own completion, what it returned (None
+    when the node did not say)."""
+
+    event: Event
+    result_json: str | None
+
+
 class EventStream:
-    """A node's live event stream. ``subscribed()`` waits for the stream's start and tells whether the
-    node promises that every event from then on follows (it says so in the initial metadata)."""
+    """A node's live stream of cluster children's events. ``subscribed()`` waits for the stream's start and
+    tells whether the node promises that every event from then on follows (it says so in the initial
+    metadata)."""
 
     def __init__(self, call: grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.Event]) -> None:
         self._call = call
@@ -52,10 +62,10 @@ class EventStream:
     async def subscribed(self) -> bool:
         return SUBSCRIBED in tuple(await self._call.initial_metadata() or ())
 
-    async def __aiter__(self) -> AsyncIterator[Event]:
+    async def __aiter__(self) -> AsyncIterator[Heard]:
         async for msg in self._call:
             if (ev := convert.event_from_pb(msg)) is not None:
-                yield ev
+                yield Heard(ev, msg.result_json if msg.HasField("result_json") else None)
 
     def cancel(self) -> None:
         self._call.cancel()
@@ -67,6 +77,7 @@ class NodeClients:
 
     def __init__(self, token: str | None, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
+        self._stubs: dict[str, pb_grpc.TaskManagerStub] = {}  # a stub builds a callable per method: built once
         self._retired: list[grpc.aio.Channel] = []
         self._credentials = credentials
         self.metadata: Metadata = bearer(token)
@@ -77,6 +88,7 @@ class NodeClients:
         self._credentials = credentials
         self._retired.extend(self._channels.values())
         self._channels.clear()
+        self._stubs.clear()
 
     def _channel(self, address: str) -> grpc.aio.Channel:
         ch = self._channels.get(address)
@@ -86,7 +98,10 @@ class NodeClients:
         return ch
 
     def _stub(self, address: str) -> pb_grpc.TaskManagerStub:
-        return pb_grpc.TaskManagerStub(self._channel(address))
+        stub = self._stubs.get(address)
+        if stub is None:
+            stub = self._stubs[address] = pb_grpc.TaskManagerStub(self._channel(address))
+        return stub
 
     async def start(self, address: str, req: StartRequest, *, timeout_s: float) -> str:
         """Start a task on the node at ``address``; its id."""
@@ -125,12 +140,13 @@ class NodeClients:
         return [convert.status_from_pb(s) for s in resp.statuses]
 
     def live_events(self, address: str) -> EventStream:
-        """The node's events from now on (no replay)."""
-        return EventStream(self._stub(address).WatchEvents(pb.WatchEventsRequest(live_only=True),
-                                                           metadata=self.metadata))
+        """The node's events about cluster children's subtrees from now on (no replay)."""
+        return EventStream(self._stub(address).WatchEvents(
+            pb.WatchEventsRequest(live_only=True, cluster_children_only=True), metadata=self.metadata))
 
     async def close(self) -> None:
         for ch in [*self._channels.values(), *self._retired]:
             await ch.close(grace=None)
         self._channels.clear()
+        self._stubs.clear()
         self._retired.clear()

@@ -182,9 +182,11 @@ def encode_task(t: ClusterTask) -> bytes:
     ).SerializeToString()
 
 
-def parse_task(raw: bytes, *, task_id: str | None = None) -> ClusterTask:
+def parse_task(raw: bytes, *, task_id: str | None = None, checked: ClusterTask | None = None) -> ClusterTask:
     """A cluster task record (of key ``tasks/<task_id>`` when given); ``BadRecord`` naming the first field
-    out of range. What passes can be shown on every surface and driven by the leader."""
+    out of range. What passes can be shown on every surface and driven by the leader. ``checked``: the
+    record's previous version, which passed: its children that did not change are not checked again (a
+    record is rewritten whenever one child reports, and checking a child's result parses it)."""
     try:
         p = cpb.ClusterTaskRecord.FromString(raw)
     except DecodeError:
@@ -206,11 +208,12 @@ def parse_task(raw: bytes, *, task_id: str | None = None) -> ClusterTask:
         )
     except ValueError as exc:  # a state that is none of ours
         raise BadRecord(f"unknown state: {exc}") from None
-    check_task(t, task_id)
+    check_task(t, task_id, unchanged=frozenset(checked.children) if checked is not None else frozenset())
     return t
 
 
-def check_task(t: ClusterTask, task_id: str | None = None) -> None:
+def check_task(t: ClusterTask, task_id: str | None = None, *, unchanged: frozenset[ClusterChild] = frozenset()
+               ) -> None:
     """``BadRecord`` for a field of ``t`` out of range: ids, labels (the node path's limits), times,
     progress, arguments and results (``taskward.limits``)."""
     check_task_id("id", t.id)
@@ -226,6 +229,8 @@ def check_task(t: ClusterTask, task_id: str | None = None) -> None:
     for node in t.target_nodes:
         check_node_id("target node", node)
     for c in t.children:
+        if c in unchanged:
+            continue
         check_node_id("child node", c.node)
         check_task_id(f"child task id on {c.node}", c.task_id, optional=True)
         check_progress(f"progress_completed of the child on {c.node}", c.progress_completed)

@@ -112,12 +112,13 @@ class Subscription:
     then on is missed."""
 
     def __init__(self, store: Store, subscribers: set[asyncio.Queue[object]], *, start: int, replay: bool,
-                 closed: bool) -> None:
+                 closed: bool, cluster_only: bool = False) -> None:
         self._store = store
         self._subscribers = subscribers
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._last = start
         self._replay = replay
+        self._cluster_only = cluster_only
         if closed:
             self._queue.put_nowait(_CLOSED)
         else:
@@ -130,7 +131,9 @@ class Subscription:
                 rows = await self._store.read_events(self._last, REPLAY_PAGE)
                 for seq, body in rows:
                     self._last = seq
-                    yield Event.from_json(body)
+                    replayed = Event.from_json(body)
+                    if replayed.cluster_parent or not self._cluster_only:
+                        yield replayed
                 if len(rows) < REPLAY_PAGE:
                     break
             while True:
@@ -161,6 +164,8 @@ class EventLog:
         self._seq = last_seq
         self.published = last_seq  # events are published in sequence order: all up to here are out
         self._subscribers: set[asyncio.Queue[object]] = set()
+        # Subscribers of cluster children's events only (a cluster leader): not even woken by the others.
+        self._cluster_subscribers: set[asyncio.Queue[object]] = set()
         self.closed = False
 
     @property
@@ -175,24 +180,34 @@ class EventLog:
         """Called after the event's transaction committed, in commit order."""
         self.published = event.sequence
         self._metrics.events_published += 1
-        for q in list(self._subscribers):
+        self._fan_out(self._subscribers, event)
+        if event.cluster_parent:
+            self._fan_out(self._cluster_subscribers, event)
+
+    @staticmethod
+    def _fan_out(subscribers: set[asyncio.Queue[object]], event: Event) -> None:
+        for q in list(subscribers):
             if q.qsize() >= SUBSCRIBER_BUFFER - 1:
-                self._subscribers.discard(q)
+                subscribers.discard(q)
                 q.put_nowait(None)  # tells the reader it lagged
             else:
                 q.put_nowait(event)
 
-    def subscribe(self, after_sequence: int = 0, *, live_only: bool = False) -> Subscription:
+    def subscribe(self, after_sequence: int = 0, *, live_only: bool = False, cluster_only: bool = False
+                  ) -> Subscription:
         """Register a subscriber at once (synchronously); read it with ``Subscription.events``. Live only:
         every event published from now on, even one numbered before now whose transaction was still
-        committing: a task's start, for one, is visible to readers only once committed."""
-        return Subscription(self._store, self._subscribers, start=0 if live_only else after_sequence,
-                            replay=not live_only, closed=self.closed)
+        committing: a task's start, for one, is visible to readers only once committed. ``cluster_only``:
+        only events of cluster children's subtrees (``cluster_parent`` set); sequence numbers then skip."""
+        return Subscription(self._store, self._cluster_subscribers if cluster_only else self._subscribers,
+                            start=0 if live_only else after_sequence, replay=not live_only, closed=self.closed,
+                            cluster_only=cluster_only)
 
     def close(self) -> None:
         """End every open stream (``EventLogClosed``) and refuse new ones: called first thing on
         shutdown, so streams do not hold the server's graceful stop, and again when the manager stops."""
         self.closed = True
-        for q in list(self._subscribers):
-            q.put_nowait(_CLOSED)
-        self._subscribers.clear()
+        for subscribers in (self._subscribers, self._cluster_subscribers):
+            for q in list(subscribers):
+                q.put_nowait(_CLOSED)
+            subscribers.clear()

@@ -64,13 +64,19 @@ def _finite_float(text: str) -> float:
     return value
 
 
+_DECODER = json.JSONDecoder(parse_constant=_no_constant, parse_float=_finite_float)
+"""One decoder for every document: ``json.loads`` with hooks would build a new one per call."""
+
+
 def loads(text: str, what: str) -> Any:
     """Parse JSON from outside: nested at most ``MAX_JSON_DEPTH`` levels, finite numbers only (``NaN``,
     ``Infinity`` and overflowing literals such as ``1e400`` are refused). ``InvalidArgument`` otherwise,
     saying ``"{what} are not valid JSON: ..."`` (``what`` is a plural, as in ``args``)."""
     check_json_depth(text, what)
     try:
-        return json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        return _DECODER.decode(text)
     except ValueError as exc:  # JSONDecodeError, or a number refused above (its message says which)
         raise InvalidArgument(f"{what} are not valid JSON: {exc}") from None
 

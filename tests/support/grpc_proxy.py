@@ -32,6 +32,7 @@ class CountingProxy:
         self._upstream = grpc.insecure_channel(upstream)
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
+        self._messages: Counter[str] = Counter()  # stream messages relayed, by method
         self._in_flight: Counter[str] = Counter()
         self._server = grpc.server(ThreadPoolExecutor(max_workers=32))
         self._server.add_generic_rpc_handlers((_Forward(self),))
@@ -52,6 +53,16 @@ class CountingProxy:
     def count(self, method: str) -> int:
         with self._lock:
             return self._calls[method]
+
+    def messages(self, method: str) -> int:
+        """Stream messages of ``method`` relayed so far."""
+        with self._lock:
+            return self._messages[method]
+
+    def live_streams(self) -> int:
+        """Streams forwarded and not yet ended."""
+        with self._lock:
+            return len(self._live)
 
     def counted(self, method: str) -> None:
         with self._lock:
@@ -110,8 +121,11 @@ class CountingProxy:
             self._live.add(call)
         try:
             context.send_initial_metadata(call.initial_metadata())
+            name = method.rsplit("/", 1)[-1]
             for raw in call:
                 if not self._drop(raw):
+                    with self._lock:
+                        self._messages[name] += 1
                     yield raw
         except grpc.RpcError as exc:
             code = grpc.StatusCode.UNAVAILABLE if exc.code() == grpc.StatusCode.CANCELLED else exc.code()

@@ -12,8 +12,8 @@ from typing import Any, cast
 
 from taskward.coordinator.cache import ClusterCache
 from taskward.coordinator.child_events import ChildEvents, _Stream, behind
-from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, expired
-from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, encode_task
+from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, Leader, expired
+from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, Member, encode_task
 from taskward.coordinator.store.base import Put
 from taskward.coordinator.store.embedded import EmbeddedStore
 from taskward.events import Event, EventType
@@ -102,3 +102,52 @@ def test_a_child_run_again_after_its_node_restarted_reports_its_new_progress() -
     event(4, EventType.PROGRESS, 6.0)  # later progress of the new run carries the mark of its start
     followed = events.follow(parent, replace(polled, progress_completed=5.0))
     assert followed is not None and followed.progress_completed == 6.0
+
+
+class _StartingClients:
+    """Answers every start with the id the leader drew, or with ``existing`` (an idempotency-key repeat)."""
+
+    def __init__(self, existing: str = "") -> None:
+        self.existing = existing
+
+    async def start(self, address: str, req: Any, *, timeout_s: float) -> str:
+        assert req.task_id and req.idempotency_key
+        return self.existing or str(req.task_id)
+
+
+async def started_child(events: ChildEvents, clients: _StartingClients) -> tuple[ClusterTask, ClusterChild]:
+    t = replace(task(TaskState.CREATED), children=())
+    leader = Leader(cast(Any, None), cast(Any, clients), events, dead_node_grace_s=60, rpc_timeout_s=5)
+    member = Member(id="n1", address="127.0.0.1:1", version="test", started_at=0.0, instance="i")
+    return t, await leader._start_child(t, ClusterChild(node="n1"), member)
+
+
+async def test_a_child_the_leaders_start_created_is_followed_without_a_poll() -> None:
+    """Its node's stream was open before the start was sent, so nothing the child publishes can be missed."""
+    events = ChildEvents(cast(Any, None), lambda: None)
+    events._streams["n1"] = _Stream("127.0.0.1:1", "i", generation=1)
+    t, c = await started_child(events, _StartingClients())
+    assert c.state is TaskState.RUNNING and c.task_id
+    assert events.follow(t.id, c) == c
+    completed = Event(sequence=1, type=EventType.COMPLETED, task_id=c.task_id, module="builtin", task_type="sleep",
+                      time=time.time(), progress_completed=1.0, progress_total=1.0, cluster_parent=t.id)
+    events._record("n1", completed)
+    assert events.follow(t.id, c) is None  # done, and its node did not say what it returned: ask it, once
+    events._record("n1", replace(completed, sequence=2), '{"rows": 3}')
+    done = events.follow(t.id, c)
+    assert done is not None and (done.state, done.result_json, done.progress_completed) == (
+        TaskState.DONE, '{"rows": 3}', 1.0)
+
+
+async def test_a_child_started_before_is_polled_before_it_is_followed() -> None:
+    """A start answered with another id found the child an earlier start made (a lost write, a dead leader):
+    what it did before the stream opened is unknown, so it is polled; so is a child started before its
+    node's stream was established."""
+    events = ChildEvents(cast(Any, None), lambda: None)
+    events._streams["n1"] = _Stream("127.0.0.1:1", "i", generation=1)
+    earlier = str(uuid.uuid4())
+    t, c = await started_child(events, _StartingClients(existing=earlier))
+    assert c.task_id == earlier and events.follow(t.id, c) is None
+    events._streams["n1"] = _Stream("127.0.0.1:1", "i", generation=0)
+    t, c = await started_child(events, _StartingClients())
+    assert events.follow(t.id, c) is None

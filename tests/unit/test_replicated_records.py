@@ -72,6 +72,22 @@ def test_a_task_record_out_of_range_is_refused_naming_the_field(task: ClusterTas
     assert str(err.value).startswith(reason)
 
 
+@pytest.mark.parametrize(("task", "reason"), [b for b in BAD_TASKS if "child" in b[1]])
+def test_a_changed_child_is_checked_even_against_a_previous_version(task: ClusterTask, reason: str) -> None:
+    """The replica checks again only children that changed since the version it holds: a bad child is
+    refused whatever came before, and what passes is what a full check gives."""
+    good = replace(task, children=(replace(good_task().children[0], node=task.children[0].node or "n1"),))
+    with pytest.raises(BadRecord) as err:
+        parse_task(encode_task(task), task_id=task.id, checked=good)
+    assert str(err.value).startswith(reason)
+    second = ClusterChild(node="n2", state=TaskState.RUNNING, progress_total=4)
+    before = good_task(target_nodes=("n1", "n2"))
+    before = replace(before, children=(*before.children, second))
+    after = replace(before, children=(before.children[0], replace(second, progress_completed=3)))
+    assert parse_task(encode_task(after), task_id=after.id, checked=before) == parse_task(encode_task(after),
+                                                                                           task_id=after.id)
+
+
 def test_a_good_task_record_passes_and_must_sit_under_its_own_id() -> None:
     t = good_task()
     assert parse_task(encode_task(t), task_id=t.id) == t

@@ -16,7 +16,15 @@ from taskward import convert
 from taskward.api.grpc.status_messages import StatusMessages
 from taskward.cluster_view import ClusterView, UnreachableChild
 from taskward.errors import InvalidArgument, TaskwardError, status_message
-from taskward.events import EPOCH_KEY, NODE_KEY, POSITION_KEY, SUBSCRIBED, EventLogClosed, SubscriberLagged
+from taskward.events import (
+    EPOCH_KEY,
+    NODE_KEY,
+    POSITION_KEY,
+    SUBSCRIBED,
+    EventLogClosed,
+    EventType,
+    SubscriberLagged,
+)
 from taskward.manager import TaskManager
 from taskward.model import Progress, TaskRecord, TaskView, check_labels, check_task_id, linear_eta_ms, matches
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -214,12 +222,19 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         received the metadata knows every event published from then on will reach it (the cluster leader
         relies on this to trust a child's state from the stream instead of polling it)."""
         position = self._m.events.published  # taken with the subscription, with no await in between
-        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only)
+        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only,
+                                       cluster_only=request.cluster_children_only)
         try:
             await context.send_initial_metadata((SUBSCRIBED, (POSITION_KEY, str(position)),
                                                  (NODE_KEY, self._m.node_id), (EPOCH_KEY, self._m.events.epoch)))
             async for ev in sub.events():
-                yield convert.event_to_pb(ev)
+                msg = convert.event_to_pb(ev)
+                if request.cluster_children_only and ev.type is EventType.COMPLETED:
+                    # The child's result rides on its completion: the leader would otherwise ask for it.
+                    rec = self._m.table.get(ev.task_id)
+                    if rec is not None and rec.is_root:
+                        msg.result_json = rec.result
+                yield msg
         except SubscriberLagged as exc:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except EventLogClosed as exc:

@@ -308,15 +308,17 @@ class ListTaskTypesResponse(_message.Message):
     def __init__(self, types: _Optional[_Iterable[_Union[TaskTypeInfo, _Mapping]]] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("after_sequence", "live_only")
+    __slots__ = ("after_sequence", "live_only", "cluster_children_only")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
+    CLUSTER_CHILDREN_ONLY_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     live_only: bool
-    def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ...) -> None: ...
+    cluster_children_only: bool
+    def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ..., cluster_children_only: _Optional[bool] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id", "schedule_id", "slot", "attempt", "next_attempt_at")
+    __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id", "schedule_id", "slot", "attempt", "next_attempt_at", "result_json")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
@@ -332,6 +334,7 @@ class Event(_message.Message):
     SLOT_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     NEXT_ATTEMPT_AT_FIELD_NUMBER: _ClassVar[int]
+    RESULT_JSON_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     type: str
     task_id: str
@@ -347,7 +350,8 @@ class Event(_message.Message):
     slot: int
     attempt: int
     next_attempt_at: _timestamp_pb2.Timestamp
-    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., slot: _Optional[int] = ..., attempt: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    result_json: str
+    def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., slot: _Optional[int] = ..., attempt: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result_json: _Optional[str] = ...) -> None: ...
 
 class GetLoadRequest(_message.Message):
     __slots__ = ()
