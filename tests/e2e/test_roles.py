@@ -372,6 +372,10 @@ def test_failed_authentication_is_limited_per_address(tmp_path: Path) -> None:
             expect_error(resp, 429)
             assert resp.json()["message"].startswith("too many failed authentication attempts from 127.0.0.1: ")
             assert 50 <= int(resp.headers["retry-after"]) <= 60
+            for header in ("x-forwarded-for", "x-real-ip"):  # a header cannot move a client to another address
+                spoofed = rest.get("/task_manager/list_modules", headers={header: "10.1.2.3"})
+                expect_error(spoofed, 429)
+                assert spoofed.json()["message"].startswith("too many failed authentication attempts from 127.0.0.1")
         transport = httpx.HTTPTransport(local_address="127.0.0.2")
         with httpx.Client(base_url=rest_url(n), transport=transport, timeout=10,
                           headers={"authorization": f"Bearer {TOKENS['read']}"}) as rest:

@@ -192,6 +192,9 @@ class RestServer:
         config = uvicorn.Config(
             self.app, log_config=None, access_log=False, lifespan="off", server_header=False,
             timeout_graceful_shutdown=SHUTDOWN_GRACE_S, backlog=2048,
+            # The peer is the TCP peer: uvicorn would otherwise take X-Forwarded-For from any loopback
+            # client, letting it pick the address the audit log names and the failed-auth limit counts.
+            proxy_headers=False,
             http=bounded_protocol(self.limits), ws="none", timeout_keep_alive=REST_KEEP_ALIVE_S,
             ssl_context_factory=self._ssl_context if self.ssl_context is not None else None,
         )
