@@ -191,7 +191,7 @@ class NodeApp:
         cron_grpc.add_CronServicer_to_server(CronServicer(self.coordinator), wrapped)
         if self.config.manager.enable_test_api:
             pb_grpc.add_TestApiServicer_to_server(TestApiServicer(self.test_api), wrapped)
-        health_pb2_grpc.add_HealthServicer_to_server(self._health, server)
+        health_pb2_grpc.add_HealthServicer_to_server(self._health, WrappingServer(server, ()))  # not wrapped
         served = [n for n in SERVICE_NAMES if n != TEST_SERVICE or self.config.manager.enable_test_api]
         reflection.enable_server_reflection([*served, health.SERVICE_NAME, reflection.SERVICE_NAME], server)
         try:
