@@ -61,6 +61,13 @@ logger = logging.getLogger(__name__)
 
 START_BATCH_S = 0.005
 
+
+def role(status: str) -> str:
+    """The part of a cycle's status that names the node's role: ``leading: 3 unfinished cluster task(s)``
+    and ``leading: idle`` are both ``leading``."""
+    return status.split(":", 1)[0]
+
+
 def _dt(ts: float) -> datetime | None:
     return datetime.fromtimestamp(ts, UTC) if ts else None
 
@@ -208,7 +215,9 @@ class Coordinator:
                 logger.exception("leader cycle failed; please report it as a bug")
                 status = "cycle error"
             if status != self._status:
-                logger.info("%s", status)
+                # A new role (leading, following, electing, cut off) is news; a leader's count of unfinished
+                # tasks changes with every start and would log two lines each.
+                logger.log(logging.INFO if role(status) != role(self._status) else logging.DEBUG, "%s", status)
                 self._status = status
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(max(0.0, next_full - time.monotonic())):

@@ -68,6 +68,8 @@ def test_an_idle_leader_keeps_its_streams_open_and_they_carry_only_cluster_child
     assert {n: p.messages("WatchEvents") for n, p in proxies.items()} == dict.fromkeys(proxies, 5), \
         "the child's started, progress 0, 1 and 2 of 2, completed; nothing of the node tasks"
     assert {n: p.count("WatchEvents") for n, p in proxies.items()} == dict.fromkeys(proxies, 1)  # never reopened
+    # The leader's role did not change: starts do not log "leading: N unfinished" / "leading: idle" lines.
+    assert "unfinished cluster task" not in c.leader().log()
 
 
 def test_running_children_are_followed_not_polled(proxied: tuple[Cluster, dict[str, CountingProxy]]) -> None:
