@@ -106,10 +106,6 @@ class LatencySampler:
         self._last_id = ""
         self._kinds: list[Callable[[bool], Awaitable[None]]] = []
 
-    @property
-    def size(self) -> int:
-        return len(self._c.nodes)
-
     def result(self) -> Latencies:
         return Latencies(self.samples, self._counts["not_found"], self._counts["watch_missed"])
 
@@ -120,11 +116,11 @@ class LatencySampler:
         self._etcd_ch = grpc.aio.insecure_channel(f"127.0.0.1:{self._etcd_port}")
         self._clock = WatchClock(self._etcd_ch, f"/taskward/{c.name}/tasks/")
         self._stubs = [pb_grpc.TaskManagerStub(ch) for ch in self._chans]
-        self._kv = rpc_kv = self._rpc.KVStub(self._etcd_ch)
+        self._kv = self._rpc.KVStub(self._etcd_ch)
         async with asyncio.timeout(30):
             await asyncio.gather(self._etcd_ch.channel_ready(), *(ch.channel_ready() for ch in self._chans))
             await self._clock.open()
-        rpc, kv = self._rpc, rpc_kv
+        rpc, kv = self._rpc, self._kv
         entry_stub = self._stubs[c.nodes.index(self._entry)]
         self._kinds = [
             self._start,

@@ -222,14 +222,14 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         received the metadata knows every event published from then on will reach it (the cluster leader
         relies on this to trust a child's state from the stream instead of polling it)."""
         position = self._m.events.published  # taken with the subscription, with no await in between
-        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only,
-                                       cluster_only=request.cluster_children_only)
+        children_only = request.cluster_children_only  # read once, not per event
+        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only, cluster_only=children_only)
         try:
             await context.send_initial_metadata((SUBSCRIBED, (POSITION_KEY, str(position)),
                                                  (NODE_KEY, self._m.node_id), (EPOCH_KEY, self._m.events.epoch)))
             async for ev in sub.events():
                 msg = convert.event_to_pb(ev)
-                if request.cluster_children_only and ev.type is EventType.COMPLETED:
+                if children_only and ev.type is EventType.COMPLETED:
                     # The child's result rides on its completion: the leader would otherwise ask for it.
                     rec = self._m.table.get(ev.task_id)
                     if rec is not None and rec.is_root:
