@@ -126,6 +126,19 @@ class ScheduleNotFound(TaskwardError):
         self.schedule_id = schedule_id
 
 
+class RunSkipped(TaskwardError):
+    """A run-now the schedule's concurrency policy skipped (``forbid`` while its previous task still
+    runs): nothing started, and the skip is in the schedule's history. REST 409: the schedule's state,
+    not the request, is what stands in the way."""
+
+    grpc_code = grpc.StatusCode.FAILED_PRECONDITION
+    http_override = 409
+
+    def __init__(self, schedule_id: str, reason: str) -> None:
+        super().__init__(f"schedule {schedule_id} not fired: {reason}")
+        self.schedule_id = schedule_id
+
+
 class NotAbortable(TaskwardError):
     grpc_code = grpc.StatusCode.FAILED_PRECONDITION
 
@@ -276,6 +289,8 @@ def from_status(code: grpc.StatusCode, message: str) -> TaskwardError:
     cls = _FOR_STATUS.get(code)
     if code == grpc.StatusCode.NOT_FOUND and message.startswith("schedule "):
         cls = ScheduleNotFound
+    elif code == grpc.StatusCode.FAILED_PRECONDITION and message.startswith("schedule "):
+        cls = RunSkipped
     elif code == grpc.StatusCode.NOT_FOUND and message.startswith("node "):
         cls = UnknownNode
     if cls is None:

@@ -17,8 +17,8 @@ from taskward.coordinator.cron.clock import Clock
 from taskward.coordinator.cron.scheduler import Scheduler
 from taskward.coordinator.cron.service import CronService
 from taskward.coordinator.node_client import NodeClients
-from taskward.cron import CronSchedule, CronState, ScheduleInput, ScheduleView
-from taskward.errors import CoordinatorUnavailable, ScheduleNotFound
+from taskward.cron import CronSchedule, CronState, Outcome, ScheduleInput, ScheduleView
+from taskward.errors import CoordinatorUnavailable, RunSkipped, ScheduleNotFound, Unavailable, from_status
 
 STATE_TIMEOUT_S = 1.0
 
@@ -83,11 +83,15 @@ class CronFront:
             except grpc.aio.AioRpcError as exc:
                 if exc.code() == grpc.StatusCode.NOT_FOUND:
                     raise ScheduleNotFound(schedule_id) from None
+                if (exc.details() or "").startswith(f"schedule {schedule_id} not fired: "):
+                    raise from_status(exc.code(), exc.details() or "") from None  # the leader's decision
                 raise CoordinatorUnavailable(f"the leader did not fire it ({exc.code().name}); retry") from None
         st = await self._scheduler.run_now(s)
         head = st.history[0]
+        if head.outcome is Outcome.SKIPPED:
+            raise RunSkipped(schedule_id, head.reason)
         if not head.task_id:
-            raise CoordinatorUnavailable(f"not fired: {head.reason}")
+            raise Unavailable(f"schedule {schedule_id} not fired: {head.reason}")
         return head.task_id, head.node
 
     async def _view(self, s: CronSchedule, snap: ClusterSnapshot) -> ScheduleView:

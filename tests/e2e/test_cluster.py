@@ -13,6 +13,7 @@ from pathlib import Path
 import grpc
 import pytest
 
+from taskward import Client, RunSkipped
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.support.cluster import (
     LEASE_TTL,
@@ -323,6 +324,28 @@ def test_nodes_subset(cluster3: Cluster) -> None:
                                                                                      internal=True)).tasks]
                 for n in cluster3.nodes}
     assert internal == {"n1": [tid, child_map(final)["n1"]], "n2": [tid], "n3": [tid, child_map(final)["n3"]]}
+
+
+@pytest.mark.needs_etcd
+def test_a_run_now_sent_to_a_follower_answers_the_leaders_skip(cluster3: Cluster) -> None:
+    """The leader alone fires; a follower passes on its decision as it is, not as an outage."""
+    follower = cluster3.followers()[0]
+    entry = {"id": "slow", "task_type": SLEEP, "schedule": "@yearly", "args": {"duration": 600, "steps": 1},
+             "enabled": False}
+    with Client([follower.address]) as tw:
+        tw.put_schedule(entry)
+        running = tw.run_schedule_now("slow")["task_id"]
+        before = tw.schedule("slow")
+        with pytest.raises(RunSkipped) as skipped:
+            tw.run_schedule_now("slow")
+        reason = f"forbid: task {running} of the same type and arguments is still running"
+        assert (skipped.value.code, skipped.value.message) == (
+            grpc.StatusCode.FAILED_PRECONDITION, f"schedule slow not fired: {reason}")
+        after = tw.schedule("slow")
+        assert [(h["outcome"], h["reason"]) for h in after["history"]] == \
+            [("skipped", reason), *((h["outcome"], h["reason"]) for h in before["history"])]
+        assert after["last_task_id"] == before["last_task_id"] == running
+        tw.task(running).abort()
 
 
 @pytest.mark.needs_etcd

@@ -17,6 +17,7 @@ import grpc
 import httpx
 import pytest
 
+from taskward import Client, RunSkipped
 from taskward.pb.taskward.v1 import cron_pb2 as cpb
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -217,6 +218,44 @@ def test_forbid_skips_while_the_previous_run_goes_on(clean: CronNode) -> None:
     skip = next(h for h in d["history"] if h["outcome"] == "skipped")
     fired = next(h for h in d["history"] if h["outcome"] == "fired")
     assert skip["reason"] == f"forbid: task {fired['task_id']} of the same type and arguments is still running"
+
+
+def test_a_run_now_its_policy_skips_says_so_everywhere_and_starts_nothing(clean: CronNode) -> None:
+    c = clean
+    slow = {**sleep_every_minute("held", args={"duration": 600, "steps": 1}), "enabled": False}
+    assert c.put([slow]).status_code == 200
+    first = c.rest.post("/cron/held/run-now")
+    assert first.status_code == 200, first.text
+    running = first.json()["task_id"]
+    before = c.rest.get("/cron/held").json()
+    reason = f"forbid: task {running} of the same type and arguments is still running"
+    message = f"schedule held not fired: {reason}"
+
+    def fired() -> list[str]:
+        return [t.task_id for t in c.node.stub().ListTasks(pb.ListTasksRequest(module="builtin")).tasks
+                if t.entity == "held"]
+
+    assert fired() == [running]
+
+    expect_error(c.rest.post("/cron/held/run-now"), 409, message)
+    with pytest.raises(grpc.RpcError) as err:
+        c.cron().RunScheduleNow(cpb.ScheduleIdRequest(id="held"))
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.FAILED_PRECONDITION, message)
+    cli = subprocess.run([*taskward_cmd(), "cron", "-p", str(c.node.port), "run-now", "held"], capture_output=True,
+                         text=True, cwd=REPO, timeout=30 * TIMEOUT_MULT, check=False)
+    assert (cli.returncode, cli.stdout, cli.stderr) == (1, "", f"error: {message}\n")
+    with Client([c.node.address]) as tw, pytest.raises(RunSkipped) as skipped:
+        tw.run_schedule_now("held")
+    assert skipped.value.message == message
+
+    after = c.rest.get("/cron/held").json()
+    # Nothing started; the three skips are history, the schedule's state is as it was.
+    assert fired() == [running]
+    assert [(h["outcome"], h["reason"]) for h in after["history"][:4]] == [("skipped", reason)] * 4
+    assert after["history"][4:] == before["history"]
+    assert {k: after[k] for k in ("last_task_id", "last_slot", "enabled")} == \
+        {k: before[k] for k in ("last_task_id", "last_slot", "enabled")}
+    c.node.stub().AbortTask(pb.TaskIdRequest(task_id=running))
 
 
 def test_cli_cron(clean: CronNode, tmp_path: Path) -> None:

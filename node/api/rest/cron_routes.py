@@ -83,7 +83,7 @@ async def disable_schedule(request: Request, schedule_id: str) -> Response:
     return await _set_enabled(request, schedule_id, False)
 
 
-@router.post("/cron/{schedule_id}/run-now", response_model=None, responses=errors())
+@router.post("/cron/{schedule_id}/run-now", response_model=None, responses=errors(409))
 async def run_now(request: Request, schedule_id: str) -> Response:
     """Fires the schedule's task now (its concurrency policy applies); answers the task id and its node."""
     resp = await pool_of(request).call("RunScheduleNow", pb.ScheduleIdRequest(id=schedule_id), service="cron")

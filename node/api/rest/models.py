@@ -77,6 +77,7 @@ def errors(*extra: int) -> dict[int | str, dict[str, object]]:
         403: {"model": ErrorBody, "description": "task not abortable, or permission denied (the token's role)"},
         404: {"model": ErrorBody, "description": "test API disabled on the node"},
         408: {"model": ErrorBody, "description": "wait timed out"},
+        409: {"model": ErrorBody, "description": "not fired: the schedule's concurrency policy skipped the run"},
         413: {"model": ErrorBody, "description": "body over 1 MiB"},
     }
     return {**ERRORS, **{k: more[k] for k in extra}}
