@@ -26,9 +26,11 @@ Celery (``bench/_celery_app.py``), with the settings a production deployment of 
 - checks after each run: every task's stored result is ``SUCCESS`` and the queue is empty.
 
 taskward (``bench.task_throughput.node_run``): a fresh ``taskward node`` per run, StartTask over one
-grpc.aio channel, completion seen on one WatchEvents stream; ListTasks must list every task ``done``
-afterwards. The body is ``bench:noop`` (``bench/_noop_tasks.py``, loaded with ``--tasks``): a coroutine
-that returns None, as Celery's body does.
+grpc.aio channel, completion seen on one WatchEvents stream of the finishing types
+(``types=task.completed,task.failed,task.aborted``: the analogue of Celery's result channel, which
+carries results and nothing else); ListTasks must list every task ``done`` afterwards. The body is
+``bench:noop`` (``bench/_noop_tasks.py``, loaded with ``--tasks``): a coroutine that returns None, as
+Celery's body does.
 
 Needs ``celery[redis]`` (``pip install -e '.[bench]'``) and ``redis-server`` on PATH; without them it
 says which is missing and exits with code 2.
@@ -261,7 +263,7 @@ async def taskward_run(scratch: Path, synchronous: str, args: argparse.Namespace
                                          *NODE_TASKS])
     try:
         assert node.proc is not None
-        return await node_run(node.address, node.proc.pid, observe="events", warmup=args.warmup, tasks=args.tasks,
+        return await node_run(node.address, node.proc.pid, observe="finished", warmup=args.warmup, tasks=args.tasks,
                               callers=args.callers, max_seconds=args.max_seconds)
     finally:
         stop_node(node)

@@ -52,7 +52,8 @@ from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.store import SCHEMA, Statement, Tx
 
-TARGET_RATIO = {"poll": 0.5, "events": 0.4}  # ratio to the raw-SQLite floor: no subscriber, one subscriber
+TARGET_RATIO = {"poll": 0.5, "events": 0.4, "finished": 0.4}  # to the raw-SQLite floor: no subscriber, one
+FINISHED = ("task.completed", "task.failed", "task.aborted")
 TARGET_RATE = 1000.0
 ARGS_JSON = "{}"
 EVENTS_PER_TASK = 2  # task.started, task.completed
@@ -129,9 +130,11 @@ def rows_check(node_db: Path, floor_db: Path) -> str:
 
 
 class EventCounter:
-    """Completions seen on one WatchEvents stream (replayed from sequence 0, so none is missed)."""
+    """Completions seen on one WatchEvents stream (replayed from sequence 0, so none is missed); with
+    ``finished_only`` the stream is asked for the finishing types alone (``WatchEventsRequest.types``)."""
 
-    def __init__(self, stub: pb_grpc.TaskManagerStub) -> None:
+    def __init__(self, stub: pb_grpc.TaskManagerStub, *, finished_only: bool = False) -> None:
+        self._types = list(FINISHED) if finished_only else []
         self.completed: set[str] = set()
         self.done_at: dict[str, float] = {}  # task id -> perf_counter() when its completion arrived
         self._goal = 0
@@ -139,7 +142,7 @@ class EventCounter:
         self._task = asyncio.create_task(self._watch(stub))
 
     async def _watch(self, stub: pb_grpc.TaskManagerStub) -> None:
-        async for ev in stub.WatchEvents(pb.WatchEventsRequest(after_sequence=0)):
+        async for ev in stub.WatchEvents(pb.WatchEventsRequest(after_sequence=0, types=self._types)):
             if ev.type == "task.completed":
                 self.completed.add(ev.task_id)
                 self.done_at.setdefault(ev.task_id, time.perf_counter())
@@ -226,7 +229,8 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
                    max_seconds: float, profile: str | None = None) -> dict[str, float]:
     async with grpc.aio.insecure_channel(address) as ch:
         stub = pb_grpc.TaskManagerStub(ch)
-        observer = EventCounter(stub) if observe == "events" else ListPoller(stub)
+        observer = (ListPoller(stub) if observe == "poll"
+                    else EventCounter(stub, finished_only=observe == "finished"))
         submitted: list[str] = []
         submitted_at: dict[str, float] = {}
 
@@ -267,10 +271,11 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
 
 
 async def bench(args: argparse.Namespace, scratch: Path) -> int:
-    runs: dict[str, list[dict[str, float]]] = {"poll": [], "events": []}
+    runs: dict[str, list[dict[str, float]]] = {"poll": [], "events": [], "finished": []}
     check = ""
     floors: list[tuple[int, float]] = []
-    plan = ["poll"] * args.rounds + ["events"] if args.observe == "both" else [args.observe] * args.rounds
+    plan = (["poll"] * args.rounds + ["events", "finished"] if args.observe == "both"
+            else [args.observe] * args.rounds)
 
     def floor() -> None:
         path = scratch / f"floor-{len(floors)}.sqlite3"
@@ -301,7 +306,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
           f"concurrent StartTask callers, synchronous={args.synchronous}, a fresh node per run; median of "
           f"runs\n")
     label = {"poll": "taskward, completion seen by ListTasks polling (no event subscriber)",
-             "events": "taskward, completion seen on a WatchEvents stream (1 subscriber)"}
+             "events": "taskward, completion seen on a WatchEvents stream (1 subscriber)",
+             "finished": "taskward, completion seen on a WatchEvents stream of finishing types only"}
     rows: list[list[object]] = []
     summary: list[list[object]] = []
     for k, rs in runs.items():
@@ -314,7 +320,9 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
                      f"{r['client_cpu_us']:,.0f}; ListTasks: {int(r['listed_done']):,} done"])
         ratio = r["rate"] / floor_rate
         ok_ratio, ok_rate = ratio >= TARGET_RATIO[k], r["rate"] >= TARGET_RATE
-        summary.append([f"durable no-op tasks/s ({'no subscriber' if k == 'poll' else '1 event subscriber'})",
+        who = {"poll": "no subscriber", "events": "1 event subscriber",
+               "finished": "1 subscriber of task.completed/failed/aborted"}[k]
+        summary.append([f"durable no-op tasks/s ({who})",
                         r["rate"], floor_rate, f"{ratio:.3f}",
                         f"≥ {TARGET_RATIO[k]}x ({'met' if ok_ratio else 'MISSED'}), ≥ {TARGET_RATE:,.0f}/s "
                         f"({'met' if ok_rate else 'MISSED'})"])
@@ -338,8 +346,9 @@ def main() -> int:
     p.add_argument("--floor-tasks", type=int, default=5_000)
     p.add_argument("--callers", type=int, default=64)
     p.add_argument("--synchronous", default="FULL")
-    p.add_argument("--observe", choices=["poll", "events", "both"], default="both",
-                   help="how completion is observed; both = ROUNDS polling runs and one event-stream run")
+    p.add_argument("--observe", choices=["poll", "events", "finished", "both"], default="both",
+                   help="how completion is observed (finished: a stream of the finishing event types only); "
+                        "both = ROUNDS polling runs, one event-stream run and one finished-only run")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--node-arg", action="append", default=[], help="extra argument for `taskward node`")
     p.add_argument("--max-seconds", type=float, default=30.0)

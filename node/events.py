@@ -11,11 +11,12 @@ import asyncio
 import json
 import logging
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from enum import StrEnum
 
+from taskward.errors import InvalidArgument
 from taskward.metrics import NodeMetrics
 from taskward.store import Store
 
@@ -55,6 +56,27 @@ class EventType(StrEnum):
     FAILED = "task.failed"
     ABORTED = "task.aborted"
     CRON_FIRED = "cron.fired"
+
+
+MAX_EVENT_TYPE_LEN = 64  # of an unknown name, quoted back
+MAX_EVENT_TYPES = 100
+
+
+def parse_event_types(names: Iterable[str]) -> frozenset[EventType] | None:
+    """The event types a subscriber asked for; None (every type) when it named none. An unknown name is
+    refused rather than ignored: a typo would otherwise be a stream that never says anything."""
+    names = list(names)
+    if len(names) > MAX_EVENT_TYPES:
+        raise InvalidArgument(f"too many event types ({len(names)}); at most {MAX_EVENT_TYPES}")
+    chosen: set[EventType] = set()
+    for name in names:
+        try:
+            chosen.add(EventType(name))
+        except ValueError:
+            shown = name if len(name) <= MAX_EVENT_TYPE_LEN else name[:MAX_EVENT_TYPE_LEN] + "..."
+            raise InvalidArgument(f"unknown event type {shown!r}; known: "
+                                  f"{', '.join(t.value for t in EventType)}") from None
+    return frozenset(chosen) or None
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -111,18 +133,23 @@ class Subscription:
     its client before iterating (gRPC initial metadata) thereby promises that nothing published from
     then on is missed."""
 
-    def __init__(self, store: Store, subscribers: set[asyncio.Queue[object]], *, start: int, replay: bool,
-                 closed: bool, cluster_only: bool = False) -> None:
+    def __init__(self, store: Store, registries: Iterable[set[asyncio.Queue[object]]], *, start: int, replay: bool,
+                 closed: bool, cluster_only: bool = False, types: frozenset[EventType] | None = None) -> None:
         self._store = store
-        self._subscribers = subscribers
+        self._registries = tuple(registries)
         self._queue: asyncio.Queue[object] = asyncio.Queue()
         self._last = start
         self._replay = replay
         self._cluster_only = cluster_only
+        self._types = types
         if closed:
             self._queue.put_nowait(_CLOSED)
         else:
-            subscribers.add(self._queue)
+            for registry in self._registries:
+                registry.add(self._queue)
+
+    def _wanted(self, ev: Event) -> bool:
+        return (ev.cluster_parent or not self._cluster_only) and (self._types is None or ev.type in self._types)
 
     async def events(self) -> AsyncIterator[Event]:
         """Replay retained events after the start sequence from the store, then follow live ones."""
@@ -132,10 +159,13 @@ class Subscription:
                 for seq, body in rows:
                     self._last = seq
                     replayed = Event.from_json(body)
-                    if replayed.cluster_parent or not self._cluster_only:
+                    if self._wanted(replayed):
                         yield replayed
                 if len(rows) < REPLAY_PAGE:
                     break
+            # Live events come from registries that hold only what this subscriber wants, except a
+            # cluster subscriber that also names types (the cluster registry holds every type).
+            check = self._cluster_only and self._types is not None
             while True:
                 ev = await self._queue.get()
                 if ev is None:
@@ -146,12 +176,15 @@ class Subscription:
                 if ev.sequence <= self._last:
                     continue
                 self._last = ev.sequence
+                if check and not self._wanted(ev):
+                    continue
                 yield ev
         finally:
             self.close()
 
     def close(self) -> None:
-        self._subscribers.discard(self._queue)
+        for registry in self._registries:
+            registry.discard(self._queue)
 
 
 class EventLog:
@@ -166,6 +199,8 @@ class EventLog:
         self._subscribers: set[asyncio.Queue[object]] = set()
         # Subscribers of cluster children's events only (a cluster leader): not even woken by the others.
         self._cluster_subscribers: set[asyncio.Queue[object]] = set()
+        # Subscribers of some event types only (e.g. completions): woken by those alone.
+        self._typed: dict[EventType, set[asyncio.Queue[object]]] = {t: set() for t in EventType}
         self.closed = False
 
     @property
@@ -181,6 +216,8 @@ class EventLog:
         self.published = event.sequence
         self._metrics.events_published += 1
         self._fan_out(self._subscribers, event)
+        if typed := self._typed[event.type]:
+            self._fan_out(typed, event)
         if event.cluster_parent:
             self._fan_out(self._cluster_subscribers, event)
 
@@ -193,21 +230,28 @@ class EventLog:
             else:
                 q.put_nowait(event)
 
-    def subscribe(self, after_sequence: int = 0, *, live_only: bool = False, cluster_only: bool = False
-                  ) -> Subscription:
+    def subscribe(self, after_sequence: int = 0, *, live_only: bool = False, cluster_only: bool = False,
+                  types: frozenset[EventType] | None = None) -> Subscription:
         """Register a subscriber at once (synchronously); read it with ``Subscription.events``. Live only:
         every event published from now on, even one numbered before now whose transaction was still
         committing: a task's start, for one, is visible to readers only once committed. ``cluster_only``:
-        only events of cluster children's subtrees (``cluster_parent`` set); sequence numbers then skip."""
-        return Subscription(self._store, self._cluster_subscribers if cluster_only else self._subscribers,
-                            start=0 if live_only else after_sequence, replay=not live_only, closed=self.closed,
-                            cluster_only=cluster_only)
+        only events of cluster children's subtrees (``cluster_parent`` set); ``types``: only events of
+        those types (None: all). Either way sequence numbers then skip."""
+        registries: list[set[asyncio.Queue[object]]]
+        if cluster_only:
+            registries = [self._cluster_subscribers]
+        elif types is not None:
+            registries = [self._typed[t] for t in types]
+        else:
+            registries = [self._subscribers]
+        return Subscription(self._store, registries, start=0 if live_only else after_sequence,
+                            replay=not live_only, closed=self.closed, cluster_only=cluster_only, types=types)
 
     def close(self) -> None:
         """End every open stream (``EventLogClosed``) and refuse new ones: called first thing on
         shutdown, so streams do not hold the server's graceful stop, and again when the manager stops."""
         self.closed = True
-        for subscribers in (self._subscribers, self._cluster_subscribers):
+        for subscribers in (self._subscribers, self._cluster_subscribers, *self._typed.values()):
             for q in list(subscribers):
                 q.put_nowait(_CLOSED)
             subscribers.clear()

@@ -235,18 +235,20 @@ class AsyncClient:
         resp = await self._pool().call("ListNodes", pb.ListNodesRequest())
         return [node_pb_to_dict(n) for n in resp.nodes]
 
-    def events(self, after: int | Mapping[str, int] | None = None) -> EventStream:
+    def events(self, after: int | Mapping[str, int] | None = None, *, types: Sequence[str] = ()) -> EventStream:
         """Events of every listed node, merged, resumed by themselves after any disconnect (see
         ``EventStream``): live from now with ``after=None``, else what each node retained after ``after``
-        (one sequence for every node, or an earlier stream's ``positions``: address → sequence)."""
-        return self._track(EventStream(self._pool(), after, on_close=self._untrack))
+        (one sequence for every node, or an earlier stream's ``positions``: address → sequence). ``types``:
+        only events of these types (e.g. ``("task.completed", "task.failed", "task.aborted")``); the nodes
+        then send nothing else. An unknown type raises ``InvalidArgument`` on the first read."""
+        return self._track(EventStream(self._pool(), after, on_close=self._untrack, types=types))
 
-    def cluster_events(self, after: str | int | None = None) -> ClusterEventStream:
+    def cluster_events(self, after: str | int | None = None, *, types: Sequence[str] = ()) -> ClusterEventStream:
         """Events of every listed node merged into one stream that resumes by itself, each with ``node`` (the
         node's id), as the gateway's ``GET /events`` serves them (see ``ClusterEventStream``). ``after=None``:
         live from now; ``after=N``: what each node retained after sequence N, then live; ``after=TOKEN``: an
         earlier stream's ``position`` (or a gateway event's SSE id), continued exactly where it stood."""
-        return self._track(ClusterEventStream(self._pool(), after, on_close=self._untrack))
+        return self._track(ClusterEventStream(self._pool(), after, on_close=self._untrack, types=types))
 
     # ---------------------------------------------------------------- settings
 

@@ -33,7 +33,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -87,8 +87,9 @@ class ClusterEventStream:
     """
 
     def __init__(self, pool: NodePool, after: str | int | None = None, *,
-                 on_close: Callable[[ClusterEventStream], None] | None = None) -> None:
+                 on_close: Callable[[ClusterEventStream], None] | None = None, types: Sequence[str] = ()) -> None:
         self._pool = pool
+        self._types = list(types)
         self._on_close = on_close
         self._live = after is None
         self._default = NodePosition("", 0)  # where a node the start does not name begins (not live)
@@ -192,8 +193,8 @@ class ClusterEventStream:
         first, backoff, was_up, quick = True, BACKOFF_MIN_S, True, False
         while True:
             asked = self._wanted(self._ids.get(node.address))
-            req = (pb.WatchEventsRequest(live_only=True) if asked is None
-                   else pb.WatchEventsRequest(after_sequence=asked.sequence))
+            req = (pb.WatchEventsRequest(live_only=True, types=self._types) if asked is None
+                   else pb.WatchEventsRequest(after_sequence=asked.sequence, types=self._types))
             call = node.tm.WatchEvents(req, metadata=node.metadata)
             try:
                 metadata = dict(await call.initial_metadata() or ())

@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -93,8 +93,9 @@ class EventStream:
     """
 
     def __init__(self, pool: NodePool, after: int | Mapping[str, int] | None = None, *,
-                 on_close: Callable[[EventStream], None] | None = None) -> None:
+                 on_close: Callable[[EventStream], None] | None = None, types: Sequence[str] = ()) -> None:
         self._pool = pool
+        self._types = list(types)
         self._positions: dict[str, int] = (
             {} if after is None else {n.address: after for n in pool.nodes} if isinstance(after, int)
             else {a: int(n) for a, n in after.items() if a in pool.addresses})
@@ -183,8 +184,8 @@ class EventStream:
         first, backoff = True, BACKOFF_MIN_S
         while True:
             position = self._positions.get(node.address)
-            req = (pb.WatchEventsRequest(live_only=True) if position is None
-                   else pb.WatchEventsRequest(after_sequence=position))
+            req = (pb.WatchEventsRequest(live_only=True, types=self._types) if position is None
+                   else pb.WatchEventsRequest(after_sequence=position, types=self._types))
             call = node.tm.WatchEvents(req, metadata=node.metadata)
             try:
                 # Answered once the node has registered the subscription (or the call failed): either

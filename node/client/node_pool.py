@@ -237,13 +237,14 @@ class NodePool:
 
     # ---------------------------------------------------------------- streams and fan-out
 
-    async def watch_events(self, after: int, *, live_only: bool = False) -> AsyncIterator[pb.Event]:
+    async def watch_events(self, after: int, *, live_only: bool = False, types: Sequence[str] = ()
+                           ) -> AsyncIterator[pb.Event]:
         """The event stream of the first reachable node, from sequence ``after`` on, or with ``live_only``
         only what is published from now on (REST's ``/events``; the client library follows every node
         instead: ``taskward.client.events``)."""
         last: Unavailable | None = None
         for node in self.nodes:
-            req = pb.WatchEventsRequest(after_sequence=after, live_only=live_only)
+            req = pb.WatchEventsRequest(after_sequence=after, live_only=live_only, types=types)
             call = node.tm.WatchEvents(req, metadata=node.metadata)
             first = True
             try:

@@ -260,18 +260,20 @@ class Client:
     def nodes(self) -> list[dict[str, Any]]:
         return self._runner.run(self._async.nodes())
 
-    def events(self, after: int | Mapping[str, int] | None = None) -> EventIterator:
-        """Events of every listed node, resumed by themselves (see ``AsyncClient.events``); subscribed when
-        this returns (each node's first attempt is over, or ``timeout`` passed), so with ``after=None``
-        nothing published from then on by a reachable node is missed."""
-        return EventIterator(self, self._runner.run(_subscribed(lambda: self._async.events(after),
+    def events(self, after: int | Mapping[str, int] | None = None, *, types: Sequence[str] = ()) -> EventIterator:
+        """Events of every listed node, resumed by themselves (see ``AsyncClient.events``, and ``types``
+        there); subscribed when this returns (each node's first attempt is over, or ``timeout`` passed), so
+        with ``after=None`` nothing published from then on by a reachable node is missed."""
+        return EventIterator(self, self._runner.run(_subscribed(lambda: self._async.events(after, types=types),
                                                                 self._async.timeout)))
 
-    def cluster_events(self, after: str | int | None = None) -> ClusterEventIterator:
+    def cluster_events(self, after: str | int | None = None, *, types: Sequence[str] = ()) -> ClusterEventIterator:
         """Every listed node's events merged, each with ``node`` (its id), resumable by ``position`` (see
         ``AsyncClient.cluster_events``); subscribed when this returns, like ``events``."""
-        return ClusterEventIterator(self, self._runner.run(_subscribed(lambda: self._async.cluster_events(after),
-                                                                       self._async.timeout)))
+        def open_stream() -> ClusterEventStream:
+            return self._async.cluster_events(after, types=types)
+
+        return ClusterEventIterator(self, self._runner.run(_subscribed(open_stream, self._async.timeout)))
 
     # ---------------------------------------------------------------- settings and cron
 

@@ -267,7 +267,9 @@ def test_admin_commands(tmp_path: Path) -> None:
     count = CaseCount("resp commands")
     source = in_process_manager(tmp_path, sample_tasks)
 
-    @settings(max_examples=2_500)
+    # ~4 commands an example, fewer after an early QUIT: 2,500 examples gave 9,754 commands run alone and
+    # 10,156 after the rest of the suite (Hypothesis's generation is not independent of what ran before).
+    @settings(max_examples=2_800)
     @given(token=st.sampled_from([None, TOKEN]), commands=st.lists(command(), min_size=1, max_size=8))
     @example(token=TOKEN, commands=[[b"HELLO", b"3", b"AUTH", b"default", TOKEN], [b"TASK.ADMIN", b"LIST"]])
     @example(token=None, commands=[[b"HELLO", b"2", b"SETNAME", b"\xff"], [b"AUTH", b"x"]])

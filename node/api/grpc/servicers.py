@@ -24,6 +24,7 @@ from taskward.events import (
     EventLogClosed,
     EventType,
     SubscriberLagged,
+    parse_event_types,
 )
 from taskward.manager import TaskManager
 from taskward.model import Progress, TaskRecord, TaskView, check_labels, check_task_id, linear_eta_ms, matches
@@ -221,9 +222,14 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         """The subscription is registered before the initial metadata goes out, so a client that has
         received the metadata knows every event published from then on will reach it (the cluster leader
         relies on this to trust a child's state from the stream instead of polling it)."""
+        try:
+            types = parse_event_types(request.types)
+        except TaskwardError as exc:
+            await context.abort(exc.code, exc.message)
         position = self._m.events.published  # taken with the subscription, with no await in between
         children_only = request.cluster_children_only  # read once, not per event
-        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only, cluster_only=children_only)
+        sub = self._m.events.subscribe(request.after_sequence, live_only=request.live_only, cluster_only=children_only,
+                                       types=types)
         try:
             await context.send_initial_metadata((SUBSCRIBED, (POSITION_KEY, str(position)),
                                                  (NODE_KEY, self._m.node_id), (EPOCH_KEY, self._m.events.epoch)))

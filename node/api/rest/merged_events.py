@@ -38,14 +38,14 @@ def merged_start(last_event_id: str | None, after: str | None, live: bool) -> St
     return None if live else 0
 
 
-async def merged_frames(pool: NodePool, start: Start) -> AsyncGenerator[bytes, None]:
+async def merged_frames(pool: NodePool, start: Start, types: list[str]) -> AsyncGenerator[bytes, None]:
     """SSE frames of the merged stream, until the caller stops reading (its node streams close with it).
 
     Once every node's first subscription attempt is over (at most ``SUBSCRIBE_WAIT_S``), a frame with only
     an ``id`` (no ``data``: ``EventSource`` updates its last event id and dispatches nothing) and a
     ``: subscribed`` comment go out: a live stream's reconnect then resumes from where it began, not from
     a new "now", and a client that must not miss what it does next waits for the comment first."""
-    stream = ClusterEventStream(pool, start)
+    stream = ClusterEventStream(pool, start, types=types)
     try:
         with contextlib.suppress(TimeoutError):  # a node that neither answers nor refuses is followed later
             async with asyncio.timeout(SUBSCRIBE_WAIT_S):

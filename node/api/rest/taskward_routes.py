@@ -22,6 +22,7 @@ from taskward.api.rest.scylla_routes import pool_of
 from taskward.client.node_pool import NodePool
 from taskward.convert import event_pb_to_dict, node_pb_to_dict
 from taskward.errors import TaskwardError
+from taskward.events import parse_event_types
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -100,8 +101,9 @@ def _put_end(q: asyncio.Queue[bytes | None]) -> None:
     q.put_nowait(None)
 
 
-async def _node_frames(pool: NodePool, after: int, live_only: bool) -> AsyncGenerator[bytes, None]:
-    async for ev in pool.watch_events(after, live_only=live_only):
+async def _node_frames(pool: NodePool, after: int, live_only: bool, types: list[str]
+                       ) -> AsyncGenerator[bytes, None]:
+    async for ev in pool.watch_events(after, live_only=live_only, types=types):
         yield sse_frame(ev)
 
 
@@ -128,6 +130,8 @@ async def events(
     last_event_id: Annotated[str | None, Header(description="SSE resume position (wins over after)")] = None,
     live: Annotated[str | None, Query(description="true: only events from now on, no replay (a new "
                                                   "viewer); ignored when resuming")] = None,
+    types: Annotated[str | None, Query(description="only events of these types, comma-separated "
+                                                   "(e.g. task.completed,task.failed,task.aborted)")] = None,
 ) -> Response:
     """Server-sent events: ``id`` = resume position, ``event`` = type, ``data`` = JSON.
 
@@ -136,9 +140,12 @@ async def events(
     token (``after`` also takes a plain sequence, for every node). Reconnect with ``Last-Event-ID`` (or
     ``?after=``) to resume without gaps or repeats; ``: ping`` comments keep idle connections alive.
     Without a resume position the retained events are replayed first, unless ``live=true`` (what a
-    dashboard that has just read the current state wants). A malformed position is a 400.
+    dashboard that has just read the current state wants). ``types``: only events of those types. A
+    malformed position or an unknown type is a 400.
     """
     live_only = parse_bool("live", live)
+    wanted = [t.strip() for t in (types or "").split(",") if t.strip()]
+    parse_event_types(wanted)  # a 400 naming the unknown type, before the stream opens
     merged: bool = request.app.state.merged_events
     start: MergedStart = None
     position = 0
@@ -157,7 +164,7 @@ async def events(
     async def frames() -> AsyncIterator[bytes]:
         # The pump starts with the first frame, so a response that is never sent leaks no gRPC stream.
         q = streams.open()
-        source = merged_frames(pool, start) if merged else _node_frames(pool, position, live_only)
+        source = merged_frames(pool, start, wanted) if merged else _node_frames(pool, position, live_only, wanted)
         pump = asyncio.create_task(_pump(source, q), name="sse-pump")
         try:
             yield b": connected\n\n"

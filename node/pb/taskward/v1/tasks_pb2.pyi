@@ -308,14 +308,16 @@ class ListTaskTypesResponse(_message.Message):
     def __init__(self, types: _Optional[_Iterable[_Union[TaskTypeInfo, _Mapping]]] = ...) -> None: ...
 
 class WatchEventsRequest(_message.Message):
-    __slots__ = ("after_sequence", "live_only", "cluster_children_only")
+    __slots__ = ("after_sequence", "live_only", "cluster_children_only", "types")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     LIVE_ONLY_FIELD_NUMBER: _ClassVar[int]
     CLUSTER_CHILDREN_ONLY_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     live_only: bool
     cluster_children_only: bool
-    def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ..., cluster_children_only: _Optional[bool] = ...) -> None: ...
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, after_sequence: _Optional[int] = ..., live_only: _Optional[bool] = ..., cluster_children_only: _Optional[bool] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Event(_message.Message):
     __slots__ = ("sequence", "type", "task_id", "module", "task_type", "time", "progress_completed", "progress_total", "message", "error", "cluster_parent_id", "schedule_id", "slot", "attempt", "next_attempt_at", "result_json")
