@@ -25,8 +25,9 @@ Celery (``bench/_celery_app.py``), with the settings a production deployment of 
   ``AsyncResult.get()`` waits for), read in the bench's loop with ``redis.asyncio``;
 - checks after each run: every task's stored result is ``SUCCESS`` and the queue is empty.
 
-taskward (``bench.task_throughput.node_run``): a fresh ``taskward node`` per run, StartTask over one
-grpc.aio channel, completion seen on one WatchEvents stream of the finishing types
+taskward (``bench.task_throughput.node_run``): a fresh ``taskward node`` per run, tasks started with the
+client library (``AsyncClient.start``, as Celery's side uses ``apply_async``; concurrent starts share
+``StartTasks`` calls), completion seen on one WatchEvents stream of the finishing types
 (``types=task.completed,task.failed,task.aborted``: the analogue of Celery's result channel, which
 carries results and nothing else); ListTasks must list every task ``done`` afterwards. The body is
 ``bench:noop`` (``bench/_noop_tasks.py``, loaded with ``--tasks``): a coroutine that returns None, as
@@ -264,7 +265,7 @@ async def taskward_run(scratch: Path, synchronous: str, args: argparse.Namespace
     try:
         assert node.proc is not None
         return await node_run(node.address, node.proc.pid, observe="finished", warmup=args.warmup, tasks=args.tasks,
-                              callers=args.callers, max_seconds=args.max_seconds)
+                              callers=args.callers, max_seconds=args.max_seconds, via_client=True)
     finally:
         stop_node(node)
 

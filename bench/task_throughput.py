@@ -13,6 +13,10 @@ setting + created record; running record + task.started event + type stats; done
 task.completed event + type stats. The statements are built before
 the clock starts, so the floor is pure SQLite + fsync cost.
 
+Client: the same callers start through the client library (``AsyncClient.start``), which carries starts
+made while others are under way in shared ``StartTasks`` calls; completion seen by polling, as in the
+first row.
+
 Ceiling: the same callers sending the same StartTask to a bare grpc.aio server (bench/_bare_server.py)
 that answers a fixed id and records nothing: what the transport alone allows a node on this machine,
 with the client sharing its cores. A node cannot start tasks faster than that, so the ceiling's own
@@ -46,13 +50,14 @@ from bench._common import (
     stop_node,
     submit_to_done,
 )
+from taskward import AsyncClient
 from taskward.events import Event, EventType
 from taskward.model import TaskRecord, new_task_id
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.store import SCHEMA, Statement, Tx
 
-TARGET_RATIO = {"poll": 0.5, "events": 0.4, "finished": 0.4}  # to the raw-SQLite floor: no subscriber, one
+TARGET_RATIO = {"poll": 0.5, "events": 0.4, "finished": 0.4, "client": 0.5}  # to the raw-SQLite floor
 FINISHED = ("task.completed", "task.failed", "task.aborted")
 TARGET_RATE = 1000.0
 ARGS_JSON = "{}"
@@ -226,8 +231,10 @@ async def transport_ceiling(*, warmup: int, tasks: int, callers: int, max_second
 
 
 async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: int, callers: int,
-                   max_seconds: float, profile: str | None = None) -> dict[str, float]:
-    async with grpc.aio.insecure_channel(address) as ch:
+                   max_seconds: float, profile: str | None = None, via_client: bool = False) -> dict[str, float]:
+    """``via_client``: start through ``AsyncClient.start`` (shared ``StartTasks`` calls) instead of one
+    ``StartTask`` call per task on the raw stub."""
+    async with grpc.aio.insecure_channel(address) as ch, AsyncClient(address) as client:
         stub = pb_grpc.TaskManagerStub(ch)
         observer = (ListPoller(stub) if observe == "poll"
                     else EventCounter(stub, finished_only=observe == "finished"))
@@ -236,10 +243,13 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
 
         async def start(_: int) -> object:
             t = time.perf_counter()
-            resp = await stub.StartTask(NOOP, timeout=30)
-            submitted.append(resp.task_id)
-            submitted_at[resp.task_id] = t
-            return resp
+            if via_client:
+                task_id = (await client.start(NOOP.module, NOOP.type)).id
+            else:
+                task_id = (await stub.StartTask(NOOP, timeout=30)).task_id
+            submitted.append(task_id)
+            submitted_at[task_id] = t
+            return task_id
 
         w = await run_load(start, callers=callers, max_calls=warmup, max_seconds=max_seconds)
         await observer.wait_for(warmup, max_seconds)
@@ -271,10 +281,10 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
 
 
 async def bench(args: argparse.Namespace, scratch: Path) -> int:
-    runs: dict[str, list[dict[str, float]]] = {"poll": [], "events": [], "finished": []}
+    runs: dict[str, list[dict[str, float]]] = {"poll": [], "events": [], "finished": [], "client": []}
     check = ""
     floors: list[tuple[int, float]] = []
-    plan = (["poll"] * args.rounds + ["events", "finished"] if args.observe == "both"
+    plan = (["poll"] * args.rounds + ["events", "finished", "client"] if args.observe == "both"
             else [args.observe] * args.rounds)
 
     def floor() -> None:
@@ -292,8 +302,9 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         try:
             assert node.proc is not None
             runs[observe].append(await node_run(
-                node.address, node.proc.pid, observe=observe, warmup=args.warmup, tasks=args.tasks,
-                callers=args.callers, max_seconds=args.max_seconds, profile=args.profile))
+                node.address, node.proc.pid, observe="poll" if observe == "client" else observe,
+                warmup=args.warmup, tasks=args.tasks, callers=args.callers, max_seconds=args.max_seconds,
+                profile=args.profile, via_client=observe == "client"))
         finally:
             stop_node(node)
         if i == 0:
@@ -307,7 +318,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
           f"runs\n")
     label = {"poll": "taskward, completion seen by ListTasks polling (no event subscriber)",
              "events": "taskward, completion seen on a WatchEvents stream (1 subscriber)",
-             "finished": "taskward, completion seen on a WatchEvents stream of finishing types only"}
+             "finished": "taskward, completion seen on a WatchEvents stream of finishing types only",
+             "client": "taskward, started with AsyncClient.start (shared StartTasks calls), completion polled"}
     rows: list[list[object]] = []
     summary: list[list[object]] = []
     for k, rs in runs.items():
@@ -321,7 +333,8 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         ratio = r["rate"] / floor_rate
         ok_ratio, ok_rate = ratio >= TARGET_RATIO[k], r["rate"] >= TARGET_RATE
         who = {"poll": "no subscriber", "events": "1 event subscriber",
-               "finished": "1 subscriber of task.completed/failed/aborted"}[k]
+               "finished": "1 subscriber of task.completed/failed/aborted",
+               "client": "no subscriber, started with the client library"}[k]
         summary.append([f"durable no-op tasks/s ({who})",
                         r["rate"], floor_rate, f"{ratio:.3f}",
                         f"≥ {TARGET_RATIO[k]}x ({'met' if ok_ratio else 'MISSED'}), ≥ {TARGET_RATE:,.0f}/s "
@@ -346,9 +359,10 @@ def main() -> int:
     p.add_argument("--floor-tasks", type=int, default=5_000)
     p.add_argument("--callers", type=int, default=64)
     p.add_argument("--synchronous", default="FULL")
-    p.add_argument("--observe", choices=["poll", "events", "finished", "both"], default="both",
-                   help="how completion is observed (finished: a stream of the finishing event types only); "
-                        "both = ROUNDS polling runs, one event-stream run and one finished-only run")
+    p.add_argument("--observe", choices=["poll", "events", "finished", "client", "both"], default="both",
+                   help="how completion is observed (finished: a stream of the finishing event types only; "
+                        "client: polled, the tasks started through the client library); both = ROUNDS polling "
+                        "runs, then one run of each other kind")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--node-arg", action="append", default=[], help="extra argument for `taskward node`")
     p.add_argument("--max-seconds", type=float, default=30.0)

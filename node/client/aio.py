@@ -208,8 +208,7 @@ class AsyncClient:
             keyspace=keyspace or "", table=table or "", entity=entity or "", cluster=cluster,
             nodes=list(nodes or ()),
         )
-        resp = await self._pool().start("StartTask", req)
-        return AsyncTaskHandle(self, resp.task_id)
+        return AsyncTaskHandle(self, await self._pool().start_task(req))
 
     def task(self, task_id: str) -> AsyncTaskHandle:
         """A handle for an existing task (no call is made; ``InvalidArgument`` for a malformed id)."""

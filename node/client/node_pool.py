@@ -31,6 +31,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskward.channels import Metadata, aio_channel, bearer
+from taskward.client.start_batcher import StartBatcher
 from taskward.errors import NoNodeReachable, TaskNotFound, TaskwardError, Unavailable, from_status
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -99,6 +100,7 @@ class NodePool:
         self.call_timeout = call_timeout
         self._owners: OrderedDict[str, NodeStubs] = OrderedDict()
         self._cache_size = cache_size
+        self._starts = StartBatcher(self._send_start)
 
     @property
     def addresses(self) -> list[str]:
@@ -156,6 +158,17 @@ class NodePool:
         if len(self.nodes) > 1:
             self._remember(resp.task_id, node)
         return resp
+
+    async def start_task(self, request: pb.StartTaskRequest) -> str:
+        """``StartTask``, carried with other starts made meanwhile in one ``StartTasks`` call when some are
+        under way (``StartBatcher``); the new task's id, its owner then known without a probe."""
+        node, task_id = await self._starts.start(request)
+        if len(self.nodes) > 1:
+            self._remember(task_id, node)
+        return task_id
+
+    async def _send_start(self, method: str, request: Any) -> tuple[NodeStubs, Any]:
+        return await self._first(method, request, "tasks", self.call_timeout)
 
     async def call_for_task(self, task_id: str, method: str, request: Any, *, service: Service = "tasks",
                             deadline: float | None = DEFAULT) -> Any:

@@ -117,6 +117,7 @@ GRPC_METHODS: dict[str, Operation] = {
     _TM + "SetTtl": TTL_SET,
     _TM + "Drain": DRAIN,
     _TM + "StartTask": TASK_START,  # with an internal field set: TASK_START_INTERNAL (the servicer checks)
+    _TM + "StartTasks": TASK_START,  # as StartTask, item by item: one internal start makes the call internal
     _TM + "ListTaskTypes": TASK_TYPES,
     _TM + "WatchEvents": EVENTS,
     _TM + "ListNodes": NODES,

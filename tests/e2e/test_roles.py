@@ -199,6 +199,34 @@ def test_only_the_node_role_sets_internal_fields(secured: Secured, field: str) -
     poll(lambda: len(matching(secured.audit, match)) == before + 1 or None, 10, "the denial's audit line")
 
 
+def test_start_batches_are_checked_and_audited_start_by_start(secured: Secured) -> None:
+    """``StartTasks`` needs what each of its starts needs (one internal start makes it ``node``'s), and the
+    audit log has a line per start, as if each had been a ``StartTask``."""
+    label = f"batch-{uuid.uuid4().hex[:8]}"
+    good = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0}', keyspace=label)
+    bad = pb.StartTaskRequest(module="builtin", type="nope")
+    internal = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0}',
+                                   task_id=str(uuid.uuid4()))
+    with as_role(secured, "read") as reader, as_role(secured, "operate") as ops, as_role(secured, "node") as root:
+        with pytest.raises(PermissionDenied) as err:
+            reader.call("StartTasks", pb.StartTasksRequest(starts=[good]))
+        assert err.value.message == denied("task.start", "operate", "read")
+        with pytest.raises(PermissionDenied) as err:
+            ops.call("StartTasks", pb.StartTasksRequest(starts=[good, internal]))
+        assert err.value.message == denied("task.start_internal", "node", "operate")
+        assert root.tasks("builtin", keyspace=label) == []  # a refused call starts none of its starts
+        resp = ops.call("StartTasks", pb.StartTasksRequest(starts=[good, bad]))
+        started = resp.results[0].task_id
+        assert [t.id for t in root.tasks("builtin", keyspace=label)] == [started]
+    ok = audit_line(secured.audit, token_name="ops", operation="task.start", task_id=started)
+    assert (ok["target"], ok["outcome"], ok["surface"]) == ("builtin:sleep", "ok", "grpc")
+    refused = matching(secured.audit, {"token_name": "ops", "target": "builtin:nope"})
+    assert [(x["operation"], x["outcome"]) for x in refused] == [("task.start", "invalid_argument")]
+    audit_line(secured.audit, token_name="reader", operation="task.start", target="1 starts", outcome="denied")
+    audit_line(secured.audit, token_name="ops", operation="task.start_internal", target="2 starts",
+               outcome="denied")
+
+
 class AnyLoopbackPeer:
     def __eq__(self, other: object) -> bool:
         return isinstance(other, str) and other.startswith("127.0.0.1:")

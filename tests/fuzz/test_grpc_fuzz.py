@@ -90,6 +90,12 @@ def templates(s: Seeded) -> dict[str, list[Message]]:
                                     args_json=sleep0, timezone="Europe/Paris", concurrency="allow",
                                     misfire_grace_s=30)
     ids = [pb.TaskIdRequest(task_id=i, keep=True) for i in s.ids]
+    starts = [
+        pb.StartTaskRequest(module="builtin", type="sleep", args_json=sleep0, keyspace="ks", entity="e"),
+        pb.StartTaskRequest(module="builtin", type="fail", args_json='{"error": "fuzz"}', idempotency_key="k1"),
+        pb.StartTaskRequest(module="sample", type="whoami", args_json=whoami),
+        pb.StartTaskRequest(module="builtin", type="sleep", args_json=sleep0, cluster=True, nodes=["n1"]),
+    ]
     return {
         "ListTasks": [pb.ListTasksRequest(module="test"), pb.ListTasksRequest(module="builtin", with_status=True),
                       pb.ListTasksRequest(module="test", internal=True, keyspace="ks", table="t", page_size=2)],
@@ -99,12 +105,10 @@ def templates(s: Seeded) -> dict[str, list[Message]]:
         "GetTtl": [pb.GetTtlRequest(kind=pb.TTL_KIND_TASK), pb.GetTtlRequest(kind=pb.TTL_KIND_USER)],
         "SetTtl": [pb.SetTtlRequest(kind=pb.TTL_KIND_TASK, ttl=60), pb.SetTtlRequest(kind=pb.TTL_KIND_USER, ttl=0)],
         "Drain": [pb.DrainRequest(module="sample"), pb.DrainRequest(module="test")],
-        "StartTask": [
-            pb.StartTaskRequest(module="builtin", type="sleep", args_json=sleep0, keyspace="ks", entity="e"),
-            pb.StartTaskRequest(module="builtin", type="fail", args_json='{"error": "fuzz"}', idempotency_key="k1"),
-            pb.StartTaskRequest(module="sample", type="whoami", args_json=whoami),
-            pb.StartTaskRequest(module="builtin", type="sleep", args_json=sleep0, cluster=True, nodes=["n1"]),
-        ],
+        "StartTask": starts,
+        # One template of three with a cluster start, as for StartTask: each makes the case wait for its child.
+        "StartTasks": [pb.StartTasksRequest(starts=[starts[0], starts[2]]), pb.StartTasksRequest(starts=starts),
+                       pb.StartTasksRequest(starts=[starts[1], starts[1], starts[0]])],
         "WatchEvents": [pb.WatchEventsRequest(after_sequence=0), pb.WatchEventsRequest(live_only=True),
                         pb.WatchEventsRequest(after_sequence=2**64 - 1)],  # past SQLite's integers
         "CreateTestTask": [pb.CreateTestTaskRequest(keyspace="ks", table="t", entity="e", shard=3),
@@ -211,17 +215,29 @@ class Model:
         self.node = node
         self.ttl = dict(zip((pb.TTL_KIND_TASK, pb.TTL_KIND_USER), node.ttls(), strict=True))
 
+    def check_started(self, name: str, req: Any, task_id: str) -> None:
+        assert UUID_RE.fullmatch(task_id), (req, task_id)
+        cluster = name == "StartTask" and (req.cluster or len(req.nodes) > 0)
+        asked = req.cluster_task_id if cluster else req.task_id  # the id a client may choose
+        # a known idempotency key answers the id of the task it started first, whatever id is asked now
+        assert not asked or getattr(req, "idempotency_key", "") or task_id == asked, (req, task_id)
+
     def kind(self, req: Any) -> int:
         return pb.TTL_KIND_USER if req.kind == pb.TTL_KIND_USER else pb.TTL_KIND_TASK
 
     def check_ok(self, rpc: Rpc, req: Any, resp: Any) -> None:
         name = rpc.name
         if name in ("StartTask", "CreateTestTask"):
-            assert UUID_RE.fullmatch(resp.task_id), resp
-            cluster = name == "StartTask" and (req.cluster or len(req.nodes) > 0)
-            asked = req.cluster_task_id if cluster else req.task_id  # the id a client may choose
-            # a known idempotency key answers the id of the task it started first, whatever id is asked now
-            assert not asked or getattr(req, "idempotency_key", "") or resp.task_id == asked, (req, resp)
+            self.check_started(name, req, resp.task_id)
+        elif name == "StartTasks":
+            assert len(resp.results) == len(req.starts), (req, resp)
+            for start, result in zip(req.starts, resp.results, strict=True):
+                if result.code:  # answered as StartTask answers an error: a code and a clear message, no id
+                    assert not result.task_id and result.message.strip(), result
+                    assert "Traceback" not in result.message and len(result.message) <= 4096, result
+                    assert result.code != grpc.StatusCode.INTERNAL.value[0], (start, result)
+                else:
+                    self.check_started("StartTask", start, result.task_id)
         elif name in ("GetTaskStatus", "WaitTask"):
             assert resp.stats.task_id == req.task_id
         elif name == "GetTaskStatusRecursive":

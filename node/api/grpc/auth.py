@@ -92,9 +92,9 @@ class _Guard:
 
     def _op_for(self, request: Any) -> Operation:
         if self._op is TASK_START:
-            for field in INTERNAL_START_FIELDS:
-                if getattr(request, field):
-                    return TASK_START_INTERNAL
+            starts = request.starts if isinstance(request, pb.StartTasksRequest) else (request,)
+            if any(map(_internal_start, starts)):
+                return TASK_START_INTERNAL
         return self._op
 
     async def _admit(self, request: Any, context: Context) -> tuple[Principal | None, Operation, str, bool]:
@@ -131,6 +131,14 @@ class _Guard:
                 await self._access.audit(principal, op, peer=peer, surface="grpc", target=target,
                                          outcome=_outcome(context))
                 raise
+            if isinstance(response, pb.StartTasksResponse):  # a line per start, as if each were a StartTask
+                for start, result in zip(request.starts, response.results, strict=True):
+                    await self._access.audit(
+                        principal, TASK_START_INTERNAL if _internal_start(start) else TASK_START, peer=peer,
+                        surface="grpc", target=grpc_target(start),
+                        outcome=_CODE_NAMES.get(result.code, "unknown") if result.code else "ok",
+                        **({"task_id": result.task_id} if result.task_id else {}))
+                return response
             extra = {"task_id": response.task_id} if getattr(response, "task_id", "") else {}
             await self._access.audit(principal, op, peer=peer, surface="grpc", target=target, outcome="ok", **extra)
             return response
@@ -153,6 +161,13 @@ class _Guard:
 
     async def _refuse_kind(self, request: Any, context: Context) -> None:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{self._method} cannot be served with auth")
+
+
+_CODE_NAMES = {c.value[0]: c.name.lower() for c in grpc.StatusCode}
+
+
+def _internal_start(request: pb.StartTaskRequest) -> bool:
+    return any(getattr(request, field) for field in INTERNAL_START_FIELDS)
 
 
 def _outcome(context: Context) -> str:
@@ -183,6 +198,8 @@ def grpc_target(request: Any) -> str:
     """What a call acts on, for the audit log."""
     if isinstance(request, pb.StartTaskRequest):
         return f"{request.module}:{request.type}"
+    if isinstance(request, pb.StartTasksRequest):
+        return f"{len(request.starts)} starts"
     if isinstance(request, pb.SetTtlRequest):
         return f"{'user_task_ttl' if request.kind == pb.TTL_KIND_USER else 'task_ttl'}={request.ttl}"
     if isinstance(request, pb.DrainRequest):

@@ -36,6 +36,7 @@ from taskward.type_signature import signature_of
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
+MAX_STARTS_PER_CALL = 1000
 NODES_RESEND_S = 30.0
 """Longest wait of a ``WatchNodes`` stream between two looks at the member list (each change wakes it sooner)."""
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
@@ -160,6 +161,29 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
 
     @maps_errors
     async def StartTask(self, request: pb.StartTaskRequest, context: Any) -> pb.StartTaskResponse:
+        return pb.StartTaskResponse(task_id=await self._start(request))
+
+    @maps_errors
+    async def StartTasks(self, request: pb.StartTasksRequest, context: Any) -> pb.StartTasksResponse:
+        """Every start at once, each as ``StartTask`` would run it: they share the store's group commit,
+        and each answer is its own (an error starts nothing of that one and does not stop the others)."""
+        if len(request.starts) > MAX_STARTS_PER_CALL:
+            raise InvalidArgument(f"at most {MAX_STARTS_PER_CALL} starts in one call, got {len(request.starts)}")
+        outcomes = await asyncio.gather(*(self._start(r) for r in request.starts), return_exceptions=True)
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, str):
+                results.append(pb.StartResult(task_id=outcome))
+            elif isinstance(outcome, TaskwardError):
+                results.append(pb.StartResult(code=outcome.code.value[0], message=status_message(outcome.message)))
+            elif isinstance(outcome, Exception):
+                logger.error("unexpected error in StartTasks", exc_info=outcome)
+                results.append(pb.StartResult(code=grpc.StatusCode.INTERNAL.value[0], message="internal error"))
+            else:
+                raise outcome  # a cancellation: the call itself ends
+        return pb.StartTasksResponse(results=results)
+
+    async def _start(self, request: pb.StartTaskRequest) -> str:
         if request.cluster_parent_id:
             check_task_id(request.cluster_parent_id)
         if request.cluster_task_id:
@@ -169,18 +193,16 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         if request.cluster or request.nodes:
             check_labels(keyspace=request.keyspace, table=request.table, entity=request.entity,
                          idempotency_key=request.idempotency_key)
-            task_id = await self._cluster.start_task(
+            return await self._cluster.start_task(
                 request.module, request.type, request.args_json, nodes=list(request.nodes),
                 idempotency_key=request.idempotency_key, keyspace=request.keyspace, table=request.table,
                 entity=request.entity, task_id=request.cluster_task_id,
             )
-            return pb.StartTaskResponse(task_id=task_id)
-        task_id = await self._m.start_task(
+        return await self._m.start_task(
             request.module, request.type, request.args_json, idempotency_key=request.idempotency_key,
             keyspace=request.keyspace, table=request.table, entity=request.entity,
             cluster_parent=request.cluster_parent_id, task_id=request.task_id,
         )
-        return pb.StartTaskResponse(task_id=task_id)
 
     @maps_errors
     async def ListTaskTypes(self, request: pb.ListTaskTypesRequest, context: Any) -> pb.ListTaskTypesResponse:

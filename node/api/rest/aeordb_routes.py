@@ -71,8 +71,7 @@ async def start_task(request: Request, task_type: str) -> Response:
         raise bad_request(f"task type {task_type!r} is in several modules ({', '.join(modules)}): "
                           "use POST /tasks/{module}/{type}")
     req = pb.StartTaskRequest(module=modules[0], type=task_type, args_json=orjson.dumps(args).decode())
-    resp = await pool.start("StartTask", req)
-    return JsonResponse({"id": resp.task_id})
+    return JsonResponse({"id": await pool.start_task(req)})
 
 
 @router.post("/admin/tasks/{task_id}/cancel", response_model=None, responses=errors(403))

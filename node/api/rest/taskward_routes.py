@@ -55,8 +55,7 @@ async def start_task(
         table=table, entity=entity, cluster=parse_bool("cluster", cluster),
         nodes=[n.strip() for n in nodes.split(",") if n.strip()],
     )
-    resp = await pool_of(request).start("StartTask", req)
-    return JsonResponse(resp.task_id)
+    return JsonResponse(await pool_of(request).start_task(req))
 
 
 @router.get("/cluster/nodes", response_model=list[NodeInfo], responses=errors())

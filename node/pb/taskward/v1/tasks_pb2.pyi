@@ -147,6 +147,28 @@ class StartTaskResponse(_message.Message):
     task_id: str
     def __init__(self, task_id: _Optional[str] = ...) -> None: ...
 
+class StartTasksRequest(_message.Message):
+    __slots__ = ("starts",)
+    STARTS_FIELD_NUMBER: _ClassVar[int]
+    starts: _containers.RepeatedCompositeFieldContainer[StartTaskRequest]
+    def __init__(self, starts: _Optional[_Iterable[_Union[StartTaskRequest, _Mapping]]] = ...) -> None: ...
+
+class StartTasksResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StartResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StartResult, _Mapping]]] = ...) -> None: ...
+
+class StartResult(_message.Message):
+    __slots__ = ("task_id", "code", "message")
+    TASK_ID_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    task_id: str
+    code: int
+    message: str
+    def __init__(self, task_id: _Optional[str] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class CreateTestTaskRequest(_message.Message):
     __slots__ = ("task_id", "shard", "parent_id", "keyspace", "table", "entity", "user_task")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -84,6 +84,11 @@ class TaskManagerStub:
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.SerializeToString,
                 response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
                 _registered_method=True)
+        self.StartTasks = channel.unary_unary(
+                '/taskward.v1.TaskManager/StartTasks',
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTasksRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTasksResponse.FromString,
+                _registered_method=True)
         self.ListTaskTypes = channel.unary_unary(
                 '/taskward.v1.TaskManager/ListTaskTypes',
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListTaskTypesRequest.SerializeToString,
@@ -185,6 +190,14 @@ class TaskManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StartTasks(self, request, context):
+        """Several starts in one call, each as StartTask would do it, with its own answer (the client library
+        sends concurrent starts this way). Each is durable before the call is answered.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListTaskTypes(self, request, context):
         """Registered task types and their run history (Kronotop's TASK.ADMIN LIST).
         """
@@ -273,6 +286,11 @@ def add_TaskManagerServicer_to_server(servicer, server):
                     servicer.StartTask,
                     request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.FromString,
                     response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.SerializeToString,
+            ),
+            'StartTasks': grpc.unary_unary_rpc_method_handler(
+                    servicer.StartTasks,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTasksRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTasksResponse.SerializeToString,
             ),
             'ListTaskTypes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListTaskTypes,
@@ -570,6 +588,33 @@ class TaskManager:
             '/taskward.v1.TaskManager/StartTask',
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskRequest.SerializeToString,
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTaskResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StartTasks(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskward.v1.TaskManager/StartTasks',
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTasksRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.StartTasksResponse.FromString,
             options,
             channel_credentials,
             insecure,
