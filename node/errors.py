@@ -26,6 +26,9 @@ HTTP_FOR_GRPC: dict[grpc.StatusCode, int] = {
 """The one table from gRPC status to REST status, for errors raised here and for a node's gRPC answers
 that REST passes on: REST says exactly what gRPC said. Anything else is 500."""
 
+CODE_BY_VALUE: dict[int, grpc.StatusCode] = {c.value[0]: c for c in grpc.StatusCode}
+"""A status code from the number that names it (a ``StartResult.code``, a context's code as grpc gives it)."""
+
 MAX_STATUS_MESSAGE_BYTES = 2048
 """The most UTF-8 bytes of a message sent as a gRPC status. A message quotes what the client sent (an id,
 a module name), and gRPC carries it in a trailer, percent-encoded, which a client refuses beyond 16 KiB:

@@ -193,8 +193,8 @@ class ClusterEventStream:
         first, backoff, was_up, quick = True, BACKOFF_MIN_S, True, False
         while True:
             asked = self._wanted(self._ids.get(node.address))
-            req = (pb.WatchEventsRequest(live_only=True, types=self._types) if asked is None
-                   else pb.WatchEventsRequest(after_sequence=asked.sequence, types=self._types))
+            req = pb.WatchEventsRequest(live_only=asked is None, after_sequence=0 if asked is None else asked.sequence,
+                                        types=self._types)
             call = node.tm.WatchEvents(req, metadata=node.metadata)
             try:
                 metadata = dict(await call.initial_metadata() or ())

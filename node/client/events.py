@@ -184,8 +184,7 @@ class EventStream:
         first, backoff = True, BACKOFF_MIN_S
         while True:
             position = self._positions.get(node.address)
-            req = (pb.WatchEventsRequest(live_only=True, types=self._types) if position is None
-                   else pb.WatchEventsRequest(after_sequence=position, types=self._types))
+            req = pb.WatchEventsRequest(live_only=position is None, after_sequence=position or 0, types=self._types)
             call = node.tm.WatchEvents(req, metadata=node.metadata)
             try:
                 # Answered once the node has registered the subscription (or the call failed): either

@@ -24,7 +24,7 @@ from typing import Any
 
 import grpc
 
-from taskward.errors import TaskwardError, Unavailable, from_status
+from taskward.errors import CODE_BY_VALUE, TaskwardError, Unavailable, from_status
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 logger = logging.getLogger(__name__)
@@ -36,8 +36,6 @@ gave a node ~35% less CPU per task than one call per start, and 1.5x the starts 
 500 (bench/RESULTS.md). Likely why: several smaller calls keep the node's work pipelined, and a burst
 of 16 fits the executor's default 16 slots, so its tasks run at once instead of queueing as created
 (one transition more each)."""
-
-_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 Send = Callable[[str, Any], Awaitable[tuple[Any, Any]]]
 """``(method, request) → (node, response)``: one call through the pool (its failover included)."""
@@ -87,29 +85,29 @@ class StartBatcher:
 
     async def _carry(self, batch: list[tuple[pb.StartTaskRequest, asyncio.Future[tuple[Any, str]]]]) -> None:
         try:
-            if len(batch) == 1 or not self._batches:
-                await asyncio.gather(*(self._one(req, done) for req, done in batch))
-                return
-            try:
-                node, resp = await self._send("StartTasks", pb.StartTasksRequest(starts=[r for r, _ in batch]))
-            except TaskwardError as exc:
-                if exc.code is not grpc.StatusCode.UNIMPLEMENTED:
-                    for _, done in batch:
-                        _settle(done, exc)
-                    return
-                logger.info("a node does not serve StartTasks; starting tasks one call each")
-                self._batches = False
-                await asyncio.gather(*(self._one(req, done) for req, done in batch))
-                return
-            again = []
-            for (req, done), result in zip(batch, resp.results, strict=True):
-                if result.code == grpc.StatusCode.UNAVAILABLE.value[0]:
-                    again.append(self._one(req, done))  # as a StartTask answered so: the next node is asked
-                elif result.code:
-                    _settle(done, from_status(_CODES.get(result.code, grpc.StatusCode.UNKNOWN), result.message))
-                elif not done.done():
-                    done.set_result((node, result.task_id))
-            await asyncio.gather(*again)
+            alone = batch  # the starts that go as StartTask calls of their own
+            if len(batch) > 1 and self._batches:
+                alone = []
+                try:
+                    node, resp = await self._send("StartTasks", pb.StartTasksRequest(starts=[r for r, _ in batch]))
+                except TaskwardError as exc:
+                    if exc.code is not grpc.StatusCode.UNIMPLEMENTED:
+                        for _, done in batch:
+                            _settle(done, exc)
+                        return
+                    logger.info("a node does not serve StartTasks; starting tasks one call each")
+                    self._batches = False
+                    alone = batch
+                else:
+                    for (req, done), result in zip(batch, resp.results, strict=True):
+                        code = CODE_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN)
+                        if code is grpc.StatusCode.UNAVAILABLE:
+                            alone.append((req, done))  # as a StartTask answered so: the next node is asked
+                        elif result.code:
+                            _settle(done, from_status(code, result.message))
+                        elif not done.done():
+                            done.set_result((node, result.task_id))
+            await asyncio.gather(*(self._one(req, done) for req, done in alone))
         except asyncio.CancelledError:  # the client is closing: no caller is left waiting
             for _, done in batch:
                 _settle(done, Unavailable("the client closed before the node answered"))

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from taskward.errors import TaskwardError
+from taskward.errors import CODE_BY_VALUE, TaskwardError
 from taskward.pb.taskward.v1 import cron_pb2
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.security.access import AUDITED_KEY, AccessControl, peer_text
@@ -136,7 +136,8 @@ class _Guard:
                     await self._access.audit(
                         principal, TASK_START_INTERNAL if _internal_start(start) else TASK_START, peer=peer,
                         surface="grpc", target=grpc_target(start),
-                        outcome=_CODE_NAMES.get(result.code, "unknown") if result.code else "ok",
+                        outcome=CODE_BY_VALUE.get(result.code, grpc.StatusCode.UNKNOWN).name.lower()
+                        if result.code else "ok",
                         **({"task_id": result.task_id} if result.task_id else {}))
                 return response
             extra = {"task_id": response.task_id} if getattr(response, "task_id", "") else {}
@@ -163,9 +164,6 @@ class _Guard:
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{self._method} cannot be served with auth")
 
 
-_CODE_NAMES = {c.value[0]: c.name.lower() for c in grpc.StatusCode}
-
-
 def _internal_start(request: pb.StartTaskRequest) -> bool:
     return any(getattr(request, field) for field in INTERNAL_START_FIELDS)
 
@@ -173,12 +171,8 @@ def _internal_start(request: pb.StartTaskRequest) -> bool:
 def _outcome(context: Context) -> str:
     """How a call that raised ended, as the audit log says it: the status it answered, lowercase."""
     code: Any = context.code()  # a StatusCode once aborted; None when the call was cancelled
-    if isinstance(code, grpc.StatusCode):
-        return code.name.lower()
-    for c in grpc.StatusCode:
-        if c.value[0] == code:
-            return c.name.lower()
-    return "cancelled"
+    known = code if isinstance(code, grpc.StatusCode) else CODE_BY_VALUE.get(code)
+    return known.name.lower() if known is not None else "cancelled"
 
 
 def _peer(raw: str) -> tuple[str, str]:
