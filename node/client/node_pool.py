@@ -22,6 +22,7 @@ node's own error, whose message says why (the CLI prints it).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Sequence
@@ -31,7 +32,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskward.channels import Metadata, aio_channel, bearer
-from taskward.client.start_batcher import StartBatcher
+from taskward.client.call_batcher import STARTS, STATUSES, CallBatcher
 from taskward.errors import NoNodeReachable, TaskNotFound, TaskwardError, Unavailable, from_status
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
@@ -100,7 +101,8 @@ class NodePool:
         self.call_timeout = call_timeout
         self._owners: OrderedDict[str, NodeStubs] = OrderedDict()
         self._cache_size = cache_size
-        self._starts = StartBatcher(self._send_start)
+        self._starts = CallBatcher(self._send_start, STARTS)
+        self._reads = {id(n): CallBatcher(functools.partial(self._send_read, n), STATUSES) for n in self.nodes}
 
     @property
     def addresses(self) -> list[str]:
@@ -161,8 +163,8 @@ class NodePool:
 
     async def start_task(self, request: pb.StartTaskRequest) -> str:
         """``StartTask``, carried with other starts made meanwhile in one ``StartTasks`` call when some are
-        under way (``StartBatcher``); the new task's id, its owner then known without a probe."""
-        node, task_id = await self._starts.start(request)
+        under way (``CallBatcher``); the new task's id, its owner then known without a probe."""
+        node, task_id = await self._starts.call(request)
         if len(self.nodes) > 1:
             self._remember(task_id, node)
         return task_id
@@ -170,17 +172,31 @@ class NodePool:
     async def _send_start(self, method: str, request: Any) -> tuple[NodeStubs, Any]:
         return await self._first(method, request, "tasks", self.call_timeout)
 
+    async def read_status(self, node: NodeStubs, request: pb.TaskIdRequest) -> pb.TaskStatus:
+        """``GetTaskStatus`` on ``node``, carried with other reads of that node made meanwhile in one
+        ``GetTaskStatuses`` call when some are under way (``CallBatcher``)."""
+        return (await self._reads[id(node)].call(request))[1]
+
+    async def _send_read(self, node: NodeStubs, method: str, request: Any) -> tuple[NodeStubs, Any]:
+        return node, await self.invoke(node, method, request, "tasks", self.call_timeout)
+
     async def call_for_task(self, task_id: str, method: str, request: Any, *, service: Service = "tasks",
                             deadline: float | None = DEFAULT) -> Any:
-        """The node that owns ``task_id`` answers; a NOT_FOUND there drops the cached owner."""
+        """The node that owns ``task_id`` answers; a NOT_FOUND there drops the cached owner. Status reads
+        with the pool's own deadline share calls (``read_status``)."""
         timeout = self._deadline(deadline)
+        shared = method == "GetTaskStatus" and service == "tasks" and deadline == DEFAULT
         if len(self.nodes) == 1:  # a node's own REST surface, a one-node client: nothing to route
+            if shared:
+                return await self.read_status(self.nodes[0], request)
             return await self.invoke(self.nodes[0], method, request, service, timeout)
         for attempt in range(2):
             node = self._owners.get(task_id)
             if node is None:
                 node = await self.locate(task_id)
             try:
+                if shared:
+                    return await self.read_status(node, request)
                 return await self.invoke(node, method, request, service, timeout)
             except TaskNotFound:
                 self._owners.pop(task_id, None)

@@ -110,6 +110,7 @@ GRPC_METHODS: dict[str, Operation] = {
     _TM + "ListModules": LIST_MODULES,
     _TM + "ListTasks": LIST_TASKS,
     _TM + "GetTaskStatus": TASK_STATUS,
+    _TM + "GetTaskStatuses": TASK_STATUS,  # as GetTaskStatus, read by read
     _TM + "GetTaskStatusRecursive": TASK_STATUS_RECURSIVE,
     _TM + "AbortTask": TASK_ABORT,
     _TM + "WaitTask": TASK_WAIT,

@@ -121,6 +121,9 @@ def test_identical_answers_everywhere(any_cluster: Cluster) -> None:
         assert lst == listed[0]
     assert [t.task_id for t in listed[0]] == [tid]  # children are internal on their nodes
     assert listed[0][0] == final.stats
+    shared = [n.stub().GetTaskStatuses(pb.GetTaskStatusesRequest(reads=[pb.TaskIdRequest(task_id=tid)]))
+              for n in c.nodes]
+    assert [r.results[0].status for r in shared] == [final] * len(c.nodes)  # read by read as GetTaskStatus
     root, *kids = trees[0]
     assert root == final
     assert [k.stats.task_id for k in kids] == [ch.task_id for ch in children]

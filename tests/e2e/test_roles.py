@@ -486,3 +486,14 @@ def test_nodes_call_each_other_with_a_node_token(etcd: Any, tmp_path: Path) -> N
         assert "Traceback" not in log
     finally:
         c.stop()
+
+
+def test_status_batches_need_what_a_status_read_needs(secured: Secured) -> None:
+    """``GetTaskStatuses`` is read by read what ``GetTaskStatus`` is: role read, and a token at all."""
+    with as_role(secured, "operate") as ops, as_role(secured, "read") as reader:
+        tid = ops.start("builtin", "sleep", duration=0).id
+        reads = pb.GetTaskStatusesRequest(reads=[pb.TaskIdRequest(task_id=tid, keep=True)])
+        assert [r.status.stats.task_id for r in reader.call("GetTaskStatuses", reads).results] == [tid]
+    with Client(secured.node.address) as anonymous, pytest.raises(TaskwardError) as err:
+        anonymous.call("GetTaskStatuses", reads)
+    assert (err.value.code, err.value.message) == (grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")

@@ -100,6 +100,8 @@ def templates(s: Seeded) -> dict[str, list[Message]]:
         "ListTasks": [pb.ListTasksRequest(module="test"), pb.ListTasksRequest(module="builtin", with_status=True),
                       pb.ListTasksRequest(module="test", internal=True, keyspace="ks", table="t", page_size=2)],
         "GetTaskStatus": ids, "GetTaskStatusRecursive": ids,
+        "GetTaskStatuses": [pb.GetTaskStatusesRequest(reads=ids), pb.GetTaskStatusesRequest(reads=ids[:2] * 2),
+                            pb.GetTaskStatusesRequest(reads=ids[-1:])],
         "AbortTask": [pb.TaskIdRequest(task_id=i) for i in (s.running_sleep, s.running_test, s.cluster)],
         "WaitTask": [pb.WaitTaskRequest(task_id=i, timeout=0) for i in (s.done_sleep, s.running_test, s.cluster)],
         "GetTtl": [pb.GetTtlRequest(kind=pb.TTL_KIND_TASK), pb.GetTtlRequest(kind=pb.TTL_KIND_USER)],
@@ -240,6 +242,15 @@ class Model:
                     self.check_started("StartTask", start, result.task_id)
         elif name in ("GetTaskStatus", "WaitTask"):
             assert resp.stats.task_id == req.task_id
+        elif name == "GetTaskStatuses":
+            assert len(resp.results) == len(req.reads), (req, resp)
+            for read, result in zip(req.reads, resp.results, strict=True):
+                if result.code:  # answered as GetTaskStatus answers an error: a code and a clear message
+                    assert not result.HasField("status") and result.message.strip(), result
+                    assert "Traceback" not in result.message and len(result.message) <= 4096, result
+                    assert result.code != grpc.StatusCode.INTERNAL.value[0], (read, result)
+                else:
+                    assert result.status.stats.task_id == read.task_id, (read, result)
         elif name == "GetTaskStatusRecursive":
             assert resp.statuses[0].stats.task_id == req.task_id
         elif name == "ListTasks":

@@ -36,7 +36,8 @@ from taskward.type_signature import signature_of
 logger = logging.getLogger(__name__)
 
 R = TypeVar("R")
-MAX_STARTS_PER_CALL = 1000
+MAX_PER_CALL = 1000
+"""Starts in one ``StartTasks``, reads in one ``GetTaskStatuses``."""
 NODES_RESEND_S = 30.0
 """Longest wait of a ``WatchNodes`` stream between two looks at the member list (each change wakes it sooner)."""
 Handler = Callable[[Any, Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[R]]
@@ -59,6 +60,22 @@ def maps_errors(fn: Handler[R]) -> Handler[R]:
         raise AssertionError("unreachable")
 
     return wrapper
+
+
+def check_batch(count: int, what: str) -> None:
+    if count > MAX_PER_CALL:
+        raise InvalidArgument(f"at most {MAX_PER_CALL} {what} in one call, got {count}")
+
+
+def item_error(error: BaseException, method: str) -> tuple[int, str]:
+    """(code, message) of one item of a batched call that failed, as its own call would have answered;
+    an unexpected error is INTERNAL, logged once, and a cancellation ends the call itself."""
+    if isinstance(error, TaskwardError):
+        return error.code.value[0], status_message(error.message)
+    if not isinstance(error, Exception):
+        raise error
+    logger.error("unexpected error in %s", method, exc_info=error)
+    return grpc.StatusCode.INTERNAL.value[0], "internal error"
 
 
 class TaskManagerServicer(pb_grpc.TaskManagerServicer):
@@ -118,6 +135,38 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         return self._status(await self._m.status(request.task_id, keep=request.keep))
 
     @maps_errors
+    async def GetTaskStatuses(self, request: pb.GetTaskStatusesRequest, context: Any) -> pb.GetTaskStatusesResponse:
+        """Each read as ``GetTaskStatus`` answers it. A read that must wait (a finished root unregistered
+        by it, which is durable first) runs concurrently with the others; the rest answer at once."""
+        check_batch(len(request.reads), "reads")
+        results: list[pb.StatusResult] = []
+        waiting: dict[int, Awaitable[TaskView]] = {}
+        for read in request.reads:
+            try:
+                if (rec := self._cluster_task(read.task_id)) is not None:
+                    results.append(pb.StatusResult(status=self._cluster_status(rec)))
+                    continue
+                rec = self._m.addressable(read.task_id)
+            except Exception as exc:
+                code, message = item_error(exc, "GetTaskStatuses")
+                results.append(pb.StatusResult(code=code, message=message))
+                continue
+            if self._m.unregistered_by_read(rec, read.keep):
+                waiting[len(results)] = self._m.status(read.task_id, keep=read.keep)
+                results.append(pb.StatusResult())  # its place, filled below
+            else:
+                results.append(pb.StatusResult(status=self._status(self._m.view(rec.id))))
+        if waiting:
+            outcomes = await asyncio.gather(*waiting.values(), return_exceptions=True)
+            for i, outcome in zip(waiting, outcomes, strict=True):
+                if not isinstance(outcome, BaseException):
+                    results[i] = pb.StatusResult(status=self._status(outcome))
+                else:
+                    code, message = item_error(outcome, "GetTaskStatuses")
+                    results[i] = pb.StatusResult(code=code, message=message)
+        return pb.GetTaskStatusesResponse(results=results)
+
+    @maps_errors
     async def GetTaskStatusRecursive(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatusList:
         if (rec := self._cluster_task(request.task_id)) is not None:
             addresses = self._cluster.addresses()
@@ -167,20 +216,15 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
     async def StartTasks(self, request: pb.StartTasksRequest, context: Any) -> pb.StartTasksResponse:
         """Every start at once, each as ``StartTask`` would run it: they share the store's group commit,
         and each answer is its own (an error starts nothing of that one and does not stop the others)."""
-        if len(request.starts) > MAX_STARTS_PER_CALL:
-            raise InvalidArgument(f"at most {MAX_STARTS_PER_CALL} starts in one call, got {len(request.starts)}")
+        check_batch(len(request.starts), "starts")
         outcomes = await asyncio.gather(*(self._start(r) for r in request.starts), return_exceptions=True)
         results = []
         for outcome in outcomes:
             if isinstance(outcome, str):
                 results.append(pb.StartResult(task_id=outcome))
-            elif isinstance(outcome, TaskwardError):
-                results.append(pb.StartResult(code=outcome.code.value[0], message=status_message(outcome.message)))
-            elif isinstance(outcome, Exception):
-                logger.error("unexpected error in StartTasks", exc_info=outcome)
-                results.append(pb.StartResult(code=grpc.StatusCode.INTERNAL.value[0], message="internal error"))
             else:
-                raise outcome  # a cancellation: the call itself ends
+                code, message = item_error(outcome, "StartTasks")
+                results.append(pb.StartResult(code=code, message=message))
         return pb.StartTasksResponse(results=results)
 
     async def _start(self, request: pb.StartTaskRequest) -> str:

@@ -50,8 +50,8 @@ async def list_tasks(request: Request) -> Response:
     listed = await asyncio.gather(*(pool.invoke(node, "ListTasks", pb.ListTasksRequest(module=m), "tasks",
                                                 pool.call_timeout) for m in modules.modules))
     ids = [t.task_id for resp in listed for t in resp.tasks]
-    statuses = await asyncio.gather(*(pool.invoke(node, "GetTaskStatus", pb.TaskIdRequest(task_id=i, keep=True),
-                                                  "tasks", pool.call_timeout) for i in ids), return_exceptions=True)
+    statuses = await asyncio.gather(*(pool.read_status(node, pb.TaskIdRequest(task_id=i, keep=True)) for i in ids),
+                                    return_exceptions=True)
     tasks = [aeordb_task(st) for st in statuses if isinstance(st, pb.TaskStatus)]  # gone meanwhile: left out
     tasks.sort(key=lambda t: (t["created_at"], t["id"]))
     return JsonResponse({"tasks": tasks})

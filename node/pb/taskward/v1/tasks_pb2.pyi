@@ -67,6 +67,28 @@ class TaskIdRequest(_message.Message):
     keep: bool
     def __init__(self, task_id: _Optional[str] = ..., keep: _Optional[bool] = ...) -> None: ...
 
+class GetTaskStatusesRequest(_message.Message):
+    __slots__ = ("reads",)
+    READS_FIELD_NUMBER: _ClassVar[int]
+    reads: _containers.RepeatedCompositeFieldContainer[TaskIdRequest]
+    def __init__(self, reads: _Optional[_Iterable[_Union[TaskIdRequest, _Mapping]]] = ...) -> None: ...
+
+class GetTaskStatusesResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[StatusResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[StatusResult, _Mapping]]] = ...) -> None: ...
+
+class StatusResult(_message.Message):
+    __slots__ = ("status", "code", "message")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    status: TaskStatus
+    code: int
+    message: str
+    def __init__(self, status: _Optional[_Union[TaskStatus, _Mapping]] = ..., code: _Optional[int] = ..., message: _Optional[str] = ...) -> None: ...
+
 class WaitTaskRequest(_message.Message):
     __slots__ = ("task_id", "timeout")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]

@@ -49,6 +49,11 @@ class TaskManagerStub:
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
                 response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
                 _registered_method=True)
+        self.GetTaskStatuses = channel.unary_unary(
+                '/taskward.v1.TaskManager/GetTaskStatuses',
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTaskStatusesRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTaskStatusesResponse.FromString,
+                _registered_method=True)
         self.GetTaskStatusRecursive = channel.unary_unary(
                 '/taskward.v1.TaskManager/GetTaskStatusRecursive',
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
@@ -136,6 +141,14 @@ class TaskManagerServicer:
 
     def GetTaskStatus(self, request, context):
         """Status of one task; unregisters a finished root node task.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetTaskStatuses(self, request, context):
+        """Several status reads in one call, each as GetTaskStatus would answer it, with its own answer (the
+        REST surfaces and the client library send concurrent reads of one node's tasks this way).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -251,6 +264,11 @@ def add_TaskManagerServicer_to_server(servicer, server):
                     servicer.GetTaskStatus,
                     request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.FromString,
                     response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.SerializeToString,
+            ),
+            'GetTaskStatuses': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskStatuses,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTaskStatusesRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTaskStatusesResponse.SerializeToString,
             ),
             'GetTaskStatusRecursive': grpc.unary_unary_rpc_method_handler(
                     servicer.GetTaskStatusRecursive,
@@ -399,6 +417,33 @@ class TaskManager:
             '/taskward.v1.TaskManager/GetTaskStatus',
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskIdRequest.SerializeToString,
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.TaskStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskStatuses(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/taskward.v1.TaskManager/GetTaskStatuses',
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTaskStatusesRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.GetTaskStatusesResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,5 +1,6 @@
-"""The client's start batching against real in-process gRPC servers that answer as other nodes may: one
-that does not serve ``StartTasks`` (an older version), and one that answers some starts ``UNAVAILABLE``."""
+"""The client's call sharing against real in-process gRPC servers that answer as other nodes may: one that
+does not serve ``StartTasks`` or ``GetTaskStatuses`` (an older version), and one that answers some starts
+``UNAVAILABLE``."""
 
 from __future__ import annotations
 
@@ -39,10 +40,18 @@ class Node:
         assert self._start_tasks is not None
         return self._start_tasks(request)
 
+    async def status(self, request: pb.TaskIdRequest, context: Any) -> pb.TaskStatus:
+        self.calls["GetTaskStatus"] += 1
+        await asyncio.sleep(0.01)
+        return pb.TaskStatus(stats=pb.TaskStats(task_id=request.task_id, state="running"))
+
     def handlers(self) -> grpc.GenericRpcHandler:
         methods = {"StartTask": grpc.unary_unary_rpc_method_handler(
             self.start_task, request_deserializer=pb.StartTaskRequest.FromString,
-            response_serializer=pb.StartTaskResponse.SerializeToString)}
+            response_serializer=pb.StartTaskResponse.SerializeToString),
+            "GetTaskStatus": grpc.unary_unary_rpc_method_handler(
+            self.status, request_deserializer=pb.TaskIdRequest.FromString,
+            response_serializer=pb.TaskStatus.SerializeToString)}
         if self._start_tasks is not None:
             methods["StartTasks"] = grpc.unary_unary_rpc_method_handler(
                 self.start_tasks, request_deserializer=pb.StartTasksRequest.FromString,
@@ -77,6 +86,17 @@ async def test_a_node_without_start_tasks_gets_one_start_task_per_start() -> Non
                                                                                                  *range(10)])
     # StartTasks is refused by the server itself (no handler); each client then starts one call per start.
     assert node.calls == {"StartTask": 50}
+
+
+async def test_a_node_without_get_task_statuses_gets_one_get_task_status_per_read() -> None:
+    node = Node(None)
+    ids = [str(uuid.uuid4()) for _ in range(40)]
+    async for address in served(node):
+        async with AsyncClient(address, timeout=10) as client:
+            statuses = await asyncio.gather(*(client.task(i).status() for i in ids))
+            again = await asyncio.gather(*(client.task(i).status() for i in ids[:10]))
+    assert [s.id for s in statuses] == ids and [s.id for s in again] == ids[:10]
+    assert node.calls == {"GetTaskStatus": 50}
 
 
 async def test_a_start_answered_unavailable_goes_again_on_its_own() -> None:
