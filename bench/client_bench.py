@@ -9,7 +9,7 @@
       ``asyncio.run_coroutine_threadsafe`` (what ``Client`` does with its own), on the same channel, from
       as many threads.
     Client and raw run alternately, ROUNDS times each; all rounds of each side are pooled.
-(b) Durable no-op ``builtin:sleep`` tasks (duration 0, steps 0), submit → done: through
+(b) Durable no-op ``bench:noop`` tasks (a body that does nothing), submit → done: through
     ``AsyncClient.start`` (CALLERS concurrent starts) with completion seen on ``AsyncClient.events(after=0)``
     (one subscriber, every listed node followed), vs ``bench.task_throughput.node_run`` with the same
     observation (one raw WatchEvents subscriber), each on a fresh node with the same flags, alternately;
@@ -32,14 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from bench._common import Load, md_table, run_in_scratch, run_load, start_node, stop_node
-from bench.task_throughput import node_run
+from bench.task_throughput import NODE_TASKS, NOOP, node_run
 from taskward import AsyncClient, Client
 from taskward.client.node_pool import NodePool
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 
 TARGET = 0.9
-NODE_FLAGS = ["--retention-max-per-module", "1000000", "--user-task-ttl", str(30 * 24 * 3600)]
+NODE_FLAGS = [*NODE_TASKS, "--retention-max-per-module", "1000000", "--user-task-ttl", str(30 * 24 * 3600)]
 
 
 def pooled(runs: list[Load]) -> Load:
@@ -179,7 +179,7 @@ async def client_run(address: str, *, warmup: int, tasks: int, callers: int, max
         submitted: list[str] = []
 
         async def start(_: int) -> object:
-            handle = await client.start("builtin", "sleep", duration=0, steps=0)
+            handle = await client.start(NOOP.module, NOOP.type)  # the body node_run starts
             submitted.append(handle.id)
             if via_wait:
                 await handle.wait(max_seconds)
@@ -214,7 +214,7 @@ async def client_run(address: str, *, warmup: int, tasks: int, callers: int, max
             raise RuntimeError(f"start errors: {load.errors + w.errors}, accepted {load.calls}/{tasks}")
         if set(submitted) - completed:
             raise RuntimeError(f"{len(set(submitted) - completed)} tasks have no completion event")
-        states = {t.id: t.state for t in await client.tasks("builtin")}
+        states = {t.id: t.state for t in await client.tasks(NOOP.module)}
         not_done = [tid for tid in submitted if states.get(tid) != "done"]
         if not_done:
             raise RuntimeError(f"{len(not_done)} of {len(submitted)} tasks not listed as done")
