@@ -67,6 +67,10 @@ without; 429 from an address with too many failed attempts), and the token's rol
 with 413."""
 
 
+ROUTERS = (task_manager_router, test_router, extra_router, cron_router, aeordb_router, docs_router, dashboard_router,
+           ui_router)
+
+
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RestSettings:
     """What one REST app needs: where to listen, which nodes to call, and the shared secret."""
@@ -101,14 +105,12 @@ def create_app(settings: RestSettings, pool: NodePool | None = None, *,
         # ``/admin/tasks/``). A path that names no route is a 404 that says so.
         redirect_slashes=False,
     )
-    app.include_router(task_manager_router)
-    app.include_router(test_router)
-    app.include_router(extra_router)
-    app.include_router(cron_router)
-    app.include_router(aeordb_router)
-    app.include_router(docs_router)
-    app.include_router(dashboard_router)
-    app.include_router(ui_router)
+    for router in ROUTERS:
+        # The routes themselves, not ``include_router``: FastAPI (0.165) resolves an included router on every
+        # request (a walk of each router's version, then a match inside the router it matched), ~25 of the
+        # ~140 µs a task_status costs in the app. Ours have no prefix or dependencies of their own (each route
+        # already carries its router's tags and schema flag), so their routes are the same routes here.
+        app.router.routes.extend(router.routes)
     app.state.pool = pool or NodePool(settings.nodes, settings.token, credentials=settings.credentials,
                                       server_name=settings.server_name, locate_timeout=settings.locate_timeout_s)
     app.state.metrics = RestMetrics()
