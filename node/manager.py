@@ -239,8 +239,7 @@ class TaskManager:
     async def _commit(self, tx: Tx, *events: Event) -> None:
         await self._submit(tx, *events)
 
-    def addressable(self, task_id: str) -> TaskRecord:
-        """The record of a task the API may name (``TaskNotFound`` for an unknown or folded one)."""
+    def _addressable(self, task_id: str) -> TaskRecord:
         rec = self.table.get(check_task_id(task_id))
         if rec is None or rec.folded:
             raise TaskNotFound(task_id)
@@ -314,21 +313,25 @@ class TaskManager:
         unless ``keep`` (or the node's ``--keep-finished-on-read``), or it is the child of a cluster task:
         like cluster tasks, those are never unregistered by API calls, so the cluster leader can always
         read how they ended."""
-        rec = self.addressable(task_id)
-        view = self.view(rec.id)
-        if self.unregistered_by_read(rec, keep):
-            await self.unregister_tree(rec.id)
+        view, unregister = self.read(task_id, keep=keep)
+        if unregister is not None:
+            await self.unregister_tree(unregister)
         return view
 
+    def read(self, task_id: str, *, keep: bool = False) -> tuple[TaskView, str | None]:
+        """What ``status`` answers, and the root it unregisters before answering (None: nothing), for a
+        caller that reads many at once and waits only for the reads that unregister."""
+        rec = self._addressable(task_id)
+        return self.view(rec.id), rec.id if self._unregistered_by_read(rec, keep) else None
+
     async def status_recursive(self, task_id: str, *, keep: bool = False) -> list[TaskView]:
-        rec = self.addressable(task_id)
+        rec = self._addressable(task_id)
         views = [self.view(tid) for tid in descendants(rec.id, self.table.records, include_self=True)]
-        if self.unregistered_by_read(rec, keep):
+        if self._unregistered_by_read(rec, keep):
             await self.unregister_tree(rec.id)
         return views
 
-    def unregistered_by_read(self, rec: TaskRecord, keep: bool) -> bool:
-        """Whether a status read of ``rec`` unregisters it (``status``)."""
+    def _unregistered_by_read(self, rec: TaskRecord, keep: bool) -> bool:
         return (rec.is_root and rec.state.finished and not rec.cluster_parent and not keep
                 and not self.config.keep_finished_on_read)
 
@@ -336,7 +339,7 @@ class TaskManager:
         """The final status once the task finishes; never unregisters it."""
         if timeout_s is not None and not (math.isfinite(timeout_s) and timeout_s >= 0):  # NaN breaks the loop's timers
             raise InvalidArgument(f"timeout must be a finite number >= 0, got {timeout_s!r}")
-        rec = self.addressable(task_id)
+        rec = self._addressable(task_id)
         if rec.state.finished:
             return self.view(rec.id)
         fut: asyncio.Future[TaskView] = asyncio.get_running_loop().create_future()
@@ -755,7 +758,7 @@ class TaskManager:
 
     async def abort(self, task_id: str) -> None:
         """Request a cooperative abort of the task and all its descendants."""
-        rec = self.addressable(task_id)
+        rec = self._addressable(task_id)
         if not rec.is_abortable:
             raise NotAbortable(task_id)
         if rec.state.finished:

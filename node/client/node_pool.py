@@ -102,7 +102,7 @@ class NodePool:
         self._owners: OrderedDict[str, NodeStubs] = OrderedDict()
         self._cache_size = cache_size
         self._starts = CallBatcher(self._send_start, STARTS)
-        self._reads = {id(n): CallBatcher(functools.partial(self._send_read, n), STATUSES) for n in self.nodes}
+        self._reads = {n: CallBatcher(functools.partial(self._send_read, n), STATUSES) for n in self.nodes}
 
     @property
     def addresses(self) -> list[str]:
@@ -175,7 +175,7 @@ class NodePool:
     async def read_status(self, node: NodeStubs, request: pb.TaskIdRequest) -> pb.TaskStatus:
         """``GetTaskStatus`` on ``node``, carried with other reads of that node made meanwhile in one
         ``GetTaskStatuses`` call when some are under way (``CallBatcher``)."""
-        return (await self._reads[id(node)].call(request))[1]
+        return (await self._reads[node].call(request))[1]
 
     async def _send_read(self, node: NodeStubs, method: str, request: Any) -> tuple[NodeStubs, Any]:
         return node, await self.invoke(node, method, request, "tasks", self.call_timeout)
@@ -186,18 +186,20 @@ class NodePool:
         with the pool's own deadline share calls (``read_status``)."""
         timeout = self._deadline(deadline)
         shared = method == "GetTaskStatus" and service == "tasks" and deadline == DEFAULT
-        if len(self.nodes) == 1:  # a node's own REST surface, a one-node client: nothing to route
+
+        async def ask(node: NodeStubs) -> Any:
             if shared:
-                return await self.read_status(self.nodes[0], request)
-            return await self.invoke(self.nodes[0], method, request, service, timeout)
+                return await self.read_status(node, request)
+            return await self.invoke(node, method, request, service, timeout)
+
+        if len(self.nodes) == 1:  # a node's own REST surface, a one-node client: nothing to route
+            return await ask(self.nodes[0])
         for attempt in range(2):
             node = self._owners.get(task_id)
             if node is None:
                 node = await self.locate(task_id)
             try:
-                if shared:
-                    return await self.read_status(node, request)
-                return await self.invoke(node, method, request, service, timeout)
+                return await ask(node)
             except TaskNotFound:
                 self._owners.pop(task_id, None)
                 raise

@@ -140,28 +140,24 @@ class TaskManagerServicer(pb_grpc.TaskManagerServicer):
         by it, which is durable first) runs concurrently with the others; the rest answer at once."""
         check_batch(len(request.reads), "reads")
         results: list[pb.StatusResult] = []
-        waiting: dict[int, Awaitable[TaskView]] = {}
+        unregistering: dict[int, Awaitable[int]] = {}
         for read in request.reads:
             try:
                 if (rec := self._cluster_task(read.task_id)) is not None:
                     results.append(pb.StatusResult(status=self._cluster_status(rec)))
                     continue
-                rec = self._m.addressable(read.task_id)
+                view, unregister = self._m.read(read.task_id, keep=read.keep)
             except Exception as exc:
                 code, message = item_error(exc, "GetTaskStatuses")
                 results.append(pb.StatusResult(code=code, message=message))
                 continue
-            if self._m.unregistered_by_read(rec, read.keep):
-                waiting[len(results)] = self._m.status(read.task_id, keep=read.keep)
-                results.append(pb.StatusResult())  # its place, filled below
-            else:
-                results.append(pb.StatusResult(status=self._status(self._m.view(rec.id))))
-        if waiting:
-            outcomes = await asyncio.gather(*waiting.values(), return_exceptions=True)
-            for i, outcome in zip(waiting, outcomes, strict=True):
-                if not isinstance(outcome, BaseException):
-                    results[i] = pb.StatusResult(status=self._status(outcome))
-                else:
+            if unregister is not None:
+                unregistering[len(results)] = self._m.unregister_tree(unregister)
+            results.append(pb.StatusResult(status=self._status(view)))
+        if unregistering:  # answered once durable, as GetTaskStatus is; a failed one is that read's error
+            outcomes = await asyncio.gather(*unregistering.values(), return_exceptions=True)
+            for i, outcome in zip(unregistering, outcomes, strict=True):
+                if isinstance(outcome, BaseException):
                     code, message = item_error(outcome, "GetTaskStatuses")
                     results[i] = pb.StatusResult(code=code, message=message)
         return pb.GetTaskStatusesResponse(results=results)
