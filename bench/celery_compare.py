@@ -27,11 +27,12 @@ Celery (``bench/_celery_app.py``), with the settings a production deployment of 
 
 taskward (``bench.task_throughput.node_run``): a fresh ``taskward node`` per run, tasks started with the
 client library (``AsyncClient.start``, as Celery's side uses ``apply_async``; concurrent starts share
-``StartTasks`` calls), completion seen on one WatchEvents stream of the finishing types
+``StartTasks`` calls), completion seen on one event stream of the finishing types
 (``types=task.completed,task.failed,task.aborted``: the analogue of Celery's result channel, which
-carries results and nothing else); ListTasks must list every task ``done`` afterwards. The body is
-``bench:noop`` (``bench/_noop_tasks.py``, loaded with ``--tasks``): a coroutine that returns None, as
-Celery's body does.
+carries results and nothing else), taken as the client library follows a node (``WatchEventBatches``:
+the completions one commit published arrive in one message); ListTasks must list every task ``done``
+afterwards. The body is ``bench:noop`` (``bench/_noop_tasks.py``, loaded with ``--tasks``): a coroutine
+that returns None, as Celery's body does.
 
 Needs ``celery[redis]`` (``pip install -e '.[bench]'``) and ``redis-server`` on PATH; without them it
 says which is missing and exits with code 2.
@@ -265,7 +266,7 @@ async def taskward_run(scratch: Path, synchronous: str, args: argparse.Namespace
     try:
         assert node.proc is not None
         return await node_run(node.address, node.proc.pid, observe="finished", warmup=args.warmup, tasks=args.tasks,
-                              callers=args.callers, max_seconds=args.max_seconds, via_client=True)
+                              callers=args.callers, max_seconds=args.max_seconds, via_client=True, batched=True)
     finally:
         stop_node(node)
 

@@ -57,7 +57,7 @@ from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.store import SCHEMA, Statement, Tx
 
-TARGET_RATIO = {"poll": 0.5, "events": 0.4, "finished": 0.4, "client": 0.5}  # to the raw-SQLite floor
+TARGET_RATIO = {"poll": 0.5, "events": 0.4, "batches": 0.4, "finished": 0.4, "client": 0.5}  # to the raw-SQLite floor
 FINISHED = ("task.completed", "task.failed", "task.aborted")
 TARGET_RATE = 1000.0
 ARGS_JSON = "{}"
@@ -136,10 +136,12 @@ def rows_check(node_db: Path, floor_db: Path) -> str:
 
 class EventCounter:
     """Completions seen on one WatchEvents stream (replayed from sequence 0, so none is missed); with
-    ``finished_only`` the stream is asked for the finishing types alone (``WatchEventsRequest.types``)."""
+    ``finished_only`` the stream is asked for the finishing types alone (``WatchEventsRequest.types``);
+    ``batched``: the same events on a WatchEventBatches stream (several per message)."""
 
-    def __init__(self, stub: pb_grpc.TaskManagerStub, *, finished_only: bool = False) -> None:
+    def __init__(self, stub: pb_grpc.TaskManagerStub, *, finished_only: bool = False, batched: bool = False) -> None:
         self._types = list(FINISHED) if finished_only else []
+        self._batched = batched
         self.completed: set[str] = set()
         self.done_at: dict[str, float] = {}  # task id -> perf_counter() when its completion arrived
         self._goal = 0
@@ -147,14 +149,23 @@ class EventCounter:
         self._task = asyncio.create_task(self._watch(stub))
 
     async def _watch(self, stub: pb_grpc.TaskManagerStub) -> None:
-        async for ev in stub.WatchEvents(pb.WatchEventsRequest(after_sequence=0, types=self._types)):
-            if ev.type == "task.completed":
-                self.completed.add(ev.task_id)
-                self.done_at.setdefault(ev.task_id, time.perf_counter())
-                if len(self.completed) >= self._goal:
-                    self._reached.set()
-            elif ev.type in ("task.failed", "task.aborted"):
-                raise RuntimeError(f"task {ev.task_id} {ev.type}: {ev.error}")
+        req = pb.WatchEventsRequest(after_sequence=0, types=self._types)
+        if self._batched:
+            async for batch in stub.WatchEventBatches(req):
+                for ev in batch.events:
+                    self._take(ev)
+        else:
+            async for ev in stub.WatchEvents(req):
+                self._take(ev)
+
+    def _take(self, ev: pb.Event) -> None:
+        if ev.type == "task.completed":
+            self.completed.add(ev.task_id)
+            self.done_at.setdefault(ev.task_id, time.perf_counter())
+            if len(self.completed) >= self._goal:
+                self._reached.set()
+        elif ev.type in ("task.failed", "task.aborted"):
+            raise RuntimeError(f"task {ev.task_id} {ev.type}: {ev.error}")
 
     async def wait_for(self, n: int, max_seconds: float) -> None:
         self._goal = n
@@ -231,13 +242,16 @@ async def transport_ceiling(*, warmup: int, tasks: int, callers: int, max_second
 
 
 async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: int, callers: int,
-                   max_seconds: float, profile: str | None = None, via_client: bool = False) -> dict[str, float]:
+                   max_seconds: float, profile: str | None = None, via_client: bool = False,
+                   batched: bool = False) -> dict[str, float]:
     """``via_client``: start through ``AsyncClient.start`` (shared ``StartTasks`` calls) instead of one
-    ``StartTask`` call per task on the raw stub."""
+    ``StartTask`` call per task on the raw stub. ``batched``: completions seen on ``WatchEventBatches``
+    (``observe`` batches: every type; finished: the finishing types)."""
     async with grpc.aio.insecure_channel(address) as ch, AsyncClient(address) as client:
         stub = pb_grpc.TaskManagerStub(ch)
         observer = (ListPoller(stub) if observe == "poll"
-                    else EventCounter(stub, finished_only=observe == "finished"))
+                    else EventCounter(stub, finished_only=observe == "finished",
+                                      batched=batched or observe == "batches"))
         submitted: list[str] = []
         submitted_at: dict[str, float] = {}
 
@@ -281,11 +295,11 @@ async def node_run(address: str, pid: int, *, observe: str, warmup: int, tasks: 
 
 
 async def bench(args: argparse.Namespace, scratch: Path) -> int:
-    runs: dict[str, list[dict[str, float]]] = {"poll": [], "events": [], "finished": [], "client": []}
+    runs: dict[str, list[dict[str, float]]] = {"poll": [], "events": [], "batches": [], "finished": [], "client": []}
     check = ""
     floors: list[tuple[int, float]] = []
-    plan = (["poll"] * args.rounds + ["events", "finished", "client"] if args.observe == "both"
-            else [args.observe] * args.rounds)
+    plan = (["poll"] * args.rounds + ["events", "batches", "finished", "client"] if args.observe == ["both"]
+            else args.observe * args.rounds)
 
     def floor() -> None:
         path = scratch / f"floor-{len(floors)}.sqlite3"
@@ -318,6 +332,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
           f"runs\n")
     label = {"poll": "taskward, completion seen by ListTasks polling (no event subscriber)",
              "events": "taskward, completion seen on a WatchEvents stream (1 subscriber)",
+             "batches": "taskward, completion seen on a WatchEventBatches stream (1 subscriber, every type)",
              "finished": "taskward, completion seen on a WatchEvents stream of finishing types only",
              "client": "taskward, started with AsyncClient.start (shared StartTasks calls), completion polled"}
     rows: list[list[object]] = []
@@ -333,6 +348,7 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
         ratio = r["rate"] / floor_rate
         ok_ratio, ok_rate = ratio >= TARGET_RATIO[k], r["rate"] >= TARGET_RATE
         who = {"poll": "no subscriber", "events": "1 event subscriber",
+               "batches": "1 event subscriber, several events per message",
                "finished": "1 subscriber of task.completed/failed/aborted",
                "client": "no subscriber, started with the client library"}[k]
         summary.append([f"durable no-op tasks/s ({who})",
@@ -352,6 +368,14 @@ async def bench(args: argparse.Namespace, scratch: Path) -> int:
     return 0
 
 
+def observe_kinds(text: str) -> list[str]:
+    kinds = text.split(",")
+    known = ("poll", "events", "batches", "finished", "client", "both")
+    if any(k not in known for k in kinds) or ("both" in kinds and len(kinds) > 1):
+        raise argparse.ArgumentTypeError(f"expected one of {', '.join(known)} (several but both: comma-separated)")
+    return kinds
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--tasks", type=int, default=10_000)
@@ -359,10 +383,11 @@ def main() -> int:
     p.add_argument("--floor-tasks", type=int, default=5_000)
     p.add_argument("--callers", type=int, default=64)
     p.add_argument("--synchronous", default="FULL")
-    p.add_argument("--observe", choices=["poll", "events", "finished", "client", "both"], default="both",
+    p.add_argument("--observe", type=observe_kinds, default="both",
                    help="how completion is observed (finished: a stream of the finishing event types only; "
-                        "client: polled, the tasks started through the client library); both = ROUNDS polling "
-                        "runs, then one run of each other kind")
+                        "batches: a WatchEventBatches stream; client: polled, the tasks started through the "
+                        "client library); both = ROUNDS polling runs, then one run of each other kind; several "
+                        "kinds separated by commas: ROUNDS rounds of each, alternating")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--node-arg", action="append", default=[], help="extra argument for `taskward node`")
     p.add_argument("--max-seconds", type=float, default=30.0)

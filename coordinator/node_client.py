@@ -16,6 +16,7 @@ import grpc
 
 from taskward import convert
 from taskward.channels import Metadata, aio_channel, bearer
+from taskward.event_calls import BatchSupport, EventCall
 from taskward.events import SUBSCRIBED, Event
 from taskward.model import TaskView
 from taskward.pb.taskward.v1 import cron_pb2 as cron_pb
@@ -56,7 +57,7 @@ class EventStream:
     tells whether the node promises that every event from then on follows (it says so in the initial
     metadata)."""
 
-    def __init__(self, call: grpc.aio.UnaryStreamCall[pb.WatchEventsRequest, pb.Event]) -> None:
+    def __init__(self, call: EventCall) -> None:
         self._call = call
 
     async def subscribed(self) -> bool:
@@ -78,6 +79,7 @@ class NodeClients:
     def __init__(self, token: str | None, credentials: grpc.ChannelCredentials | None = None) -> None:
         self._channels: dict[str, grpc.aio.Channel] = {}
         self._stubs: dict[str, pb_grpc.TaskManagerStub] = {}  # a stub builds a callable per method: built once
+        self._event_batches: dict[str, BatchSupport] = {}  # per address: whether it serves WatchEventBatches
         self._retired: list[grpc.aio.Channel] = []
         self._credentials = credentials
         self.metadata: Metadata = bearer(token)
@@ -141,8 +143,9 @@ class NodeClients:
 
     def live_events(self, address: str) -> EventStream:
         """The node's events about cluster children's subtrees from now on (no replay)."""
-        return EventStream(self._stub(address).WatchEvents(
-            pb.WatchEventsRequest(live_only=True, cluster_children_only=True), metadata=self.metadata))
+        req = pb.WatchEventsRequest(live_only=True, cluster_children_only=True)
+        support = self._event_batches.setdefault(address, BatchSupport())
+        return EventStream(EventCall(self._stub(address), req, self.metadata, support))
 
     async def close(self) -> None:
         for ch in [*self._channels.values(), *self._retired]:

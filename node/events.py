@@ -24,6 +24,12 @@ logger = logging.getLogger(__name__)
 
 SUBSCRIBER_BUFFER = 10_000
 REPLAY_PAGE = 1_000
+BATCH_MAX_EVENTS = 256
+"""Events in one ``WatchEventBatches`` message. An event is at most ~6 KB (a 4 KB error, a 1 KB progress
+message, names), so a full batch stays well under gRPC's 4 MB default message limit on any client."""
+CHILD_BATCH_MAX_EVENTS = 32
+"""The same on a ``cluster_children_only`` stream, whose completions also carry the child's result (at
+most 64 KB, ``limits.MAX_RESULT_BYTES``): 32 x 70 KB is still under 4 MB."""
 SUBSCRIBED = ("taskward-events", "subscribed")
 """Initial metadata of a ``WatchEvents`` stream, sent once its subscription is registered: from then on
 every published event reaches the stream. Clients that must not miss an event wait for it."""
@@ -153,32 +159,58 @@ class Subscription:
 
     async def events(self) -> AsyncIterator[Event]:
         """Replay retained events after the start sequence from the store, then follow live ones."""
+        async for batch in self.batches():
+            for ev in batch:
+                yield ev
+
+    async def batches(self, max_events: int = REPLAY_PAGE) -> AsyncIterator[list[Event]]:
+        """``events`` as lists of at most ``max_events`` (never empty): a replayed page, then every live
+        event that was queued at once (those one commit published, or more for a reader that fell a little
+        behind). A subscriber that lagged or a log that closed ends only after the events before it."""
         try:
+            batch: list[Event]
             while self._replay:
                 rows = await self._store.read_events(self._last, REPLAY_PAGE)
+                batch = []
                 for seq, body in rows:
                     self._last = seq
                     replayed = Event.from_json(body)
                     if self._wanted(replayed):
-                        yield replayed
+                        batch.append(replayed)
+                        if len(batch) == max_events:
+                            yield batch
+                            batch = []
+                if batch:
+                    yield batch
                 if len(rows) < REPLAY_PAGE:
                     break
             # Live events come from registries that hold only what this subscriber wants, except a
             # cluster subscriber that also names types (the cluster registry holds every type).
             check = self._cluster_only and self._types is not None
+            queue = self._queue
             while True:
-                ev = await self._queue.get()
-                if ev is None:
-                    raise SubscriberLagged(f"subscriber fell behind; resume after sequence {self._last}")
-                if ev is _CLOSED:
-                    raise EventLogClosed(f"node shutting down; resume after sequence {self._last}")
-                assert isinstance(ev, Event)
-                if ev.sequence <= self._last:
-                    continue
-                self._last = ev.sequence
-                if check and not self._wanted(ev):
-                    continue
-                yield ev
+                item = await queue.get()
+                batch = []
+                ending: Exception | None = None
+                while True:
+                    if item is None:
+                        ending = SubscriberLagged(f"subscriber fell behind; resume after sequence {self._last}")
+                        break
+                    if item is _CLOSED:
+                        ending = EventLogClosed(f"node shutting down; resume after sequence {self._last}")
+                        break
+                    assert isinstance(item, Event)
+                    if item.sequence > self._last:
+                        self._last = item.sequence
+                        if not check or self._wanted(item):
+                            batch.append(item)
+                    if len(batch) == max_events or queue.empty():
+                        break
+                    item = queue.get_nowait()
+                if batch:
+                    yield batch
+                if ending is not None:
+                    raise ending
         finally:
             self.close()
 

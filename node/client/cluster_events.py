@@ -195,7 +195,7 @@ class ClusterEventStream:
             asked = self._wanted(self._ids.get(node.address))
             req = pb.WatchEventsRequest(live_only=asked is None, after_sequence=0 if asked is None else asked.sequence,
                                         types=self._types)
-            call = node.tm.WatchEvents(req, metadata=node.metadata)
+            call = node.watch_events(req)
             try:
                 metadata = dict(await call.initial_metadata() or ())
                 node_id = str(metadata.get(NODE_KEY) or node_key(node.address))

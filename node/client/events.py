@@ -184,8 +184,8 @@ class EventStream:
         first, backoff = True, BACKOFF_MIN_S
         while True:
             position = self._positions.get(node.address)
-            req = pb.WatchEventsRequest(live_only=position is None, after_sequence=position or 0, types=self._types)
-            call = node.tm.WatchEvents(req, metadata=node.metadata)
+            call = node.watch_events(pb.WatchEventsRequest(live_only=position is None, after_sequence=position or 0,
+                                                            types=self._types))
             try:
                 # Answered once the node has registered the subscription (or the call failed): either
                 # way this attempt is over, and from a registered one no later event is missed. A live

@@ -34,6 +34,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from taskward.channels import Metadata, aio_channel, bearer
 from taskward.client.call_batcher import STARTS, STATUSES, CallBatcher
 from taskward.errors import NoNodeReachable, TaskNotFound, TaskwardError, Unavailable, from_status
+from taskward.event_calls import BatchSupport, EventCall
 from taskward.pb.taskward.v1 import cron_pb2_grpc as cron_grpc
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
@@ -58,13 +59,18 @@ def rpc_error(exc: grpc.aio.AioRpcError) -> TaskwardError:
 class NodeStubs:
     """The stubs of one node, with the bearer token already in the call metadata."""
 
-    __slots__ = ("address", "channel", "cron", "health", "metadata", "test", "tm")
+    __slots__ = ("address", "channel", "cron", "event_batches", "health", "metadata", "test", "tm")
 
     def __init__(self, address: str, token: str | None,
                  credentials: grpc.ChannelCredentials | None = None, server_name: str = "") -> None:
         self.address = address
         self.metadata: Metadata = bearer(token)
+        self.event_batches = BatchSupport()
         self._open(credentials, server_name)
+
+    def watch_events(self, request: pb.WatchEventsRequest) -> EventCall:
+        """The node's event stream (several events per message where it serves that)."""
+        return EventCall(self.tm, request, self.metadata, self.event_batches)
 
     def redial(self, credentials: grpc.ChannelCredentials | None, server_name: str = "") -> grpc.aio.Channel:
         """A new channel for the calls from now on; the previous one (returned) is left to the calls on it."""
@@ -275,8 +281,7 @@ class NodePool:
         instead: ``taskward.client.events``)."""
         last: Unavailable | None = None
         for node in self.nodes:
-            req = pb.WatchEventsRequest(after_sequence=after, live_only=live_only, types=types)
-            call = node.tm.WatchEvents(req, metadata=node.metadata)
+            call = node.watch_events(pb.WatchEventsRequest(after_sequence=after, live_only=live_only, types=types))
             first = True
             try:
                 async for ev in call:

@@ -121,6 +121,7 @@ GRPC_METHODS: dict[str, Operation] = {
     _TM + "StartTasks": TASK_START,  # as StartTask, item by item: one internal start makes the call internal
     _TM + "ListTaskTypes": TASK_TYPES,
     _TM + "WatchEvents": EVENTS,
+    _TM + "WatchEventBatches": EVENTS,
     _TM + "ListNodes": NODES,
     _TM + "WatchNodes": NODES,
     _TM + "GetLoad": NODE_LOAD,

@@ -471,14 +471,14 @@ def test_clients_over_the_cap_are_refused(limited: Limited) -> None:
 # ------------------------------------------------------------------------------------------ gRPC
 
 
-async def open_streams(address: str, count: int) -> tuple[list[grpc.aio.UnaryStreamCall[Any, Any]],
-                                                             list[grpc.aio.UnaryStreamCall[Any, Any]]]:
-    """``count`` WatchEvents streams: (those the node took, those it refused)."""
+async def open_streams(address: str, count: int, method: str = "WatchEvents") -> tuple[
+        list[grpc.aio.UnaryStreamCall[Any, Any]], list[grpc.aio.UnaryStreamCall[Any, Any]]]:
+    """``count`` event streams: (those the node took, those it refused)."""
     channel = grpc.aio.insecure_channel(address)
     stub = pb_grpc.TaskManagerStub(channel)
     taken, refused = [], []
     for _ in range(count):
-        call = stub.WatchEvents(pb.WatchEventsRequest(live_only=True), metadata=AUTH)
+        call = getattr(stub, method)(pb.WatchEventsRequest(live_only=True), metadata=AUTH)
         metadata = await call.initial_metadata()
         (taken if ("taskward-events", "subscribed") in tuple(metadata or ()) else refused).append(call)
     return taken, refused
@@ -490,6 +490,8 @@ def test_streams_never_starve_short_calls(limited: Limited) -> None:
         try:
             assert GRPC_MAX_STREAMS - 2 <= len(taken) <= GRPC_MAX_STREAMS  # the leader may hold one of its own
             assert len(refused) >= 10
+            _, batches = await open_streams(limited.node.address, 1, "WatchEventBatches")  # the same cap
+            refused += batches
             for call in refused:
                 assert await call.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert await call.details() == (f"too many event streams and waits in progress (limit "

@@ -497,3 +497,20 @@ def test_status_batches_need_what_a_status_read_needs(secured: Secured) -> None:
     with Client(secured.node.address) as anonymous, pytest.raises(TaskwardError) as err:
         anonymous.call("GetTaskStatuses", reads)
     assert (err.value.code, err.value.message) == (grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")
+
+
+def test_event_batches_need_what_watch_events_needs(secured: Secured) -> None:
+    """``WatchEventBatches`` is ``WatchEvents`` (role read, a token at all); the client follows with it."""
+    with as_role(secured, "operate") as ops, as_role(secured, "read") as reader, \
+            reader.events(after=0, types=("task.completed",)) as events:
+        tid = ops.start("builtin", "sleep", duration=0).id
+        assert next(e for e in events if e["task_id"] == tid)["type"] == "task.completed"
+    with grpc.insecure_channel(secured.node.address) as ch:
+        stub = pb_grpc.TaskManagerStub(ch)
+        answers = []
+        for metadata in ((), (("authorization", "Bearer wrong"),)):
+            with pytest.raises(grpc.RpcError) as err:
+                next(iter(stub.WatchEventBatches(pb.WatchEventsRequest(live_only=True), metadata=metadata,
+                                                 timeout=10 * TIMEOUT_MULT)))
+            answers.append((err.value.code(), err.value.details()))
+    assert answers == [(grpc.StatusCode.UNAUTHENTICATED, "missing or wrong bearer token")] * 2

@@ -45,8 +45,8 @@ REJECTIONS = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.NOT_FOUND, grpc.
               grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.PERMISSION_DENIED}
 TRANSPORT_MESSAGES = ("Stream removed", "Socket closed", "Received RST_STREAM", "failed to connect")
 # Methods whose success changes nothing in the store (the others may, and the fingerprint is taken again).
-READ_ONLY = {"ListModules", "ListTasks", "WaitTask", "GetTtl", "ListTaskTypes", "WatchEvents", "ListNodes",
-             "WatchNodes", "GetLoad", "ListSchedules", "GetSchedule"}
+READ_ONLY = {"ListModules", "ListTasks", "WaitTask", "GetTtl", "ListTaskTypes", "WatchEvents", "WatchEventBatches",
+             "ListNodes", "WatchNodes", "GetLoad", "ListSchedules", "GetSchedule"}
 # Unregistering module ``test`` drops every test task the other cases aim at: rarely.
 RARE = {"UnregisterTestModule", "RegisterTestModule"}
 
@@ -96,6 +96,8 @@ def templates(s: Seeded) -> dict[str, list[Message]]:
         pb.StartTaskRequest(module="sample", type="whoami", args_json=whoami),
         pb.StartTaskRequest(module="builtin", type="sleep", args_json=sleep0, cluster=True, nodes=["n1"]),
     ]
+    watches = [pb.WatchEventsRequest(after_sequence=0), pb.WatchEventsRequest(live_only=True),
+               pb.WatchEventsRequest(after_sequence=2**64 - 1)]  # past SQLite's integers
     return {
         "ListTasks": [pb.ListTasksRequest(module="test"), pb.ListTasksRequest(module="builtin", with_status=True),
                       pb.ListTasksRequest(module="test", internal=True, keyspace="ks", table="t", page_size=2)],
@@ -111,8 +113,8 @@ def templates(s: Seeded) -> dict[str, list[Message]]:
         # One template of three with a cluster start, as for StartTask: each makes the case wait for its child.
         "StartTasks": [pb.StartTasksRequest(starts=[starts[0], starts[2]]), pb.StartTasksRequest(starts=starts),
                        pb.StartTasksRequest(starts=[starts[1], starts[1], starts[0]])],
-        "WatchEvents": [pb.WatchEventsRequest(after_sequence=0), pb.WatchEventsRequest(live_only=True),
-                        pb.WatchEventsRequest(after_sequence=2**64 - 1)],  # past SQLite's integers
+        "WatchEvents": watches,
+        "WatchEventBatches": watches,
         "CreateTestTask": [pb.CreateTestTaskRequest(keyspace="ks", table="t", entity="e", shard=3),
                            pb.CreateTestTaskRequest(parent_id=s.parent_test, user_task=True)],
         "UnregisterTestTask": [pb.TaskIdRequest(task_id=s.done_test)],

@@ -21,9 +21,12 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from tests.support.procs import free_port
 
-STREAMING = frozenset({"WatchEvents", "Watch"})  # TaskManager.WatchEvents, grpc.health.v1.Health.Watch
+STREAMING = frozenset({"WatchEvents", "WatchEventBatches", "Watch"})  # and grpc.health.v1.Health.Watch
+BATCHES = "WatchEventBatches"
+"""Its messages are ``EventBatch``es: counted and dropped event by event, like ``WatchEvents``'s."""
 
 
 class CountingProxy:
@@ -33,6 +36,7 @@ class CountingProxy:
         self._lock = threading.Lock()
         self._calls: Counter[str] = Counter()
         self._messages: Counter[str] = Counter()  # stream messages relayed, by method
+        self._events = 0  # events relayed on either event stream
         self._in_flight: Counter[str] = Counter()
         self._server = grpc.server(ThreadPoolExecutor(max_workers=32))
         self._server.add_generic_rpc_handlers((_Forward(self),))
@@ -58,6 +62,11 @@ class CountingProxy:
         """Stream messages of ``method`` relayed so far."""
         with self._lock:
             return self._messages[method]
+
+    def events(self) -> int:
+        """Events relayed so far on ``WatchEvents`` and ``WatchEventBatches`` streams (a batch's each)."""
+        with self._lock:
+            return self._events
 
     def live_streams(self) -> int:
         """Streams forwarded and not yet ended."""
@@ -107,7 +116,8 @@ class CountingProxy:
         self._admit.set()
 
     def drop_messages(self, predicate: Callable[[bytes], bool]) -> None:
-        """Stream messages for which ``predicate(raw)`` holds are dropped without a trace."""
+        """Stream messages for which ``predicate(raw)`` holds are dropped without a trace; on a
+        ``WatchEventBatches`` stream, each event (``raw``: its ``Event`` message) of a batch."""
         self._drop = predicate
 
     def stream(self, method: str, request: bytes, context: grpc.ServicerContext) -> Iterator[bytes]:
@@ -123,10 +133,20 @@ class CountingProxy:
             context.send_initial_metadata(call.initial_metadata())
             name = method.rsplit("/", 1)[-1]
             for raw in call:
-                if not self._drop(raw):
-                    with self._lock:
-                        self._messages[name] += 1
-                    yield raw
+                events = 1
+                if name == BATCHES:
+                    batch = pb.EventBatch.FromString(raw)
+                    kept = [ev for ev in batch.events if not self._drop(ev.SerializeToString())]
+                    raw, events = pb.EventBatch(events=kept).SerializeToString(), len(kept)
+                    if not kept:
+                        continue
+                elif self._drop(raw):
+                    continue
+                with self._lock:
+                    self._messages[name] += 1
+                    if name in ("WatchEvents", BATCHES):
+                        self._events += events
+                yield raw
         except grpc.RpcError as exc:
             code = grpc.StatusCode.UNAVAILABLE if exc.code() == grpc.StatusCode.CANCELLED else exc.code()
             context.abort(code, exc.details() or "")  # type: ignore[attr-defined]

@@ -13,8 +13,8 @@ GENERATED = "taskward.pb"
 
 # What the coordinator may use of the node package: domain types and boundaries, never its services.
 COORDINATOR_MAY_USE = {"taskward", "taskward.cron", "taskward.model", "taskward.errors", "taskward.events",
-                       "taskward.config", "taskward.convert", "taskward.channels", "taskward.cluster_view",
-                       "taskward.limits", "taskward.metrics"}
+                       "taskward.config", "taskward.convert", "taskward.channels", "taskward.event_calls",
+                       "taskward.cluster_view", "taskward.limits", "taskward.metrics"}
 # The domain core: no protobuf, no surfaces, no coordinator.
 CORE = {"taskward.model", "taskward.manager", "taskward.executor", "taskward.store", "taskward.events",
         "taskward.registry", "taskward.retention", "taskward.context", "taskward.task_table",

@@ -399,6 +399,12 @@ class Event(_message.Message):
     result_json: str
     def __init__(self, sequence: _Optional[int] = ..., type: _Optional[str] = ..., task_id: _Optional[str] = ..., module: _Optional[str] = ..., task_type: _Optional[str] = ..., time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., progress_completed: _Optional[float] = ..., progress_total: _Optional[float] = ..., message: _Optional[str] = ..., error: _Optional[str] = ..., cluster_parent_id: _Optional[str] = ..., schedule_id: _Optional[str] = ..., slot: _Optional[int] = ..., attempt: _Optional[int] = ..., next_attempt_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., result_json: _Optional[str] = ...) -> None: ...
 
+class EventBatch(_message.Message):
+    __slots__ = ("events",)
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
+    events: _containers.RepeatedCompositeFieldContainer[Event]
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+
 class GetLoadRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

@@ -104,6 +104,11 @@ class TaskManagerStub:
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
                 response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.FromString,
                 _registered_method=True)
+        self.WatchEventBatches = channel.unary_stream(
+                '/taskward.v1.TaskManager/WatchEventBatches',
+                request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
+                response_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.EventBatch.FromString,
+                _registered_method=True)
         self.ListNodes = channel.unary_unary(
                 '/taskward.v1.TaskManager/ListNodes',
                 request_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.ListNodesRequest.SerializeToString,
@@ -225,6 +230,16 @@ class TaskManagerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchEventBatches(self, request, context):
+        """WatchEvents with several events in a message: the same request, initial metadata, order and
+        errors; each message carries the events that were ready together (those one commit published, or
+        a replayed page), at most 256. A subscriber of a busy node gets one message per commit rather than
+        one per event (the client library follows nodes this way).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ListNodes(self, request, context):
         """Members of the cluster this node belongs to (only itself when it runs alone).
         """
@@ -319,6 +334,11 @@ def add_TaskManagerServicer_to_server(servicer, server):
                     servicer.WatchEvents,
                     request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.FromString,
                     response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.SerializeToString,
+            ),
+            'WatchEventBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchEventBatches,
+                    request_deserializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.FromString,
+                    response_serializer=taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.EventBatch.SerializeToString,
             ),
             'ListNodes': grpc.unary_unary_rpc_method_handler(
                     servicer.ListNodes,
@@ -714,6 +734,33 @@ class TaskManager:
             '/taskward.v1.TaskManager/WatchEvents',
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
             taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.Event.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchEventBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/taskward.v1.TaskManager/WatchEventBatches',
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.WatchEventsRequest.SerializeToString,
+            taskward_dot_pb_dot_taskward_dot_v1_dot_tasks__pb2.EventBatch.FromString,
             options,
             channel_credentials,
             insecure,
