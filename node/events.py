@@ -158,10 +158,10 @@ class Subscription:
         return (ev.cluster_parent or not self._cluster_only) and (self._types is None or ev.type in self._types)
 
     async def events(self) -> AsyncIterator[Event]:
-        """Replay retained events after the start sequence from the store, then follow live ones."""
-        async for batch in self.batches():
-            for ev in batch:
-                yield ev
+        """Replay retained events after the start sequence from the store, then follow live ones (one at a
+        time: what waits is in the queue, where the ``SUBSCRIBER_BUFFER`` bound counts it)."""
+        async for batch in self.batches(1):
+            yield batch[0]
 
     async def batches(self, max_events: int = REPLAY_PAGE) -> AsyncIterator[list[Event]]:
         """``events`` as lists of at most ``max_events`` (never empty): a replayed page, then every live
