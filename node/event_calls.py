@@ -58,13 +58,13 @@ class EventCall:
         self._call.cancel()
         self._call = self._open()
 
-    async def _unimplemented(self) -> bool:
-        return self._batched and not self._started and self._call.done() and (
-            await self._call.code() == grpc.StatusCode.UNIMPLEMENTED)
+    def _refused_batches(self, code: grpc.StatusCode) -> bool:
+        """The call ended with ``code`` before any message: ``UNIMPLEMENTED`` means an older node."""
+        return self._batched and not self._started and code == grpc.StatusCode.UNIMPLEMENTED
 
     async def initial_metadata(self) -> Metadata:
         metadata = await self._call.initial_metadata()
-        if await self._unimplemented():  # answered at once, with no metadata: an older node
+        if self._call.done() and self._refused_batches(await self._call.code()):  # answered at once, no metadata
             self._fall_back()
             metadata = await self._call.initial_metadata()
         return tuple(metadata or ())
@@ -83,7 +83,7 @@ class EventCall:
                         yield ev
                 return
             except grpc.aio.AioRpcError as exc:
-                if not (self._batched and not self._started and exc.code() == grpc.StatusCode.UNIMPLEMENTED):
+                if not self._refused_batches(exc.code()):
                     raise
             self._fall_back()
 
