@@ -161,7 +161,8 @@ class Leader:
                 t = t.with_child(await self._stop_orphan(t, c, members[c.node]))
         if t.state.finished:
             return t
-        pending = [c for c in (t.child(node) or ClusterChild(node=node) for node in t.target_nodes)
+        kids = {c.node: c for c in t.children}
+        pending = [c for c in (kids.get(node) or ClusterChild(node=node) for node in t.target_nodes)
                    if not c.state.finished]
         # The nodes are independent: ask them all at once, so starting on N nodes takes one round trip.
         driven = await asyncio.gather(*(self._drive_child(t, c, members.get(c.node), now) for c in pending))
@@ -169,9 +170,7 @@ class Leader:
         if started:  # one line per cluster task, not one per node
             logger.info("started %d child(ren) of cluster task %s: %s", len(started), t.id,
                         ", ".join(f"{c.node}={c.task_id}" for c in started))
-        for c in driven:
-            t = t.with_child(c)
-        return roll_up(t, now)
+        return roll_up(t.with_children(driven), now)
 
     async def _drive_child(self, t: ClusterTask, c: ClusterChild, member: Member | None, now: float) -> ClusterChild:
         if member is None:

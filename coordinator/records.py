@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
@@ -100,10 +101,17 @@ class ClusterTask:
         return next((c for c in self.children if c.node == node), None)
 
     def with_child(self, child: ClusterChild) -> ClusterTask:
-        kids = [c for c in self.children if c.node != child.node]
-        kids.append(child)
-        kids.sort(key=lambda c: self.target_nodes.index(c.node) if c.node in self.target_nodes else 0)
-        return replace(self, children=tuple(kids))
+        return self.with_children((child,))
+
+    def with_children(self, changed: Iterable[ClusterChild]) -> ClusterTask:
+        """The task with ``changed`` in place of its children on the same nodes (added when new), in
+        ``target_nodes`` order. One pass however many change: a drive replaces every child at once, and
+        doing it child by child cost O(N² log N) on an N-node cluster (0.4 ms a drive on 20 nodes)."""
+        by_node = {c.node: c for c in self.children}
+        for c in changed:
+            by_node[c.node] = c
+        rank = {node: i for i, node in enumerate(self.target_nodes)}
+        return replace(self, children=tuple(sorted(by_node.values(), key=lambda c: rank.get(c.node, 0))))
 
     def as_task_record(self) -> TaskRecord:
         """The node-side view: a root ``cluster`` task with its children on their nodes."""

@@ -230,11 +230,12 @@ class TaskManager:
         tx.event(ev.sequence, ev.at, ev)
         return ev
 
-    def _submit(self, tx: Tx, *events: Event) -> asyncio.Future[None]:
-        """Queue ``tx``; its events are published right after it commits, in sequence order."""
+    def _submit(self, tx: Tx, *events: Event, deferred: bool = False) -> asyncio.Future[None]:
+        """Queue ``tx``; its events are published right after it commits, in sequence order. ``deferred``:
+        nobody waits for it (``Store.submit``)."""
         for ev in events:
             tx.on_commit.append(functools.partial(self.events.publish, ev))
-        return self._store.submit(tx)
+        return self._store.submit(tx, deferred=deferred)
 
     async def _commit(self, tx: Tx, *events: Event) -> None:
         await self._submit(tx, *events)
@@ -618,7 +619,9 @@ class TaskManager:
                                                   done=done, total=total, monotonic=time.monotonic()))
         ev = self._event(tx, EventType.PROGRESS, rec, progress_completed=done, progress_total=total,
                          message=rec.progress_message)
-        self._submit(tx, ev).add_done_callback(self._progress_written)
+        # Nobody waits for a progress report: it is written with the task's next transition (its end, for
+        # a short body) or within ``DEFERRED_S``. Readers of the node see it at once (the table has it).
+        self._submit(tx, ev, deferred=True).add_done_callback(self._progress_written)
 
     def _progress_written(self, fut: asyncio.Future[None]) -> None:
         if not fut.cancelled() and fut.exception() is not None:

@@ -57,6 +57,9 @@ Statement = tuple[str, tuple[Any, ...]]
 PUT_TASK = "INSERT OR REPLACE INTO tasks(id, module, state, idempotency_key, body) VALUES (?,?,?,?,?)"
 PUT_SETTING = "INSERT OR REPLACE INTO settings(key, value) VALUES (?,?)"
 MAX_SQLITE_INTEGER = 2**63 - 1
+DEFERRED_S = 0.025
+"""How long a deferred transaction (a progress report) may wait for a commit to go with: well under what a
+person watching progress notices, and longer than a short body takes from its first report to its end."""
 
 
 def _ts(value: datetime | None) -> float | None:
@@ -199,6 +202,9 @@ class Store:
         self._wconn: sqlite3.Connection | None = None
         self._rconn: sqlite3.Connection | None = None
         self._pending: list[tuple[Tx, asyncio.Future[None]]] = []
+        self._urgent = False  # a transaction in ``_pending`` that someone waits for
+        self._deferred_due = False  # the oldest deferred transaction has waited ``DEFERRED_S``
+        self._deferred_timer: asyncio.TimerHandle | None = None
         self._flushing = False
         self._flusher: asyncio.Task[None] | None = None
         self._idle = asyncio.Event()
@@ -240,16 +246,37 @@ class Store:
         lo, hi = self._wconn.execute("SELECT min(seq), max(seq) FROM events").fetchone()
         return Loaded(tasks, settings, hi or 0, lo or 0, corrupt)
 
-    def submit(self, tx: Tx) -> asyncio.Future[None]:
-        """Queue ``tx`` now (so commit order is submission order); the future resolves once durable."""
+    def submit(self, tx: Tx, *, deferred: bool = False) -> asyncio.Future[None]:
+        """Queue ``tx`` now (so commit order is submission order); the future resolves once durable.
+
+        ``deferred``: nobody waits for it (a progress report), so it need not cost a commit of its own: it
+        goes with the next transaction someone waits for, or after ``DEFERRED_S`` when none comes. A body
+        that reports progress and finishes within that time writes both in one commit (one fsync, one
+        batch of events for subscribers), and one that reports progress in a tight loop writes it every
+        ``DEFERRED_S`` instead of in back-to-back commits."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[None] = loop.create_future()
         self._pending.append((tx, fut))
-        if not self._flushing:
-            self._flushing = True
-            self._idle.clear()
-            self._flusher = loop.create_task(self._flush_loop(), name="sqlite-group-commit")
+        self._idle.clear()
+        if not deferred:
+            self._urgent = True
+        if self._flushing:
+            return fut
+        if self._urgent:
+            self._flush(loop)
+        elif self._deferred_timer is None:
+            self._deferred_timer = loop.call_later(DEFERRED_S, self._deferred_expired)
         return fut
+
+    def _deferred_expired(self) -> None:
+        self._deferred_timer = None
+        self._deferred_due = True
+        if not self._flushing:
+            self._flush(asyncio.get_running_loop())
+
+    def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._flushing = True
+        self._flusher = loop.create_task(self._flush_loop(), name="sqlite-group-commit")
 
     async def commit(self, tx: Tx) -> None:
         """Apply ``tx`` atomically and durably (per the synchronous setting); group-committed."""
@@ -258,8 +285,12 @@ class Store:
     async def _flush_loop(self) -> None:
         loop = asyncio.get_running_loop()
         try:
-            while self._pending:
+            while self._pending and (self._urgent or self._deferred_due):
                 batch, self._pending = self._pending, []
+                self._urgent = self._deferred_due = False
+                if self._deferred_timer is not None:  # whatever was deferred goes in this group
+                    self._deferred_timer.cancel()
+                    self._deferred_timer = None
                 started = time.perf_counter()
                 try:
                     results = await loop.run_in_executor(self._writer, self._write_batch, [t for t, _ in batch])
@@ -282,7 +313,11 @@ class Store:
                         fut.set_exception(err if isinstance(err, StoreUnavailable) else StoreUnavailable(str(err)))
         finally:
             self._flushing = False
-            self._idle.set()
+            if self._pending and not self._urgent:  # deferred ones only: they wait their time
+                if self._deferred_timer is None:
+                    self._deferred_timer = loop.call_later(DEFERRED_S, self._deferred_expired)
+            else:
+                self._idle.set()
 
     def _write_batch(self, txs: list[Tx]) -> list[Exception | None]:
         conn = self._wconn
@@ -323,7 +358,11 @@ class Store:
         return cur.fetchall()
 
     async def close(self) -> None:
-        """Wait for queued writes, checkpoint the WAL, close both connections. Idempotent."""
+        """Wait for queued writes (deferred ones are written at once), checkpoint the WAL, close both
+        connections. Idempotent."""
+        if self._deferred_timer is not None:
+            self._deferred_timer.cancel()
+            self._deferred_expired()
         await self._idle.wait()
         loop = asyncio.get_running_loop()
         if self._wconn is not None:

@@ -38,6 +38,20 @@ def test_expired_keeps_the_newest_finished_and_drops_the_old() -> None:
     assert expired([running, *recent[:10]], now) == []
 
 
+def test_children_are_replaced_in_one_pass_in_target_order() -> None:
+    nodes = tuple(f"n{i}" for i in range(1, 21))
+    t = ClusterTask(id=str(uuid.uuid4()), module="builtin", type="sleep", target_nodes=nodes,
+                    children=tuple(ClusterChild(node=n) for n in reversed(nodes[:10])))
+    started = [replace(c, task_id=str(uuid.uuid4()), state=TaskState.RUNNING) for c in t.children]
+    new = [ClusterChild(node=n) for n in reversed(nodes[10:])]
+    driven = t.with_children([*started, *new])
+    assert [c.node for c in driven.children] == list(nodes)  # target order, whatever order they came in
+    assert {c.node: c for c in driven.children} == {c.node: c for c in [*started, *new]}
+    assert driven.with_children(driven.children) == driven  # nothing changed: no write
+    one = replace(driven.children[4], state=TaskState.DONE)
+    assert driven.with_child(one).children == (*driven.children[:4], one, *driven.children[5:])
+
+
 async def test_replica_keeps_the_active_set_the_leader_cycles_over(tmp_path: Path) -> None:
     store = EmbeddedStore(tmp_path / "cluster.db")
     await store.start()

@@ -7,8 +7,12 @@ from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
+from taskward import store as store_module
+from taskward.metrics import NodeMetrics
 from taskward.model import ChildRef, TaskRecord, TaskState
-from taskward.store import PUT_SETTING, PUT_TASK, Store, Tx, group_sql, record_from_json, record_to_json
+from taskward.store import DEFERRED_S, PUT_SETTING, PUT_TASK, Store, Tx, group_sql, record_from_json, record_to_json
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=UTC)
 
@@ -41,6 +45,61 @@ async def test_concurrent_commits_are_grouped_and_all_durable(tmp_path: Path) ->
     loaded = await again.open()
     assert [t.id for t in loaded.tasks] == [rec(i).id for i in range(200)]
     assert loaded.last_event_seq == 200
+    await again.close()
+
+
+async def test_a_deferred_write_goes_with_the_next_awaited_one(tmp_path: Path) -> None:
+    """A progress report costs no commit of its own: it joins the next transaction someone waits for, in
+    submission order, and both are durable together."""
+    metrics = NodeMetrics()
+    store = Store(tmp_path / "db.sqlite3", metrics=metrics)
+    await store.open()
+    groups = metrics.store_commit_seconds.count
+    order: list[str] = []
+    progress = Tx().put(rec(1).started(NOW)).event(1, NOW, {"n": 1})
+    progress.on_commit.append(lambda: order.append("progress"))
+    reported = store.submit(progress, deferred=True)
+    end = Tx().put(rec(1).started(NOW).finished(NOW)).event(2, NOW, {"n": 2})
+    end.on_commit.append(lambda: order.append("end"))
+    await store.commit(end)
+    assert reported.done() and order == ["progress", "end"]
+    assert metrics.store_commit_seconds.count == groups + 1  # one commit for both
+    await store.close()
+    again = Store(tmp_path / "db.sqlite3")
+    loaded = await again.open()
+    assert [t.state for t in loaded.tasks] == [TaskState.DONE] and loaded.last_event_seq == 2
+    await again.close()
+
+
+async def test_a_deferred_write_alone_is_written_after_its_wait(tmp_path: Path) -> None:
+    metrics = NodeMetrics()
+    store = Store(tmp_path / "db.sqlite3", metrics=metrics)
+    await store.open()
+    loop = asyncio.get_running_loop()
+    t0 = loop.time()
+    reported = store.submit(Tx().put(rec(1)).event(1, NOW, {}), deferred=True)
+    also = store.submit(Tx().put(rec(2)).event(2, NOW, {}), deferred=True)
+    async with asyncio.timeout(5):
+        await asyncio.gather(reported, also)
+    assert loop.time() - t0 >= DEFERRED_S  # waited for company, then went alone: one commit for both
+    assert metrics.store_commit_seconds.count == 1
+    await store.close()
+    again = Store(tmp_path / "db.sqlite3")
+    assert (await again.open()).last_event_seq == 2
+    await again.close()
+
+
+async def test_closing_writes_deferred_writes_at_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(store_module, "DEFERRED_S", 3600.0)
+    store = Store(tmp_path / "db.sqlite3")
+    await store.open()
+    reported = store.submit(Tx().put(rec(1)).event(1, NOW, {}), deferred=True)
+    async with asyncio.timeout(5):  # not the hour it could wait for company
+        await store.close()
+    assert reported.done() and reported.exception() is None
+    again = Store(tmp_path / "db.sqlite3")
+    loaded = await again.open()
+    assert [t.id for t in loaded.tasks] == [rec(1).id] and loaded.last_event_seq == 1
     await again.close()
 
 
