@@ -164,22 +164,52 @@ class Leader:
         kids = {c.node: c for c in t.children}
         pending = [c for c in (kids.get(node) or ClusterChild(node=node) for node in t.target_nodes)
                    if not c.state.finished]
-        # The nodes are independent: ask them all at once, so starting on N nodes takes one round trip.
-        driven = await asyncio.gather(*(self._drive_child(t, c, members.get(c.node), now) for c in pending))
+        driven = await self._drive_children(t, pending, members, now)
         started = [c for c, was in zip(driven, pending, strict=True) if c.task_id and c.task_id != was.task_id]
         if started:  # one line per cluster task, not one per node
             logger.info("started %d child(ren) of cluster task %s: %s", len(started), t.id,
                         ", ".join(f"{c.node}={c.task_id}" for c in started))
         return roll_up(t.with_children(driven), now)
 
-    async def _drive_child(self, t: ClusterTask, c: ClusterChild, member: Member | None, now: float) -> ClusterChild:
+    async def _drive_children(self, t: ClusterTask, pending: list[ClusterChild], members: Mapping[str, Member],
+                              now: float) -> list[ClusterChild]:
+        """Each child one step on: from what is known here when that is enough, else by asking its node.
+
+        The nodes are independent, so they are all asked at once: starting on N nodes takes one round
+        trip. But each call goes out in its own turn of the event loop. Sent in one turn, N calls (about
+        0.2 ms of CPU each) held everything else this node serves behind them, a status read of this very
+        task included: on 20 nodes sharing two cores, the leader answered that read last of all the nodes,
+        at twice the others' median."""
+        driven: list[ClusterChild | asyncio.Task[ClusterChild]] = []
+        try:
+            for c in pending:
+                member = members.get(c.node)
+                if (settled := self._settled(t, c, member, now)) is not None:
+                    driven.append(settled)
+                    continue
+                assert member is not None
+                driven.append(asyncio.ensure_future(self._ask_node(t, replace(c, down_since=0.0), member)))
+                await asyncio.sleep(0)
+            await asyncio.gather(*(d for d in driven if isinstance(d, asyncio.Task)))
+        except asyncio.CancelledError:
+            for d in driven:
+                if isinstance(d, asyncio.Task):
+                    d.cancel()
+            raise
+        return [d if isinstance(d, ClusterChild) else d.result() for d in driven]
+
+    def _settled(self, t: ClusterTask, c: ClusterChild, member: Member | None, now: float) -> ClusterChild | None:
+        """The child moved on without asking its node (the node is away, or the child's events tell), or
+        None when its node must be asked."""
         if member is None:
             return mark_down(c, c.node, now, self._grace)
-        c = replace(c, down_since=0.0)
-        if c.task_id:
+        if c.task_id and not t.abort_requested:
             # An abort-requested task is never followed: AbortTask then poll, every cycle, until it ends.
-            if not t.abort_requested and (followed := self._events.follow(t.id, c)) is not None:
-                return followed
+            return self._events.follow(t.id, replace(c, down_since=0.0) if c.down_since else c)
+        return None
+
+    async def _ask_node(self, t: ClusterTask, c: ClusterChild, member: Member) -> ClusterChild:
+        if c.task_id:
             return await self._poll_child(t, c, member)
         # Even when aborted, ask (same idempotency key): the child may exist already, started by a drive
         # whose record write lost to the abort's, or by a leader that died before writing.

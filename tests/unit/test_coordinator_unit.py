@@ -165,3 +165,35 @@ async def test_a_child_started_before_is_polled_before_it_is_followed() -> None:
     events._streams["n1"] = _Stream("127.0.0.1:1", "i", generation=0)
     t, c = await started_child(events, _StartingClients())
     assert events.follow(t.id, c) is None
+
+
+class _LoggingClients:
+    """Logs each start as it is sent, and makes some other work ready at that moment (as a read arriving
+    over the network would be)."""
+
+    def __init__(self) -> None:
+        self.log: list[str] = []
+
+    async def start(self, address: str, req: Any, *, timeout_s: float) -> str:
+        self.log.append(f"send {address}")
+        asyncio.get_running_loop().call_soon(self.log.append, f"other work after {address}")
+        await asyncio.sleep(0)
+        return str(req.task_id)
+
+
+async def test_a_fan_out_sends_each_call_in_its_own_turn_of_the_loop() -> None:
+    """Other work this node serves gets its turn between the calls of a fan-out: sent in one turn, 20
+    calls held a status read of the very task behind all of them."""
+    nodes = tuple(f"n{i}" for i in range(1, 21))
+    members = {n: Member(id=n, address=f"127.0.0.1:{i}", version="test", started_at=0.0, instance="i")
+               for i, n in enumerate(nodes, 1)}
+    clients = _LoggingClients()
+    leader = Leader(cast(Any, None), cast(Any, clients), ChildEvents(cast(Any, clients), lambda: None),
+                    dead_node_grace_s=60, rpc_timeout_s=5)
+    t = ClusterTask(id=str(uuid.uuid4()), module="builtin", type="sleep", target_nodes=nodes)
+    driven = await leader._drive(t, members)
+    assert [c.node for c in driven.children] == list(nodes) and all(c.task_id for c in driven.children)
+    assert driven.state is TaskState.RUNNING
+    sends = [i for i, line in enumerate(clients.log) if line.startswith("send")]
+    first_other = clients.log.index("other work after 127.0.0.1:1")
+    assert len(sends) == 20 and first_other < sends[1]  # the work made ready by the first send ran before the second
