@@ -193,37 +193,59 @@ def encode_task(t: ClusterTask) -> bytes:
 def parse_task(raw: bytes, *, task_id: str | None = None, checked: ClusterTask | None = None) -> ClusterTask:
     """A cluster task record (of key ``tasks/<task_id>`` when given); ``BadRecord`` naming the first field
     out of range. What passes can be shown on every surface and driven by the leader. ``checked``: the
-    record's previous version, which passed: its children that did not change are not checked again (a
-    record is rewritten whenever one child reports, and checking a child's result parses it)."""
+    record's previous version, which passed: its children that did not change are taken as they were,
+    not built nor checked again (a record is rewritten whenever one child reports, on every node of the
+    cluster, and checking a child's result parses it)."""
     try:
         p = cpb.ClusterTaskRecord.FromString(raw)
     except DecodeError:
         raise BadRecord("not a cluster task record") from None
-    try:
-        t = ClusterTask(
-            id=p.id, module=p.module, type=p.type, args_json=p.args_json, state=TaskState(p.state),
-            error=p.error, aborted=p.aborted, abort_requested=p.abort_requested, created_at=p.created_at,
-            start_time=p.start_time, end_time=p.end_time, target_nodes=tuple(p.target_nodes),
-            children=tuple(
-                ClusterChild(node=c.node, task_id=c.task_id, state=TaskState(c.state), error=c.error,
-                             progress_completed=c.progress_completed, progress_total=c.progress_total,
-                             attempt=c.attempt, down_since=c.down_since, start_time=c.start_time,
-                             end_time=c.end_time, result_json=c.result_json)
-                for c in p.children
-            ),
-            idempotency_key=p.idempotency_key, keyspace=p.keyspace, table=p.table, entity=p.entity,
-            is_abortable=p.is_abortable, progress_units=p.progress_units,
-        )
-    except ValueError as exc:  # a state that is none of ours
-        raise BadRecord(f"unknown state: {exc}") from None
-    check_task(t, task_id, unchanged=frozenset(checked.children) if checked is not None else frozenset())
+    before = {c.node: c for c in checked.children} if checked is not None else {}
+    children: list[ClusterChild] = []
+    fresh: list[ClusterChild] = []
+    for c in p.children:
+        old = before.get(c.node)
+        if old is not None and _same_child(old, c):
+            children.append(old)
+            continue
+        new = ClusterChild(node=c.node, task_id=c.task_id, state=_state(c.state), error=c.error,
+                           progress_completed=c.progress_completed, progress_total=c.progress_total,
+                           attempt=c.attempt, down_since=c.down_since, start_time=c.start_time,
+                           end_time=c.end_time, result_json=c.result_json)
+        children.append(new)
+        fresh.append(new)
+    t = ClusterTask(
+        id=p.id, module=p.module, type=p.type, args_json=p.args_json, state=_state(p.state),
+        error=p.error, aborted=p.aborted, abort_requested=p.abort_requested, created_at=p.created_at,
+        start_time=p.start_time, end_time=p.end_time, target_nodes=tuple(p.target_nodes),
+        children=tuple(children), idempotency_key=p.idempotency_key, keyspace=p.keyspace, table=p.table,
+        entity=p.entity, is_abortable=p.is_abortable, progress_units=p.progress_units,
+    )
+    check_task(t, task_id, children=fresh)
     return t
 
 
-def check_task(t: ClusterTask, task_id: str | None = None, *, unchanged: frozenset[ClusterChild] = frozenset()
-               ) -> None:
+_STATES = {s.value: s for s in TaskState}
+
+
+def _state(value: str) -> TaskState:
+    try:
+        return _STATES[value]
+    except KeyError:
+        raise BadRecord(f"unknown state: {value!r} is not a valid TaskState") from None
+
+
+def _same_child(old: ClusterChild, c: cpb.ClusterChild) -> bool:
+    """Whether the message holds exactly the child ``old`` (field by field: cheaper than building it)."""
+    return (old.task_id == c.task_id and old.state.value == c.state and old.progress_completed == c.progress_completed
+            and old.progress_total == c.progress_total and old.end_time == c.end_time and old.error == c.error
+            and old.attempt == c.attempt and old.down_since == c.down_since and old.start_time == c.start_time
+            and old.result_json == c.result_json)
+
+
+def check_task(t: ClusterTask, task_id: str | None = None, *, children: Iterable[ClusterChild] | None = None) -> None:
     """``BadRecord`` for a field of ``t`` out of range: ids, labels (the node path's limits), times,
-    progress, arguments and results (``taskward.limits``)."""
+    progress, arguments and results (``taskward.limits``). ``children``: those to check (default: all)."""
     check_task_id("id", t.id)
     if task_id is not None and t.id != task_id:
         raise BadRecord(f"id {t.id!r} is not the key's")
@@ -236,9 +258,7 @@ def check_task(t: ClusterTask, task_id: str | None = None, *, unchanged: frozens
         check_time(name, getattr(t, name))
     for node in t.target_nodes:
         check_node_id("target node", node)
-    for c in t.children:
-        if c in unchanged:
-            continue
+    for c in t.children if children is None else children:
         check_node_id("child node", c.node)
         check_task_id(f"child task id on {c.node}", c.task_id, optional=True)
         check_progress(f"progress_completed of the child on {c.node}", c.progress_completed)

@@ -84,8 +84,9 @@ def test_a_changed_child_is_checked_even_against_a_previous_version(task: Cluste
     before = good_task(target_nodes=("n1", "n2"))
     before = replace(before, children=(*before.children, second))
     after = replace(before, children=(before.children[0], replace(second, progress_completed=3)))
-    assert parse_task(encode_task(after), task_id=after.id, checked=before) == parse_task(encode_task(after),
-                                                                                           task_id=after.id)
+    parsed = parse_task(encode_task(after), task_id=after.id, checked=before)
+    assert parsed == parse_task(encode_task(after), task_id=after.id)
+    assert parsed.children[0] is before.children[0]  # unchanged: taken as it was, not built again
 
 
 def test_a_good_task_record_passes_and_must_sit_under_its_own_id() -> None:
@@ -97,6 +98,10 @@ def test_a_good_task_record_passes_and_must_sit_under_its_own_id() -> None:
         parse_task(b"\xff\xff\xff\xff")
     with pytest.raises(BadRecord, match="unknown state"):
         parse_task(cpb.ClusterTaskRecord(id=t.id, module="m", type="t", state="exploded").SerializeToString())
+    bad_child = cpb.ClusterTaskRecord.FromString(encode_task(t))
+    bad_child.children[0].state = "exploded"
+    with pytest.raises(BadRecord, match="unknown state: 'exploded'"):
+        parse_task(bad_child.SerializeToString(), task_id=t.id, checked=t)
 
 
 @pytest.mark.parametrize(("address", "ok"), [
