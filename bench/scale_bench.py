@@ -8,7 +8,8 @@
     turn with the starts. Target: p50 with the most nodes ≤ 5 x p50 with the fewest.
     Where the time goes, from the same samples and the same rotation: when the start's answer came;
     when a plain etcd watch on the records' prefix, opened by the bench beside the nodes' own watches,
-    delivered the new record; each node's first answer; and, on their own, a probe round for a task
+    delivered the new record; each node's first answer, and the leader's own (it also sends every
+    child's start); and, on their own, a probe round for a task
     every node already holds (all N at once, one node after another, one node) and the raw Put to a
     key all N nodes watch. Samples are taken in a rotating order, each on a quiet cluster: the previous
     start has finished everywhere (untimed WaitTask), then a short pause. Every size runs at once on the
@@ -80,6 +81,8 @@ class Latencies:
     samples: dict[str, list[float]]
     not_found: int
     watch_missed: int
+    leader_last: int
+    """Samples in which the leader was the last node to answer."""
 
     def load(self, figure: str) -> Load:
         xs = self.samples[figure]
@@ -101,13 +104,14 @@ class LatencySampler:
         self._req = pb.StartTaskRequest(module="builtin", type="sleep", args_json='{"duration": 0, "steps": 1}',
                                         cluster=True)
         self.samples: dict[str, list[float]] = {}
-        self._counts = {"not_found": 0, "watch_missed": 0}
+        self._counts = {"not_found": 0, "watch_missed": 0, "leader_last": 0}
         self._unfinished: list[str] = []
         self._last_id = ""
         self._kinds: list[Callable[[bool], Awaitable[None]]] = []
 
     def result(self) -> Latencies:
-        return Latencies(self.samples, self._counts["not_found"], self._counts["watch_missed"])
+        return Latencies(self.samples, self._counts["not_found"], self._counts["watch_missed"],
+                         self._counts["leader_last"])
 
     async def open(self) -> None:
         """Channels (on the running loop) and the watch, then a first start the probes can ask about."""
@@ -190,12 +194,15 @@ class LatencySampler:
         if not record:
             return
         firsts = [t for t, _ in per_node]
+        leader_first = firsts[self._c.nodes.index(self._leader)]
         self._counts["not_found"] += sum(m for _, m in per_node)
+        self._counts["leader_last"] += leader_first == max(firsts)
         self._keep(VISIBLE, visible)
         self._keep("answered", answered)
         self._keep("after_answer", visible - answered)
         self._keep("node_median", statistics.median(firsts))
         self._keep("last_node", max(firsts))
+        self._keep("leader_first", leader_first)  # the node that also sends every child's start
         if seen is None:
             self._counts["watch_missed"] += 1
         else:
@@ -425,6 +432,9 @@ def tables(results: list[SizeResult], args: argparse.Namespace) -> tuple[str, st
         ["the bench's own etcd watch delivered the new record", *col(p50("watch"))],
         ["a node's first answer, median over the nodes", *col(p50("node_median"))],
         ["the last node's first answer", *col(p50("last_node"))],
+        ["the leader's first answer (it sends every child's start)", *col(p50("leader_first"))],
+        ["samples in which the leader answered last",
+         *col(lambda r: f"{r.lat.leader_last} of {len(r.lat.samples[VISIBLE])}")],
         ["visible - answered, per sample (the probe's share)", *col(p50("after_answer"))],
         ["NOT_FOUND answers, all samples together", *col(lambda r: str(r.lat.not_found))],
         ["probe round alone, all nodes at once (task held everywhere)", *col(p50("probe_concurrent"))],
