@@ -97,9 +97,6 @@ class ClusterTask:
         """Finished, with a child its node may still run (``ClusterChild.failed_while_away``)."""
         return self.state.finished and any(c.failed_while_away for c in self.children)
 
-    def child(self, node: str) -> ClusterChild | None:
-        return next((c for c in self.children if c.node == node), None)
-
     def with_child(self, child: ClusterChild) -> ClusterTask:
         return self.with_children((child,))
 
