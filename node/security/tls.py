@@ -117,7 +117,7 @@ class Certificates:
         self._material = load_config(config)
         self._lock = threading.Lock()  # the fetch callback runs on gRPC's threads
         self._pending: grpc.ServerCertificateConfiguration | None = None
-        self._contexts: list[ssl.SSLContext] = []
+        self._listeners_tls: list[_ServedContext] = []
         self._listeners: list[CredentialsListener] = []
         self._channel_credentials = self._dial_credentials(self._material)
         if self._material.cert is not None:
@@ -157,26 +157,24 @@ class Certificates:
         return pending  # None: keep the current one
 
     def server_context(self, *, alpn: Sequence[str] = ()) -> ssl.SSLContext:
-        """A context for one listener (REST, RESP, metrics); ``reload`` loads the new files into it in place."""
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-        if alpn:
-            ctx.set_alpn_protocols(list(alpn))
-        _configure(ctx, self._material)
-        self._contexts.append(ctx)
-        return ctx
+        """The context of one listener (REST, RESP, metrics), for the listener's whole life. After a
+        ``reload`` its handshakes switch to a context built from the new files (``_ServedContext``)."""
+        served = _ServedContext(_server_context(self._material, alpn), alpn)
+        self._listeners_tls.append(served)
+        return served.first
 
     def reload(self) -> bool:
         """Read every file again and use them from the next handshake on; False (logged, nothing changed)
         when a file is bad."""
         try:
             material = load_config(self.config)
-            for ctx in self._contexts:  # checked above, so these loads cannot half-fail on a bad file
-                _configure(ctx, material)
+            fresh = [_server_context(material, served.alpn) for served in self._listeners_tls]
         except (TlsError, ssl.SSLError, OSError) as exc:
             reason = exc.message if isinstance(exc, TlsError) else str(exc)
             logger.error("certificates not reloaded, still serving the previous ones: %s", reason)
             return False
+        for served, ctx in zip(self._listeners_tls, fresh, strict=True):  # all built: none half-switched
+            served.current = ctx
         with self._lock:
             self._pending = _server_configuration(material) if material.cert is not None else None
         self._material = material
@@ -272,11 +270,35 @@ def _load_chain(ctx: ssl.SSLContext, m: TlsMaterial) -> None:
         ctx.load_cert_chain(cert, key, password=_no_password)
 
 
-def _configure(ctx: ssl.SSLContext, m: TlsMaterial) -> None:
+def _server_context(m: TlsMaterial, alpn: Sequence[str]) -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        ctx.set_alpn_protocols(list(alpn))
     _load_chain(ctx, m)
     if m.client_ca is not None:
         ctx.verify_mode = ssl.CERT_REQUIRED
         ctx.load_verify_locations(cadata=m.client_ca.decode("ascii", errors="ignore"))
+    return ctx
+
+
+class _ServedContext:
+    """A listener's TLS across reloads. The listener keeps the context it was given (``first``); each
+    handshake on it is switched, as the client's hello arrives, to ``current``, the context of the files
+    last loaded: its certificate, and its client CAs *instead of* the old ones. (Loading new files into
+    the listener's context in place could only add CAs to what it trusts: an ``SSLContext`` cannot drop
+    one, so a CA taken out of ``--tls-client-ca`` would have stayed trusted until a restart.) OpenSSL calls
+    the switch for every hello, with or without a server name, and verifies the client's certificate
+    against the store of the context switched to. Connections already open keep the context they had."""
+
+    def __init__(self, first: ssl.SSLContext, alpn: Sequence[str]) -> None:
+        self.first = self.current = first
+        self.alpn = tuple(alpn)
+        first.sni_callback = self._switch
+
+    def _switch(self, conn: ssl.SSLObject | ssl.SSLSocket, server_name: str | None, ctx: ssl.SSLContext) -> None:
+        if self.current is not ctx:
+            conn.context = self.current
 
 
 def _server_configuration(m: TlsMaterial) -> grpc.ServerCertificateConfiguration:

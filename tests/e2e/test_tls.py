@@ -24,6 +24,7 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from taskward.client import Client
 from taskward.errors import NoNodeReachable
@@ -387,6 +388,44 @@ def test_sighup_reloads_certificates_and_keeps_open_streams(rotating_node: tuple
     http.close()
     ok = run_cli(node, *pki.client_flags(pki.ops), "modules")  # new connections: the CLI trusts the same CA
     assert ok.returncode == 0, ok.stderr
+
+
+def test_sighup_replaces_the_client_ca_on_every_listener(tmp_path: Path, pki: Pki) -> None:
+    """A CA taken out of ``--tls-client-ca`` is no longer trusted after SIGHUP on gRPC, REST and RESP alike,
+    and the one put in is (REST and RESP used to add the new CA to the old one until a restart)."""
+    if shutil.which("redis-cli") is None:
+        pytest.skip("redis-cli is not installed (Debian: redis-tools, or scripts/setup.sh)")
+    client_ca = tmp_path / "client-ca.pem"
+    shutil.copyfile(pki.ca.cert, client_ca)
+    rest, admin = free_port(), free_port()
+    pair = pki.nodes["n1"]
+    node = NodeProc(tmp_path / "n1", credentials=pki.credentials(pki.ops), extra=[
+        *NODE_ARGS, "--tls-cert", str(pair.cert), "--tls-key", str(pair.key), "--tls-ca", str(pki.ca.cert),
+        "--tls-client-ca", str(client_ca), "--rest", f"127.0.0.1:{rest}", "--admin", f"127.0.0.1:{admin}"])
+
+    def accepted(client: CertPair) -> dict[str, bool]:
+        """Whether each listener lets ``client`` in (it trusts the node's CA for the node's certificate)."""
+        tls = ["--cacert", str(pki.ca.cert), "--cert", str(client.cert), "--key", str(client.key)]
+        with grpc.secure_channel(node.address, pki.credentials(client)) as ch:
+            try:
+                health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=5 * TIMEOUT_MULT)
+                grpc_ok = True
+            except grpc.RpcError as exc:
+                assert exc.code() == grpc.StatusCode.UNAVAILABLE, exc
+                grpc_ok = False
+        return {"gRPC": grpc_ok,
+                "REST": curl(*tls, f"https://127.0.0.1:{rest}/openapi.json").returncode == 0,
+                "RESP": redis_cli(admin, "--tls", *tls, "PING").stdout.strip() == "PONG"}
+
+    every = ("gRPC", "REST", "RESP")
+    for n in serve(node):
+        assert accepted(pki.ops) == dict.fromkeys(every, True)
+        assert accepted(pki.rogue) == dict.fromkeys(every, False)
+        shutil.copyfile(pki.rogue.cert.parent / "ca.crt", client_ca.with_suffix(".tmp"))
+        client_ca.with_suffix(".tmp").replace(client_ca)  # the cluster's CA out, the other one in
+        sighup_and_wait(n, "certificates reloaded")
+        assert accepted(pki.ops) == dict.fromkeys(every, False)
+        assert accepted(pki.rogue) == dict.fromkeys(every, True)
 
 
 def test_a_bad_file_on_reload_keeps_the_old_certificate(rotating_node: tuple[NodeProc, CertPair], pki: Pki) -> None:

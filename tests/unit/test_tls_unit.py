@@ -5,6 +5,7 @@ rule (a token and TLS, or ``--insecure-bind``, which is then warned about at sta
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import socket
 import ssl
@@ -146,6 +147,49 @@ def test_a_reload_reaches_new_handshakes_and_channel_owners(live: tuple[Certific
     assert isinstance(certs._fetch(), grpc.ServerCertificateConfiguration) and certs._fetch() is None
     assert len(seen) == 1 and seen[0] is certs.channel_credentials
     assert f"certificates reloaded: subject commonName=n1-after, serial {new.serial:X}" in caplog.text
+
+
+def client_accepted(ctx: ssl.SSLContext, trust: Path, client: CertPair) -> bool:
+    """Whether a listener with ``ctx`` accepts a handshake from ``client`` (the listener's own verdict, taken
+    when its handshake ends; no SNI is sent, as for any client that dials an IP address)."""
+    verdict: list[bool] = []
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(1)
+
+        def accept() -> None:
+            conn, _ = listener.accept()
+            try:
+                with ctx.wrap_socket(conn, server_side=True):
+                    verdict.append(True)
+            except (ssl.SSLError, OSError):
+                verdict.append(False)
+
+        t = threading.Thread(target=accept, daemon=True)
+        t.start()
+        side = ssl.create_default_context(cafile=str(trust))
+        side.load_cert_chain(client.cert, client.key)
+        with socket.create_connection(("127.0.0.1", listener.getsockname()[1]), timeout=5) as s, \
+                contextlib.suppress(ssl.SSLError, OSError), side.wrap_socket(s, server_hostname="127.0.0.1") as tls:
+            tls.recv(1)  # TLS 1.3: the listener's verdict on our certificate comes after our side's handshake
+        t.join(5)
+    return verdict == [True]
+
+
+def test_a_reloaded_client_ca_replaces_the_old_one_on_the_same_listener(tmp_path: Path, ca: TestCA,
+                                                                       pair: CertPair) -> None:
+    other = TestCA(tmp_path / "other", name="taskward-test-other-ca")
+    trusted = tmp_path / "client-ca.pem"
+    trusted.write_bytes(ca.cert.read_bytes())
+    certs = Certificates(TlsConfig(cert=str(pair.cert), key=str(pair.key), client_ca=str(trusted), ca=str(ca.cert)))
+    ctx = certs.server_context()
+    ours, theirs = ca.issue("client-ours"), other.issue("client-theirs")
+    assert (client_accepted(ctx, ca.cert, ours), client_accepted(ctx, ca.cert, theirs)) == (True, False)
+
+    trusted.write_bytes(other.cert.read_bytes())  # the old CA is taken out, the other one put in
+    assert certs.reload()
+    assert (client_accepted(ctx, ca.cert, ours), client_accepted(ctx, ca.cert, theirs)) == (False, True)
+    assert served_serial(ctx, ca.cert) == f"{pair.serial:X}"  # the same listener, the same certificate
 
 
 def test_a_bad_file_on_reload_changes_nothing(live: tuple[Certificates, CertPair], ca: TestCA,
