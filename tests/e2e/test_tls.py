@@ -10,12 +10,14 @@ address is 127.0.0.1.
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import signal
 import socket
 import ssl
 import subprocess
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -232,6 +234,34 @@ def test_rest_over_tls_with_curl_and_httpx(mtls_node: NodeProc, pki: Pki) -> Non
         assert status.status_code == 200 and status.json()["state"] == "done"
     with httpx.Client(base_url=base, verify=pki.ssl_context(), timeout=10) as no_cert, pytest.raises(httpx.HTTPError):
         no_cert.get("/task_manager/list_modules")
+
+
+def healthcheck(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m taskward.healthcheck ARGS`` with the given ``TASKWARD_TLS_*`` variables and no other."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("TASKWARD_TLS_")}
+    return subprocess.run([sys.executable, "-m", "taskward.healthcheck", *args], capture_output=True, text=True,
+                          timeout=30 * TIMEOUT_MULT, cwd=REPO, check=False, env={**clean, **env})
+
+
+def test_the_container_health_check_speaks_tls_as_the_node_is_configured(mtls_node: NodeProc, pki: Pki,
+                                                                          tmp_path: Path) -> None:
+    """The health check a container runs takes the node's TLS from the same variables the node does: a
+    TLS node with mTLS is healthy to it, and a check without them (or with a bad file) says unhealthy."""
+    own = pki.nodes["n1"]
+    node_env = {"TASKWARD_TLS_CA": str(pki.ca.cert), "TASKWARD_TLS_CERT": str(own.cert),
+                "TASKWARD_TLS_KEY": str(own.key)}
+    https = f"https://127.0.0.1:{mtls_node.rest_port}/health"  # type: ignore[attr-defined]
+    for args in (("grpc", mtls_node.address), ("http", https)):
+        ok = healthcheck(*args, **node_env)
+        assert (ok.returncode, ok.stderr) == (0, ""), args
+        assert healthcheck(*args).returncode == 1, args  # plaintext, or TLS with no client certificate
+        assert healthcheck(*args, TASKWARD_TLS_CA=str(pki.ca.cert)).returncode == 1, args  # no client certificate
+    missing = tmp_path / "missing.pem"
+    for env, message in (({**node_env, "TASKWARD_TLS_KEY": ""}, "TASKWARD_TLS_CERT and TASKWARD_TLS_KEY go together"),
+                         ({**node_env, "TASKWARD_TLS_CA": str(missing)},
+                          f"cannot read TASKWARD_TLS_CA {missing}: No such file or directory")):
+        bad = healthcheck("grpc", mtls_node.address, **env)
+        assert (bad.returncode, bad.stderr) == (1, f"healthcheck: {message}\n")
 
 
 def redis_cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:
