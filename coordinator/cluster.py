@@ -443,9 +443,9 @@ class Coordinator:
             raise InvalidArgument(f"idempotency key {key!r} is held by a bad record in the cluster store (not a "
                                   "task id); use another key") from None
         old = self.cache.snapshot.tasks.get(existing_id)
-        if old is not None and (old.module, old.type, json.loads(old.args_json)) != (
-                t.module, t.type, json.loads(t.args_json)):
-            raise IdempotencyConflict(key)
+        if old is not None and (old.module, old.type, json.loads(old.args_json), old.keyspace, old.table, old.entity
+                                ) != (t.module, t.type, json.loads(t.args_json), t.keyspace, t.table, t.entity):
+            raise IdempotencyConflict(key)  # the same request as a node task's key: type, arguments and labels
         return existing_id
 
     async def abort(self, task_id: str) -> None:

@@ -304,9 +304,14 @@ def test_idempotency_key_is_per_cluster(any_cluster: Cluster) -> None:
     tid = start_cluster_task(c.nodes[0], duration=0.1, steps=1, idempotency_key="k1")
     again = [start_cluster_task(n, duration=0.1, steps=1, idempotency_key="k1") for n in c.nodes]
     assert again == [tid] * len(c.nodes)
-    req = pb.StartTaskRequest(module="builtin", type=SLEEP, args_json='{"duration": 0.2, "steps": 1}', cluster=True,
-                              idempotency_key="k1")
-    assert code_of(c.nodes[-1].stub().StartTask, req, timeout=10) == grpc.StatusCode.INVALID_ARGUMENT
+    same_args = '{"duration": 0.1, "steps": 1}'
+    for other in (dict(args_json='{"duration": 0.2, "steps": 1}'), dict(args_json=same_args, keyspace="ks"),
+                  dict(args_json=same_args, table="t"), dict(args_json=same_args, entity="e")):
+        req = pb.StartTaskRequest(module="builtin", type=SLEEP, cluster=True, idempotency_key="k1", **other)
+        with pytest.raises(grpc.RpcError) as info:  # as a node task's key: the same type, arguments and labels
+            c.nodes[-1].stub().StartTask(req, timeout=10)
+        assert (info.value.code(), info.value.details()) == (  # type: ignore[attr-defined]
+            grpc.StatusCode.INVALID_ARGUMENT, "idempotency key 'k1' was already used with different arguments"), other
     assert wait_task(c.nodes[0], tid).stats.state == "done"
     if c.etcd_endpoints is not None:
         assert cluster_task_keys(c) == [f"tasks/{tid}"]
