@@ -53,6 +53,9 @@ RETRY_S = 0.5
 class ClusterSnapshot:
     revision: int = 0
     leader: str | None = None
+    leader_record: bytes = b""
+    """The leader key's value as stored (the holder's node id and instance): a node named ``leader`` leads
+    only if this is the value it wrote itself."""
     members: Mapping[str, Member] = field(default_factory=dict)
     tasks: Mapping[str, ClusterTask] = field(default_factory=dict)
     active: Mapping[str, ClusterTask] = field(default_factory=dict)
@@ -80,6 +83,7 @@ class ClusterCache:
         self._tasks: dict[str, ClusterTask] = {}
         self._active: dict[str, ClusterTask] = {}
         self._leader: str | None = None
+        self._leader_record = b""
         self._cron_generation = ""
         self._schedules: dict[str, dict[str, CronSchedule]] = {}  # generation -> id -> schedule
         self._cron_states: dict[str, CronState] = {}
@@ -103,7 +107,8 @@ class ClusterCache:
         one copy, not one per event."""
         if self._dirty:
             self._snapshot = ClusterSnapshot(
-                revision=self._revision, leader=self._leader, members=MappingProxyType(dict(self._members)),
+                revision=self._revision, leader=self._leader, leader_record=self._leader_record,
+                members=MappingProxyType(dict(self._members)),
                 tasks=MappingProxyType(dict(self._tasks)), active=MappingProxyType(dict(self._active)),
                 stale=self._stale, cron_generation=self._cron_generation,
                 schedules=MappingProxyType(dict(self._schedules.get(self._cron_generation, {}))),
@@ -195,6 +200,7 @@ class ClusterCache:
                 self._active.pop(tid, None)
         elif key == LEADER:
             before, self._leader = self._leader, decode_leader(value) if value is not None else None
+            self._leader_record = value if self._leader is not None and value is not None else b""
             if value is not None and self._leader is None:
                 raise BadRecord("not a leader record")
             if self._leader != before:
@@ -240,6 +246,7 @@ class ClusterCache:
         self._tasks.clear()
         self._active.clear()
         self._leader = None
+        self._leader_record = b""
         self._cron_generation = ""
         self._schedules.clear()
         self._cron_states.clear()

@@ -104,6 +104,7 @@ class Coordinator:
         self._status = ""
         self._kick = asyncio.Event()
         self._full_cycle_wanted = True
+        self._unheld_since: float | None = None  # since when the leader key has looked held by no live member
         self._batch: asyncio.TimerHandle | None = None
         self.on_fatal: Callable[[BaseException], None] = lambda exc: None
 
@@ -179,7 +180,7 @@ class Coordinator:
     @property
     def is_leader(self) -> bool:
         snap = self.cache.snapshot
-        return not snap.stale and snap.leader == self.node_id
+        return not snap.stale and snap.leader == self.node_id and self._election.holds(snap.leader_record)
 
     async def _keep_alive_loop(self) -> None:
         interval = self.config.lease_ttl_s / 3
@@ -234,25 +235,44 @@ class Coordinator:
 
     async def run_cycle(self, *, new_only: bool = False) -> str:
         snap = self.cache.snapshot
-        if not snap.stale and snap.leader == self.node_id:
+        if not snap.stale and snap.leader == self.node_id and self._election.holds(snap.leader_record):
             self._child_events.sync(snap)
             self._ensure_cron()
             try:
                 n = await self._leader.drive_all(snap, new_only=new_only)
+                self._unheld_since = None
                 return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
             except NotLeader:
                 status = "deposed: no longer the leader"
+                await self._unheld(snap)  # a key naming this node that is not its own
         elif snap.stale:
             status = "cluster replica stale: not leading"
-        elif snap.leader is None:
-            await self._election.campaign(self.membership.lease)
+        elif snap.leader == self.node_id:  # named, but not with this node's own record: not ours to lead with
+            await self._unheld(snap)
+            status = "leader key names this node but is not its own: not leading"
+        elif snap.leader is None or snap.leader not in snap.members:
+            if snap.leader is not None or not await self._election.campaign(self.membership.lease):
+                await self._unheld(snap)
             status = "leader election in progress"
         else:
+            self._unheld_since = None
             status = f"following leader {snap.leader}"
         if self._child_events.active:
             await self._child_events.close()  # not (or no longer) the leader: stop following the nodes
         await self._stop_cron()
         return status
+
+    async def _unheld(self, snap: ClusterSnapshot) -> None:
+        """The leader key is there, but no live member leads with it. Once that has lasted a lease TTL
+        (longer than a dying leader's key outlives its node's membership), the key is cleared so that an
+        election can take place (``Election.clear_unheld``)."""
+        now = time.monotonic()
+        if self._unheld_since is None:
+            self._unheld_since = now
+        elif now - self._unheld_since >= self.config.lease_ttl_s:
+            self._unheld_since = None
+            if await self._election.clear_unheld(snap.members.keys()):
+                self._request_full_cycle()
 
     def _ensure_cron(self) -> None:
         """The cron scheduler runs exactly while this node leads (it ends by itself when deposed)."""

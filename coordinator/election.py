@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
-from taskward.coordinator.records import LEADER, encode_leader
+from taskward.coordinator.records import LEADER, decode_leader, encode_leader
 from taskward.coordinator.store.base import ClusterStore, Compare, Delete, Op, TxnResult
 
 logger = logging.getLogger(__name__)
@@ -32,6 +32,30 @@ class Election:
             logger.info("node %s became the cluster leader", self.node_id)
         return won
 
+    def holds(self, record: bytes) -> bool:
+        """Whether ``record`` (the leader key's value) is the one this node wrote when it won."""
+        return record == self._value
+
+    async def clear_unheld(self, members: Collection[str]) -> bool:
+        """Delete a leader key that no live member holds; whether it was deleted.
+
+        ``campaign`` only creates the key, so a key that no live node holds blocks every election for as
+        long as it stays: one that is not a leader record, names a node that is not a member, or is bound
+        to no live lease (a key without a lease never expires; one written by hand, or left by a restore).
+        It is deleted only if it still holds the bytes that were judged, so a leader elected meanwhile is
+        never touched. Callers ask only after the key has looked unheld for a lease TTL."""
+        kv = await self._store.get(LEADER)
+        if kv is None:
+            return False
+        holder = decode_leader(kv.value)
+        if holder in members and kv.lease and await self._store.lease_alive(kv.lease):
+            return False  # held after all: this node's replica was behind
+        result = await self._store.txn((Compare(LEADER, kv.value),), (Delete(LEADER),))
+        if result.succeeded:
+            logger.warning("deleted a leader key that no live member holds (%s); electing a leader",
+                           _unheld_because(holder, kv.lease, members))
+        return result.succeeded
+
     async def leader_txn(self, ops: Sequence[Op], extra: Sequence[Compare] = ()) -> TxnResult:
         """Apply ``ops`` only while the leader key is ours (fencing) and every ``extra`` guard holds.
 
@@ -47,3 +71,11 @@ class Election:
             await self._store.txn((Compare(LEADER, self._value),), (Delete(LEADER),))
         except Exception:  # best effort: the lease expiry frees the key anyway
             logger.debug("could not resign leadership", exc_info=True)
+
+
+def _unheld_because(holder: str | None, lease: int, members: Collection[str]) -> str:
+    if holder is None:
+        return "not a leader record"
+    if holder not in members:
+        return f"it names {holder}, which is not a member"
+    return f"it names {holder} but is bound to no lease" if not lease else f"it names {holder} but its lease has ended"

@@ -245,3 +245,28 @@ def etcd_prefix_keys(c: Cluster) -> set[bytes]:
             found |= {kv.key for kv in resp.kvs}
     return found
 
+
+
+@pytest.mark.parametrize("value", [
+    pytest.param(b"\xff\xfe not a leader record", id="junk"),
+    pytest.param(cpb.LeaderRecord(node_id="n9", instance="gone").SerializeToString(), id="names-no-member"),
+    pytest.param(cpb.LeaderRecord(node_id="n2", instance="gone").SerializeToString(), id="a-member-without-a-lease"),
+])
+def test_a_leader_key_no_live_member_holds_is_cleared(etcd: EtcdCluster, tmp_path_factory: pytest.TempPathFactory,
+                                                      value: bytes) -> None:
+    """A leader key without a lease never expires, and elections only create the key: left there (by hand,
+    by a restore), it kept the cluster leaderless for good. Found unheld for a lease TTL, it is deleted
+    (only if it still holds what was judged) and a leader is elected; cluster tasks then run."""
+    c = Cluster(tmp_path_factory.mktemp("unheld"), etcd.endpoints, name=unique_cluster_name("unheld-leader"))
+    with etcd.channel() as ch:
+        rpc.rpc_pb2_grpc.KVStub(ch).Put(rpc.PutRequest(key=key(c, b"leader"), value=value), timeout=5)
+    try:
+        for n in c.nodes:
+            n.start()
+        poll(lambda: any("deleted a leader key that no live member holds" in n.log() for n in c.nodes), 30,
+             "a node to clear the leader key")
+        c.wait_formed(30)  # a leader elected: the one the key named (a member) was not leading with it
+        keeps_working(c, restart=False)
+    finally:
+        codes = c.stop()
+    assert set(codes.values()) == {0}, codes
