@@ -95,8 +95,9 @@ class Executor:
         return set(self._running)
 
     def queue_depth(self) -> int:
-        """Root operations waiting for a slot (read by the node's metrics when scraped)."""
-        return len(self._waiting)
+        """Tasks waiting to start (read by the node's metrics when scraped): root operations waiting for a
+        slot, and bodies of ``executor="process"`` types waiting for a worker."""
+        return len(self._waiting) + self.processes.waiting
 
     def start(self) -> None:
         self._state = RunState.RUNNING

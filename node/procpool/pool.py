@@ -176,11 +176,17 @@ class ProcessPool:
         self._calls: dict[str, _Call] = {}
         self._numbers = itertools.count(1)
         self._stopping = False
+        self.waiting = 0
+        """Runs waiting for a worker before they start (their tasks still ``created``): part of the queue depth."""
 
     @contextlib.asynccontextmanager
     async def slot(self) -> AsyncIterator[Slot]:
         slot = Slot(self)
-        await slot.take()
+        self.waiting += 1
+        try:
+            await slot.take()
+        finally:
+            self.waiting -= 1
         try:
             yield slot
         finally:

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,14 +19,15 @@ import pytest
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.procpool.pool import ABANDON_GRACE_S
 from tests.conftest import NODE_ARGS
-from tests.support.procs import TIMEOUT_MULT, NodeProc, poll
+from tests.support.procs import TIMEOUT_MULT, NodeProc, free_port, poll
 
 WORKERS = 2
 
 
 @pytest.fixture
 def node(tmp_path: Path) -> Iterator[NodeProc]:
-    n = NodeProc(tmp_path / "n1", extra=[*NODE_ARGS, "--process-workers", str(WORKERS)])
+    n = NodeProc(tmp_path / "n1", extra=[*NODE_ARGS, "--process-workers", str(WORKERS),
+                                         "--metrics", f"127.0.0.1:{free_port()}"])
     n.start()
     try:
         yield n
@@ -36,6 +38,14 @@ def node(tmp_path: Path) -> Iterator[NodeProc]:
 def start(n: NodeProc, type_: str, **args: object) -> str:
     req = pb.StartTaskRequest(module="sample", type=type_, args_json=json.dumps(args))
     return str(n.stub().StartTask(req, timeout=5).task_id)
+
+
+def queue_depth(n: NodeProc) -> float:
+    """``taskward_queue_depth`` as the node's ``--metrics`` listener serves it."""
+    address = n.extra[n.extra.index("--metrics") + 1]
+    with urllib.request.urlopen(f"http://{address}/metrics", timeout=5) as resp:
+        text = resp.read().decode()
+    return next(float(line.split()[1]) for line in text.splitlines() if line.startswith("taskward_queue_depth "))
 
 
 def wait(n: NodeProc, task_id: str, timeout: float = 30.0) -> pb.TaskStatus:
@@ -132,9 +142,11 @@ def test_at_most_process_workers_bodies_compute_and_a_waiting_task_stays_created
     before = {t: status(node, t).progress_completed for t in running}
     poll(lambda: all(status(node, t).progress_completed >= before[t] + 5 for t in running), 30, "both progress")
     assert (status(node, waiting).stats.state, status(node, waiting).progress_completed) == ("created", 0.0)
+    assert queue_depth(node) == 1  # the task waiting for a worker
     node.stub().AbortTask(pb.TaskIdRequest(task_id=running[0]), timeout=5)
     assert wait(node, running[0], timeout=5).aborted
     running_in(node, waiting)  # it got the freed worker
+    assert queue_depth(node) == 0
     for tid in (running[1], waiting):
         node.stub().AbortTask(pb.TaskIdRequest(task_id=tid), timeout=5)
         assert wait(node, tid, timeout=5).aborted
