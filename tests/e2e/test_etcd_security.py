@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.certs import TlsFiles, make_certs
 from tests.support.cluster import Cluster, start_cluster_task, unique_cluster_name, wait_task
 from tests.support.etcd import EtcdCluster, etcd_available
 from tests.support.procs import NodeProc, refused
-from tests.support.tls_certs import TlsFiles, make_certs
 
 pytestmark = pytest.mark.needs_etcd
 

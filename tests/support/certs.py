@@ -57,3 +57,21 @@ class TestCA:
                 "-out", f"{name}.crt", "-days", "2", "-extfile", ext.name, cwd=self.root)
         (self.root / f"{name}.key").chmod(0o600)
         return CertPair(self.root / f"{name}.crt", self.root / f"{name}.key", serial)
+
+
+@dataclass(frozen=True, slots=True)
+class TlsFiles:
+    """A CA with one server certificate (127.0.0.1/localhost) and one client certificate, as an etcd
+    cluster or a client-library test needs them."""
+
+    ca: Path
+    server_cert: Path
+    server_key: Path
+    client_cert: Path
+    client_key: Path
+
+
+def make_certs(root: Path) -> TlsFiles:
+    ca = TestCA(root)
+    server, client = ca.issue("server", cn="127.0.0.1"), ca.issue("client", cn="taskward-node")
+    return TlsFiles(ca.cert, server.cert, server.key, client.cert, client.key)

@@ -9,8 +9,8 @@ from pathlib import Path
 import grpc
 
 from taskward.processes import EtcdProcess, free_port
+from tests.support.certs import TlsFiles
 from tests.support.procs import TIMEOUT_MULT
-from tests.support.tls_certs import TlsFiles
 
 
 class EtcdMember(EtcdProcess):

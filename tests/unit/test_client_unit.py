@@ -37,8 +37,8 @@ from taskward.errors import (
 from taskward.pb.taskward.v1 import tasks_pb2 as pb
 from taskward.pb.taskward.v1 import tasks_pb2_grpc as pb_grpc
 from taskward.security.tls import TlsError
+from tests.support.certs import TlsFiles, make_certs
 from tests.support.procs import REPO, free_port
-from tests.support.tls_certs import TlsFiles, make_certs
 from tests.unit.test_convert import full_status
 
 # ---------------------------------------------------------------- TaskStatus
