@@ -244,15 +244,15 @@ class Coordinator:
                 return f"leading: {n} unfinished cluster task(s)" if n else "leading: idle"
             except NotLeader:
                 status = "deposed: no longer the leader"
-                await self._unheld(snap)  # a key naming this node that is not its own
+                await self._unheld()  # a key naming this node that is not its own
         elif snap.stale:
             status = "cluster replica stale: not leading"
         elif snap.leader == self.node_id:  # named, but not with this node's own record: not ours to lead with
-            await self._unheld(snap)
+            await self._unheld()
             status = "leader key names this node but is not its own: not leading"
         elif snap.leader is None or snap.leader not in snap.members:
             if snap.leader is not None or not await self._election.campaign(self.membership.lease):
-                await self._unheld(snap)
+                await self._unheld()
             status = "leader election in progress"
         else:
             self._unheld_since = None
@@ -262,7 +262,7 @@ class Coordinator:
         await self._stop_cron()
         return status
 
-    async def _unheld(self, snap: ClusterSnapshot) -> None:
+    async def _unheld(self) -> None:
         """The leader key is there, but no live member leads with it. Once that has lasted a lease TTL
         (longer than a dying leader's key outlives its node's membership), the key is cleared so that an
         election can take place (``Election.clear_unheld``)."""
@@ -271,7 +271,7 @@ class Coordinator:
             self._unheld_since = now
         elif now - self._unheld_since >= self.config.lease_ttl_s:
             self._unheld_since = None
-            if await self._election.clear_unheld(snap.members.keys()):
+            if await self._election.clear_unheld():
                 self._request_full_cycle()
 
     def _ensure_cron(self) -> None:

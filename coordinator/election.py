@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 
-from taskward.coordinator.records import LEADER, decode_leader, encode_leader
-from taskward.coordinator.store.base import ClusterStore, Compare, Delete, Op, TxnResult
+from taskward.coordinator.records import LEADER, MEMBERS, decode_leader, encode_leader
+from taskward.coordinator.store.base import ClusterStore, Compare, Delete, KeyValue, Op, TxnResult
 
 logger = logging.getLogger(__name__)
 
@@ -36,24 +36,26 @@ class Election:
         """Whether ``record`` (the leader key's value) is the one this node wrote when it won."""
         return record == self._value
 
-    async def clear_unheld(self, members: Collection[str]) -> bool:
+    async def clear_unheld(self) -> bool:
         """Delete a leader key that no live member holds; whether it was deleted.
 
         ``campaign`` only creates the key, so a key that no live node holds blocks every election for as
-        long as it stays: one that is not a leader record, names a node that is not a member, or is bound
-        to no live lease (a key without a lease never expires; one written by hand, or left by a restore).
-        It is deleted only if it still holds the bytes that were judged, so a leader elected meanwhile is
-        never touched. Callers ask only after the key has looked unheld for a lease TTL."""
+        long as it stays: one that is not a leader record, names a node that is not a member, or is not
+        bound to that member's live lease (a key without a lease never expires; one written by hand, or
+        left by a restore). All of it is read from the store, not from this node's replica, which may lag
+        a leader elected meanwhile; and the key is deleted only if it still holds the bytes that were
+        judged. Callers ask only after the key has looked unheld for a lease TTL."""
         kv = await self._store.get(LEADER)
         if kv is None:
             return False
         holder = decode_leader(kv.value)
-        if holder in members and kv.lease and await self._store.lease_alive(kv.lease):
-            return False  # held after all: this node's replica was behind
+        member = await self._store.get(MEMBERS + holder) if holder is not None else None
+        if member is not None and kv.lease and member.lease == kv.lease and await self._store.lease_alive(kv.lease):
+            return False  # held: its node is a member on the live lease the key is bound to
         result = await self._store.txn((Compare(LEADER, kv.value),), (Delete(LEADER),))
         if result.succeeded:
             logger.warning("deleted a leader key that no live member holds (%s); electing a leader",
-                           _unheld_because(holder, kv.lease, members))
+                           _unheld_because(holder, kv.lease, member))
         return result.succeeded
 
     async def leader_txn(self, ops: Sequence[Op], extra: Sequence[Compare] = ()) -> TxnResult:
@@ -73,9 +75,11 @@ class Election:
             logger.debug("could not resign leadership", exc_info=True)
 
 
-def _unheld_because(holder: str | None, lease: int, members: Collection[str]) -> str:
+def _unheld_because(holder: str | None, lease: int, member: KeyValue | None) -> str:
     if holder is None:
         return "not a leader record"
-    if holder not in members:
+    if member is None:
         return f"it names {holder}, which is not a member"
-    return f"it names {holder} but is bound to no lease" if not lease else f"it names {holder} but its lease has ended"
+    if not lease:
+        return f"it names {holder} but is bound to no lease"
+    return f"it names {holder} but not on its live lease"
