@@ -30,7 +30,16 @@ from taskward.coordinator.cache import ClusterSnapshot
 from taskward.coordinator.child_events import ChildEvents
 from taskward.coordinator.election import Election, NotLeader
 from taskward.coordinator.node_client import NodeClients, StartRequest
-from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, Member, decode_task, encode_task
+from taskward.coordinator.record_checks import BadRecord
+from taskward.coordinator.records import (
+    TASKS,
+    ClusterChild,
+    ClusterTask,
+    Member,
+    check_child,
+    decode_task,
+    encode_task,
+)
 from taskward.coordinator.store.base import Compare, Delete, Put
 from taskward.model import TaskState
 
@@ -90,6 +99,22 @@ def mark_down(c: ClusterChild, node: str, now: float, grace_s: float) -> Cluster
         return replace(c, down_since=now)
     if now - c.down_since > grace_s:
         return replace(c, state=TaskState.FAILED, error=f"node {node} unavailable", end_time=now)
+    return c
+
+
+def recordable(c: ClusterChild, was: ClusterChild, now: float) -> ClusterChild:
+    """``c`` as a node's answer or events made it, if the record can hold it; else the child as it was,
+    failed, saying why. The replicas check every record they read and skip a bad one whole, so a value out
+    of range from one node (nodes refuse such values at the source: a bug, or a rogue peer) would otherwise
+    make the cluster task vanish from every node, the leader's own cycle included."""
+    if c is was:
+        return c
+    try:
+        check_child(c)
+    except BadRecord as exc:
+        logger.error("node %s reported a child the record cannot hold (%s); failing that child", c.node, exc)
+        return replace(was, state=TaskState.FAILED, end_time=now, down_since=0.0,
+                       error=f"node {c.node} reported what cannot be recorded: {exc}")
     return c
 
 
@@ -164,7 +189,8 @@ class Leader:
         kids = {c.node: c for c in t.children}
         pending = [c for c in (kids.get(node) or ClusterChild(node=node) for node in t.target_nodes)
                    if not c.state.finished]
-        driven = await self._drive_children(t, pending, members, now)
+        driven = [recordable(c, was, now) for c, was in
+                  zip(await self._drive_children(t, pending, members, now), pending, strict=True)]
         started = [c for c, was in zip(driven, pending, strict=True) if c.task_id and c.task_id != was.task_id]
         if started:  # one line per cluster task, not one per node
             logger.info("started %d child(ren) of cluster task %s: %s", len(started), t.id,

@@ -256,15 +256,21 @@ def check_task(t: ClusterTask, task_id: str | None = None, *, children: Iterable
     for node in t.target_nodes:
         check_node_id("target node", node)
     for c in t.children if children is None else children:
-        check_node_id("child node", c.node)
-        check_task_id(f"child task id on {c.node}", c.task_id, optional=True)
-        check_progress(f"progress_completed of the child on {c.node}", c.progress_completed)
-        check_progress(f"progress_total of the child on {c.node}", c.progress_total)
-        check_count(f"attempt of the child on {c.node}", c.attempt)
-        for name in ("down_since", "start_time", "end_time"):
-            check_time(f"{name} of the child on {c.node}", getattr(c, name))
-        if c.result_json:
-            check_json(f"result of the child on {c.node}", c.result_json, limits.MAX_RESULT_BYTES)
+        check_child(c)
+
+
+def check_child(c: ClusterChild) -> None:
+    """``BadRecord`` for a field of one child out of range (the replica's check, and the leader's before it
+    writes what a node said of its child)."""
+    check_node_id("child node", c.node)
+    check_task_id(f"child task id on {c.node}", c.task_id, optional=True)
+    check_progress(f"progress_completed of the child on {c.node}", c.progress_completed)
+    check_progress(f"progress_total of the child on {c.node}", c.progress_total)
+    check_count(f"attempt of the child on {c.node}", c.attempt)
+    for name in ("down_since", "start_time", "end_time"):
+        check_time(f"{name} of the child on {c.node}", getattr(c, name))
+    if c.result_json:
+        check_json(f"result of the child on {c.node}", c.result_json, limits.MAX_RESULT_BYTES)
 
 
 def decode_task(raw: bytes) -> ClusterTask | None:

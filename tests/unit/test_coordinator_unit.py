@@ -10,14 +10,16 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
+from taskward import convert
 from taskward.coordinator.cache import ClusterCache
 from taskward.coordinator.child_events import ChildEvents, _Stream, behind
 from taskward.coordinator.leader import RETAIN_FINISHED, RETAIN_S, Leader, expired
-from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, Member, encode_task
+from taskward.coordinator.records import TASKS, ClusterChild, ClusterTask, Member, check_task, encode_task
 from taskward.coordinator.store.base import Put
 from taskward.coordinator.store.embedded import EmbeddedStore
 from taskward.events import Event, EventType
 from taskward.model import TaskState
+from taskward.pb.taskward.v1 import tasks_pb2 as pb
 
 
 def task(state: TaskState = TaskState.RUNNING, *, end_time: float = 0.0, down_child: bool = False) -> ClusterTask:
@@ -197,3 +199,40 @@ async def test_a_fan_out_sends_each_call_in_its_own_turn_of_the_loop() -> None:
     sends = [i for i, line in enumerate(clients.log) if line.startswith("send")]
     first_other = clients.log.index("other work after 127.0.0.1:1")
     assert len(sends) == 20 and first_other < sends[1]  # the work made ready by the first send ran before the second
+
+
+class _AnsweringClients:
+    """Answers a child's status poll with ``answer`` (what a node sent on the wire)."""
+
+    def __init__(self, answer: pb.TaskStatus) -> None:
+        self.answer = answer
+
+    async def status(self, address: str, task_id: str, *, timeout_s: float) -> Any:
+        return convert.status_from_pb(replace_task_id(self.answer, task_id))
+
+
+def replace_task_id(msg: pb.TaskStatus, task_id: str) -> pb.TaskStatus:
+    out = pb.TaskStatus()
+    out.CopyFrom(msg)
+    out.stats.task_id = task_id
+    return out
+
+
+async def test_a_child_a_record_cannot_hold_fails_instead_of_the_whole_record_vanishing() -> None:
+    """Replicas skip a record with a value out of range, whole: written as a node reported it, progress
+    of 1e300 would have made the cluster task vanish from every node, the leader's cycle included."""
+    member = Member(id="n1", address="127.0.0.1:1", version="test", started_at=0.0, instance="i")
+    t = task()
+    for progress, result in ((1e300, ""), (2.0, "[" * 100 + "]" * 100)):
+        answer = pb.TaskStatus(module="builtin", progress_completed=progress, progress_total=4.0, result_json=result,
+                               stats=pb.TaskStats(type="sleep", kind="node", scope="node",
+                                                   state="done" if result else "running"))
+        leader = Leader(cast(Any, None), cast(Any, _AnsweringClients(answer)),
+                        ChildEvents(cast(Any, None), lambda: None), dead_node_grace_s=60, rpc_timeout_s=5)
+        driven = await leader._drive(t, {"n1": member})
+        (child,) = driven.children
+        assert child.state is TaskState.FAILED and child.error.startswith(
+            "node n1 reported what cannot be recorded: "), child
+        assert (child.task_id, child.progress_completed) == (t.children[0].task_id, 0.0)  # as it was, failed
+        assert driven.state is TaskState.FAILED and "n1" in driven.error
+        check_task(driven)  # the record every replica will read is a valid one
