@@ -15,37 +15,24 @@ own container, so it sees the same variables; ``https`` URLs are verified with `
 from __future__ import annotations
 
 import os
-import ssl
 import sys
 import urllib.error
 import urllib.request
 from collections.abc import Mapping, Sequence
 
-import grpc
-
 from taskward.processes import grpc_serving
-from taskward.security.tls import TlsError, client_credentials, load_files
+from taskward.security.tls import TlsError, TlsMaterial, channel_credentials, client_context, load_files
 
 TLS_VARIABLES: Mapping[str, str] = {"ca": "TASKWARD_TLS_CA", "cert": "TASKWARD_TLS_CERT", "key": "TASKWARD_TLS_KEY"}
 
 
-def grpc_credentials(env: Mapping[str, str]) -> grpc.ChannelCredentials | None:
-    """TLS as the node's environment configures it, or None (plaintext). ``TlsError`` names a bad file."""
-    ca, cert, key = (env.get(TLS_VARIABLES[k]) or None for k in ("ca", "cert", "key"))
-    return client_credentials(ca, cert, key, names=TLS_VARIABLES)
-
-
-def https_context(env: Mapping[str, str]) -> ssl.SSLContext | None:
-    """For an ``https`` URL: verified with ``TASKWARD_TLS_CA`` (else the system's roots), presenting
-    ``TASKWARD_TLS_CERT`` when it is set."""
-    ca, cert, key = (env.get(TLS_VARIABLES[k]) or None for k in ("ca", "cert", "key"))
-    if ca is None and cert is None:
+def tls_material(env: Mapping[str, str]) -> TlsMaterial | None:
+    """The node's TLS files as its environment names them, each read once; None: plaintext. ``TlsError``
+    names a bad file."""
+    files = {k: env.get(variable) or None for k, variable in TLS_VARIABLES.items()}
+    if not any(files.values()):
         return None
-    load_files(cert=cert, key=key, ca=ca, names=TLS_VARIABLES)  # a bad file is named, as for gRPC
-    ctx = ssl.create_default_context(cafile=ca)
-    if cert is not None and key is not None:
-        ctx.load_cert_chain(cert, key)
-    return ctx
+    return load_files(ca=files["ca"], cert=files["cert"], key=files["key"], names=TLS_VARIABLES)
 
 
 def main(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int:
@@ -53,17 +40,22 @@ def main(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int:
     try:
         if kind == "grpc" and len(argv) <= 2:
             address = argv[1] if len(argv) > 1 else env.get("TASKWARD_LISTEN", "127.0.0.1:7100")
-            return 0 if grpc_serving(address, grpc_credentials(env)) else 1
+            m = tls_material(env)
+            return 0 if grpc_serving(address, channel_credentials(m) if m is not None else None) else 1
         if kind == "http" and len(argv) == 2:
-            context = https_context(env) if argv[1].startswith("https:") else None
+            m = tls_material(env) if argv[1].startswith("https:") else None
             try:
-                with urllib.request.urlopen(argv[1], timeout=2, context=context) as resp:
+                with urllib.request.urlopen(argv[1], timeout=2,
+                                            context=client_context(m) if m is not None else None) as resp:
                     return 0 if resp.status == 200 else 1
             except (urllib.error.URLError, OSError):
                 return 1
     except TlsError as exc:
         print(f"healthcheck: {exc.message}", file=sys.stderr)
         return 1
+    except ValueError as exc:  # urllib: not a URL it can open
+        print(f"healthcheck: {exc}", file=sys.stderr)
+        return 2
     print("usage: python -m taskward.healthcheck [grpc [HOST:PORT] | http URL]", file=sys.stderr)
     return 2
 

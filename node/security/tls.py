@@ -96,8 +96,21 @@ def client_credentials(ca: FilePath | None, cert: FilePath | None, key: FilePath
     None (plaintext)."""
     if ca is None and cert is None and key is None:
         return None
-    m = load_files(cert=cert, key=key, ca=ca, names=names)
+    return channel_credentials(load_files(cert=cert, key=key, ca=ca, names=names))
+
+
+def channel_credentials(m: TlsMaterial) -> grpc.ChannelCredentials:
+    """gRPC client credentials from files already read: ``m.ca`` verifies the server (the system's roots
+    without it); ``m.cert`` is presented when there is one."""
     return grpc.ssl_channel_credentials(root_certificates=m.ca, private_key=m.key, certificate_chain=m.cert)
+
+
+def client_context(m: TlsMaterial) -> ssl.SSLContext:
+    """The same for an HTTPS client (``ssl``), from the same bytes."""
+    ctx = ssl.create_default_context(cadata=m.ca.decode("ascii", errors="ignore") if m.ca is not None else None)
+    if m.cert is not None:
+        _load_chain(ctx, m)
+    return ctx
 
 
 # ---------------------------------------------------------------------- the live certificates of a process
@@ -117,7 +130,7 @@ class Certificates:
         self._material = load_config(config)
         self._lock = threading.Lock()  # the fetch callback runs on gRPC's threads
         self._pending: grpc.ServerCertificateConfiguration | None = None
-        self._listeners_tls: list[_ServedContext] = []
+        self._served: list[_ServedContext] = []  # each listener's TLS, across reloads
         self._listeners: list[CredentialsListener] = []
         self._channel_credentials = self._dial_credentials(self._material)
         if self._material.cert is not None:
@@ -160,7 +173,7 @@ class Certificates:
         """The context of one listener (REST, RESP, metrics), for the listener's whole life. After a
         ``reload`` its handshakes switch to a context built from the new files (``_ServedContext``)."""
         served = _ServedContext(_server_context(self._material, alpn), alpn)
-        self._listeners_tls.append(served)
+        self._served.append(served)
         return served.first
 
     def reload(self) -> bool:
@@ -168,12 +181,12 @@ class Certificates:
         when a file is bad."""
         try:
             material = load_config(self.config)
-            fresh = [_server_context(material, served.alpn) for served in self._listeners_tls]
+            fresh = [_server_context(material, served.alpn) for served in self._served]
         except (TlsError, ssl.SSLError, OSError) as exc:
             reason = exc.message if isinstance(exc, TlsError) else str(exc)
             logger.error("certificates not reloaded, still serving the previous ones: %s", reason)
             return False
-        for served, ctx in zip(self._listeners_tls, fresh, strict=True):  # all built: none half-switched
+        for served, ctx in zip(self._served, fresh, strict=True):  # all built: none half-switched
             served.current = ctx
         with self._lock:
             self._pending = _server_configuration(material) if material.cert is not None else None
@@ -190,7 +203,7 @@ class Certificates:
     def _dial_credentials(self, m: TlsMaterial) -> grpc.ChannelCredentials | None:
         if not self.config.dials:
             return None
-        return grpc.ssl_channel_credentials(root_certificates=m.ca, private_key=m.key, certificate_chain=m.cert)
+        return channel_credentials(m)
 
 
 def load_certificates(config: TlsConfig) -> Certificates | None:

@@ -312,6 +312,9 @@ def test_idempotency_key_is_per_cluster(any_cluster: Cluster) -> None:
             c.nodes[-1].stub().StartTask(req, timeout=10)
         assert (info.value.code(), info.value.details()) == (  # type: ignore[attr-defined]
             grpc.StatusCode.INVALID_ARGUMENT, "idempotency key 'k1' was already used with different arguments"), other
+    for n in c.nodes:  # the refused starts wrote nothing, on either store
+        listed = n.stub().ListTasks(pb.ListTasksRequest(module="builtin"), timeout=5).tasks
+        assert [t.task_id for t in listed if t.kind == "cluster"] == [tid]
     assert wait_task(c.nodes[0], tid).stats.state == "done"
     if c.etcd_endpoints is not None:
         assert cluster_task_keys(c) == [f"tasks/{tid}"]

@@ -262,6 +262,8 @@ def test_the_container_health_check_speaks_tls_as_the_node_is_configured(mtls_no
                           f"cannot read TASKWARD_TLS_CA {missing}: No such file or directory")):
         bad = healthcheck("grpc", mtls_node.address, **env)
         assert (bad.returncode, bad.stderr) == (1, f"healthcheck: {message}\n")
+    not_a_url = healthcheck("http", "127.0.0.1/health")
+    assert (not_a_url.returncode, not_a_url.stderr) == (2, "healthcheck: unknown url type: '127.0.0.1/health'\n")
 
 
 def redis_cli(port: int, *args: str) -> subprocess.CompletedProcess[str]:

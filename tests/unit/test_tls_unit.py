@@ -95,28 +95,37 @@ def test_tls_settings_that_do_not_go_together() -> None:
     assert (TlsConfig(cert="c", key="k").serves, TlsConfig(cert="c", key="k").dials) == (True, True)
 
 
-def served_serial(ctx: ssl.SSLContext, trust: Path) -> str:
-    """Handshake once with a server socket using ``ctx`` (in a thread) and return the served serial."""
+def handshake(ctx: ssl.SSLContext, client: ssl.SSLContext) -> tuple[bool, dict[str, Any] | None]:
+    """One connection from ``client`` to a listener with ``ctx`` (in a thread): whether the listener accepted
+    it (its own verdict, taken when its handshake ends) and the certificate it served. No SNI is sent, as
+    for any client that dials an IP address."""
+    verdict: list[bool] = []
+    served: dict[str, Any] | None = None
     with socket.socket() as listener:
         listener.bind(("127.0.0.1", 0))
         listener.listen(1)
-        port = listener.getsockname()[1]
 
         def accept() -> None:
             conn, _ = listener.accept()
             try:
                 with ctx.wrap_socket(conn, server_side=True):
-                    pass
+                    verdict.append(True)
             except (ssl.SSLError, OSError):
-                pass
+                verdict.append(False)
 
         t = threading.Thread(target=accept, daemon=True)
         t.start()
-        client = ssl.create_default_context(cafile=str(trust))
-        with socket.create_connection(("127.0.0.1", port), timeout=5) as s, \
-                client.wrap_socket(s, server_hostname="127.0.0.1") as tls:
-            cert = tls.getpeercert()
+        with socket.create_connection(("127.0.0.1", listener.getsockname()[1]), timeout=5) as s, \
+                contextlib.suppress(ssl.SSLError, OSError), client.wrap_socket(s, server_hostname="127.0.0.1") as tls:
+            served = tls.getpeercert()
+            tls.recv(1)  # TLS 1.3: the listener's verdict on our certificate comes after our side's handshake
         t.join(5)
+    return verdict == [True], served
+
+
+def served_serial(ctx: ssl.SSLContext, trust: Path) -> str:
+    """The serial a new handshake with a listener using ``ctx`` is served."""
+    _, cert = handshake(ctx, ssl.create_default_context(cafile=str(trust)))
     assert cert is not None
     return str(cert["serialNumber"])
 
@@ -150,30 +159,10 @@ def test_a_reload_reaches_new_handshakes_and_channel_owners(live: tuple[Certific
 
 
 def client_accepted(ctx: ssl.SSLContext, trust: Path, client: CertPair) -> bool:
-    """Whether a listener with ``ctx`` accepts a handshake from ``client`` (the listener's own verdict, taken
-    when its handshake ends; no SNI is sent, as for any client that dials an IP address)."""
-    verdict: list[bool] = []
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        listener.listen(1)
-
-        def accept() -> None:
-            conn, _ = listener.accept()
-            try:
-                with ctx.wrap_socket(conn, server_side=True):
-                    verdict.append(True)
-            except (ssl.SSLError, OSError):
-                verdict.append(False)
-
-        t = threading.Thread(target=accept, daemon=True)
-        t.start()
-        side = ssl.create_default_context(cafile=str(trust))
-        side.load_cert_chain(client.cert, client.key)
-        with socket.create_connection(("127.0.0.1", listener.getsockname()[1]), timeout=5) as s, \
-                contextlib.suppress(ssl.SSLError, OSError), side.wrap_socket(s, server_hostname="127.0.0.1") as tls:
-            tls.recv(1)  # TLS 1.3: the listener's verdict on our certificate comes after our side's handshake
-        t.join(5)
-    return verdict == [True]
+    """Whether a listener with ``ctx`` accepts a handshake from ``client``."""
+    side = ssl.create_default_context(cafile=str(trust))
+    side.load_cert_chain(client.cert, client.key)
+    return handshake(ctx, side)[0]
 
 
 def test_a_reloaded_client_ca_replaces_the_old_one_on_the_same_listener(tmp_path: Path, ca: TestCA,
